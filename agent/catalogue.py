@@ -1,0 +1,105 @@
+"""Every metric the agent can emit, declared once: the core's self-metrics plus each collector's
+``METRICS``. Exposition refuses undeclared samples; docs/metrics.md is generated from here."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from collectors.base import MetricSpec
+from collectors.registry import collectors
+
+TARGET_LABELS = ("collector", "target", "site")
+
+CORE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("continuity_target_up", "gauge",
+               "1 if the target's last collection succeeded, 0 if it failed.",
+               labels=TARGET_LABELS, target_labels=False),
+    MetricSpec("continuity_target_collection_duration_seconds", "gauge",
+               "How long the target's last collection took.", "seconds",
+               labels=TARGET_LABELS, target_labels=False),
+    MetricSpec("continuity_target_last_success_timestamp_seconds", "gauge",
+               "When the target's last successful collection finished (Unix time).", "seconds",
+               labels=TARGET_LABELS, target_labels=False),
+    MetricSpec("continuity_target_errors_total", "counter",
+               "Failed collections and failed parts of collections, by reason.",
+               labels=(*TARGET_LABELS, "reason"), target_labels=False),
+    MetricSpec("continuity_target_skipped_runs_total", "counter",
+               "Scheduled runs skipped because the previous run of the same target was still going.",
+               labels=TARGET_LABELS, target_labels=False),
+    MetricSpec("continuity_task_last_success_timestamp_seconds", "gauge",
+               "When a target's secondary task (integrity check, throughput test...) last succeeded.",
+               "seconds", labels=(*TARGET_LABELS, "task"), target_labels=False),
+    MetricSpec("continuity_agent_info", "info", "Agent version and own site.",
+               labels=("version", "site"), target_labels=False),
+    MetricSpec("continuity_agent_start_time_seconds", "gauge", "When the agent process started (Unix time).",
+               "seconds", target_labels=False),
+    MetricSpec("continuity_config_last_reload_successful", "gauge",
+               "1 if the last config load or reload succeeded.", target_labels=False),
+    MetricSpec("continuity_config_last_reload_success_timestamp_seconds", "gauge",
+               "When the config was last loaded successfully (Unix time).", "seconds", target_labels=False),
+    MetricSpec("continuity_state_db_healthy", "gauge",
+               "1 if results are being written to the SQLite state database, 0 if degraded to memory only.",
+               target_labels=False),
+    MetricSpec("continuity_state_db_errors_total", "counter",
+               "Failed writes to the SQLite state database.", target_labels=False),
+)
+
+_NAME = re.compile(r"^continuity_[a-z][a-z0-9_]*$")
+_LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class CatalogueError(Exception):
+    pass
+
+
+def check_spec(spec: MetricSpec) -> list[str]:
+    problems = []
+    if not _NAME.match(spec.name):
+        problems.append(f"{spec.name}: name must match {_NAME.pattern}")
+    if spec.type == "counter" and not spec.name.endswith("_total"):
+        problems.append(f"{spec.name}: counters end in _total")
+    if spec.type != "counter" and spec.name.endswith("_total"):
+        problems.append(f"{spec.name}: only counters end in _total")
+    if spec.type == "info" and not spec.name.endswith("_info"):
+        problems.append(f"{spec.name}: info metrics end in _info")
+    if spec.unit and spec.unit not in spec.name:
+        problems.append(f"{spec.name}: unit {spec.unit!r} missing from name")
+    if not spec.help or not spec.help.strip():
+        problems.append(f"{spec.name}: help text is empty")
+    for label in spec.labels:
+        if not _LABEL.match(label) or label.startswith("__"):
+            problems.append(f"{spec.name}: bad label name {label!r}")
+    if spec.target_labels and ({"target", "site"} & set(spec.labels)):
+        problems.append(f"{spec.name}: target/site labels are added by exposition, do not declare them")
+    return problems
+
+
+@cache
+def catalogue() -> dict[str, MetricSpec]:
+    out: dict[str, MetricSpec] = {}
+    problems: list[str] = []
+    specs = list(CORE_METRICS)
+    for cls in collectors().values():
+        specs.extend(cls.METRICS)
+    for spec in specs:
+        problems.extend(check_spec(spec))
+        if spec.name in out and out[spec.name] != spec:
+            problems.append(f"{spec.name}: declared twice with different definitions")
+        out[spec.name] = spec
+    if problems:
+        raise CatalogueError("; ".join(problems))
+    return out
+
+
+def exposed_labels(spec: MetricSpec) -> tuple[str, ...]:
+    return (*spec.labels, "target", "site") if spec.target_labels else spec.labels
+
+
+def owners() -> dict[str, str]:
+    """metric name -> collector kind (or 'agent')."""
+    out = {s.name: "agent" for s in CORE_METRICS}
+    for kind, cls in collectors().items():
+        for s in cls.METRICS:
+            out.setdefault(s.name, kind)
+    return out

@@ -1,0 +1,238 @@
+"""``continuity-agent`` command line. Exit codes: 0 fine, 1 findings/failures, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from agent import __version__
+from agent import logs as agent_logs
+
+log = logging.getLogger("continuity-agent")
+
+# Modules adding subcommands: each has ``register(subparsers)`` and sets ``func(args) -> int``.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: printed as one line, exit 2."""
+
+
+def _err(msg: str) -> None:
+    print(f"continuity-agent: {msg}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[None]:
+    """A spinner on stderr while slow work runs, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def spin() -> None:
+        frames = "|/-\\"
+        i = 0
+        while not stop.wait(0.1):
+            sys.stderr.write(f"\r{frames[i % 4]} {label} ({time.monotonic() - t0:.1f}s)")
+            sys.stderr.flush()
+            i += 1
+
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join()
+        sys.stderr.write("\r" + " " * (len(label) + 20) + "\r")
+        sys.stderr.flush()
+
+
+def _load(path: str) -> Any:
+    from agent.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as e:
+        for issue in e.issues:
+            _err(str(issue))
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    for w in loaded.warnings:
+        log.warning("%s", w)
+    return loaded
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError, dump_config, load_config
+
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as e:
+        for issue in e.issues:
+            print(str(issue), file=sys.stderr)
+        print(f"{args.file}: {len(e.issues)} error(s)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for w in loaded.warnings:
+        print(f"{args.file}: warning: {w}", file=sys.stderr)
+    if args.dump:
+        print(dump_config(loaded.config), end="")
+    else:
+        cfg = loaded.config
+        print(f"{args.file}: OK ({len(cfg.targets)} targets, {len(cfg.sites) or 1} sites, {len(cfg.auths)} auths)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.service import Agent
+
+    loaded = _load(args.config)
+
+    async def main() -> int:
+        agent = Agent(loaded, listen=args.listen_address)
+        try:
+            await agent.start()
+        except OSError as e:
+            _err(f"cannot listen on {args.listen_address or loaded.config.agent.listen_address}: {e.strerror or e}")
+            await agent.stop()
+            return EXIT_BAD_INPUT
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(agent.reload()))
+        await stop.wait()
+        log.info("shutting down")
+        await agent.stop()
+        return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def cmd_collect_once(args: argparse.Namespace) -> int:
+    from agent.runner import run_task
+    from agent.service import build_collectors
+    from collectors.base import CollectorContext
+
+    loaded = _load(args.config)
+    cfg = loaded.config
+    target = cfg.target(args.target)
+    if target is None:
+        names = ", ".join(t.name for t in cfg.targets) or "none"
+        _err(f"{args.config}: no target named {args.target!r} (targets: {names})")
+        return EXIT_BAD_INPUT
+
+    async def main() -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from agent.state import StateStore
+
+        store = StateStore(cfg.agent.state_dir if args.use_state else None)
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            ctx = CollectorContext(auths=cfg.auths, executor=ex, state_dir=cfg.agent.state_dir,
+                                   shared={}, store=store, config=cfg)
+            col = build_collectors(loaded.__class__(loaded.path, cfg.model_copy(update={"targets": [target]}),
+                                                    loaded.sha256), ctx)[target.name]
+            rc = EXIT_OK
+            results = []
+            try:
+                for task in col.tasks():
+                    if args.task is not None and task.name != args.task:
+                        continue
+                    label = f"collecting {target.name}" + (f"/{task.name}" if task.name else "")
+                    with progress(label):
+                        results.append(await run_task(col, task, site=cfg.site_of(target)))
+            finally:
+                await col.close()
+                store.close()
+        for r in results:
+            if args.format == "json":
+                print(json.dumps({
+                    "target": r.target, "task": r.task, "ok": r.ok, "reason": r.reason, "message": r.message,
+                    "duration_seconds": r.duration, "partial_errors": r.partial_errors, "info": r.info,
+                    "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples],
+                }, indent=1, default=str))
+            else:
+                head = f"{r.target}" + (f" [{r.task}]" if r.task else "")
+                print(f"# {head}: {'OK' if r.ok else 'FAILED'} in {r.duration:.3f}s")
+                if not r.ok:
+                    print(f"# error ({r.reason}): {r.message}")
+                for reason, msg in r.partial_errors:
+                    print(f"# partial error ({reason}): {msg}")
+                for k, v in r.info.items():
+                    print(f"# {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}")
+                for s in r.samples:
+                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                    print(f"{s.name}{{{labels}}} {s.value:g}" if labels else f"{s.name} {s.value:g}")
+            if not r.ok:
+                rc = EXIT_FINDINGS
+        return rc
+
+    return asyncio.run(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="continuity-agent",
+        description="Measures availability, link speed, backups and DR recovery evidence as Prometheus metrics.",
+    )
+    p.add_argument("--version", action="version", version=f"continuity-agent {__version__}")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the agent")
+    r.add_argument("--config", required=True, help="agent config file (YAML)")
+    r.add_argument("--web.listen-address", dest="listen_address", default=None,
+                   help="HOST:PORT to serve /metrics on (default from config, 127.0.0.1:9072)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file; exit 2 listing every error")
+    c.add_argument("file")
+    c.add_argument("--dump", action="store_true", help="print the effective config, secrets masked")
+    c.set_defaults(func=cmd_check_config)
+
+    o = sub.add_parser("collect-once", help="collect one target now and print its samples and errors")
+    o.add_argument("--config", required=True)
+    o.add_argument("--format", choices=("text", "json"), default="text")
+    o.add_argument("--task", default=None, help="only this task of the target ('' for the main one)")
+    o.add_argument("--use-state", action="store_true", help="read and write the agent's state database")
+    o.add_argument("target")
+    o.set_defaults(func=cmd_collect_once)
+
+    for mod in SUBCOMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    agent_logs.setup(args.log_level, args.log_format)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The agent's YAML config: loaded once into frozen models, every error reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from agent.configtypes import NAME_RE, Duration, StrictModel
+from collectors.base import TargetBase
+from collectors.registry import auth_models, collectors
+
+DEFAULT_LISTEN = "127.0.0.1:9072"
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(str(i) for i in issues))
+        self.issues = issues
+
+
+class AgentSection(StrictModel):
+    site: str = Field(pattern=NAME_RE)
+    listen_address: str = DEFAULT_LISTEN
+    state_dir: Path = Path("state")
+    retention: Duration = 400 * 86400.0
+    max_workers: int = Field(default=32, ge=1, le=512)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen_address(v)
+        return v
+
+
+class Defaults(StrictModel):
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    # Spread first runs over this fraction of each interval so targets do not all fire together.
+    start_jitter: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class Site(StrictModel):
+    name: str = Field(pattern=NAME_RE)
+    class_: str = Field(alias="class", default="default")
+    description: str = ""
+
+
+def parse_listen_address(v: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not (0 < int(port) < 65536):
+        raise ValueError(f"listen address {v!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _target_union() -> Any:
+    models = tuple(c.config_model for c in collectors().values())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+
+
+def _auth_union() -> Any:
+    models = tuple(auth_models().values())
+    if not models:
+        return dict[str, Any]
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+
+
+TargetConfig = _target_union()
+AuthConfig = _auth_union()
+
+
+class AgentConfig(StrictModel):
+    agent: AgentSection
+    defaults: Defaults = Defaults()
+    sites: list[Site] = Field(default_factory=list)
+    auths: dict[str, AuthConfig] = Field(default_factory=dict)  # type: ignore[valid-type]
+    targets: list[TargetConfig] = Field(default_factory=list)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> AgentConfig:
+        errors: list[str] = []
+        site_names = [s.name for s in self.sites]
+        dup_sites = {n for n in site_names if site_names.count(n) > 1}
+        for n in sorted(dup_sites):
+            errors.append(f"sites: site {n!r} is defined more than once")
+        known_sites = set(site_names) or {self.agent.site}
+        if self.sites and self.agent.site not in known_sites:
+            errors.append(f"agent.site: site {self.agent.site!r} is not in sites")
+        seen: set[str] = set()
+        kinds = collectors()
+        for i, t in enumerate(self.targets):
+            key = f"targets[{i}]"
+            if t.name in seen:
+                errors.append(f"{key}.name: target name {t.name!r} is used more than once")
+            seen.add(t.name)
+            if t.site is not None and t.site not in known_sites:
+                errors.append(f"{key}.site: site {t.site!r} is not in sites")
+            auth = getattr(t, "auth", None)
+            if auth is not None:
+                cls = kinds[t.kind]
+                if auth not in self.auths:
+                    errors.append(f"{key}.auth: auth {auth!r} is not in auths")
+                elif self.auths[auth].type not in cls.AUTH_TYPES:
+                    errors.append(
+                        f"{key}.auth: auth {auth!r} has type {self.auths[auth].type!r}; "
+                        f"{t.kind} targets take {', '.join(cls.AUTH_TYPES) or 'no auth'}"
+                    )
+            for k, msg in kinds[t.kind].validate_config(t, self):
+                errors.append(f"{key}.{k}: {msg}" if k else f"{key}: {msg}")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    # -- helpers -------------------------------------------------------------------------------
+    def site_of(self, target: TargetBase) -> str:
+        return target.site or self.agent.site
+
+    def site_class(self, site: str) -> str:
+        for s in self.sites:
+            if s.name == site:
+                return s.class_
+        return "default"
+
+    def interval_of(self, target: TargetBase) -> float:
+        return target.interval if target.interval is not None else self.defaults.interval
+
+    def timeout_of(self, target: TargetBase) -> float:
+        t = target.timeout if target.timeout is not None else self.defaults.timeout
+        return min(t, self.interval_of(target))
+
+    def target(self, name: str) -> TargetBase | None:
+        for t in self.targets:
+            if t.name == name:
+                return t  # type: ignore[no-any-return]
+        return None
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    config: AgentConfig
+    sha256: str
+    warnings: tuple[str, ...] = ()
+
+
+def _format_loc(loc: tuple[int | str, ...], tags: set[str]) -> str:
+    out = ""
+    prev: int | str | None = None
+    for i, part in enumerate(loc):
+        # Discriminated unions put the tag in the location: targets.3.probe.url -> targets[3].url
+        if isinstance(part, str) and part in tags and i > 0 and prev is not None and (
+            isinstance(prev, int) or (len(loc) > 1 and loc[0] == "auths" and i == 2)
+        ):
+            prev = part
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part.startswith("tagged-union"):
+            continue
+        else:
+            out += ("." if out else "") + part
+        prev = part
+    return out
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load and validate a config file. Raises :class:`ConfigError` listing every problem."""
+    from agent import configtypes
+
+    p = Path(path)
+    fname = str(p)
+    try:
+        raw_bytes = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([ConfigIssue(fname, "", f"cannot read config: {e.strerror or e}")]) from None
+    try:
+        data = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {where}{problem}")]) from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {e}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with at least an 'agent' section")])
+    configtypes.secret_file_warnings.clear()
+    tags = set(collectors()) | set(auth_models())
+    try:
+        cfg = AgentConfig.model_validate(data, context={"base_dir": str(p.parent.resolve())})
+    except ValidationError as e:
+        issues: list[ConfigIssue] = []
+        for err in e.errors(include_url=False, include_input=False):
+            key = _format_loc(tuple(err["loc"]), tags)
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            for line in msg.splitlines():
+                # Cross-check errors carry their own key prefix ("targets[2].site: ...").
+                k, sep, rest = line.partition(": ")
+                if not key and sep and (k.split("[")[0].split(".")[0] in AgentConfig.model_fields):
+                    issues.append(ConfigIssue(fname, k, rest))
+                else:
+                    issues.append(ConfigIssue(fname, key, line))
+        raise ConfigError(issues) from None
+    state_dir = cfg.agent.state_dir
+    if not state_dir.is_absolute():
+        cfg = cfg.model_copy(
+            update={"agent": cfg.agent.model_copy(update={"state_dir": (p.parent / state_dir).resolve()})}
+        )
+    return LoadedConfig(
+        path=p,
+        config=cfg,
+        sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        warnings=tuple(configtypes.secret_file_warnings),
+    )
+
+
+def dump_config(cfg: AgentConfig) -> str:
+    """The effective config as YAML, secrets masked."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,188 @@
+"""Shared config building blocks: strict frozen models, durations and secrets.
+
+Secrets never appear literally in a config file: a secret field ``foo`` is given either as
+``foo: ${ENV_VAR}`` or as ``foo_file: /path/to/file``. Resolved values are wrapped in
+:class:`Secret`, which prints and serialises as ``<secret>`` and is registered so that log
+records and error messages can be scrubbed (see :func:`scrub`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from agent.durations import format_duration, parse_duration
+
+MASK = "<secret>"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_known_lock = threading.Lock()
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    # Very short values would make scrubbing mangle ordinary text; they are still masked
+    # wherever the Secret object itself is printed.
+    if len(value) >= 4:
+        with _known_lock:
+            _known_secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """Replace every known secret value in ``text`` with ``<secret>``."""
+    with _known_lock:
+        secrets = sorted(_known_secrets, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+class Secret:
+    """A secret value. ``str()``/``repr()``/serialisation give ``<secret>``; use :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return MASK
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _validate_secret,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda _v: MASK),
+            json_schema_input_schema=core_schema.str_schema(),
+        )
+
+
+def _validate_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        m = _ENV_REF.fullmatch(value.strip())
+        if m:
+            name = m.group(1)
+            env = os.environ.get(name)
+            if env is None:
+                raise PydanticCustomError("secret_env", "environment variable {name} is not set", {"name": name})
+            return Secret(env)
+    raise PydanticCustomError(
+        "secret_literal",
+        "secrets are not written in the config: use ${ENV_VAR} or the matching *_file key",
+    )
+
+
+def _is_secret_annotation(annotation: Any) -> bool:
+    if annotation is Secret:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_secret_annotation(a) for a in typing.get_args(annotation))
+    return False
+
+
+# Whether group/world-readable secret files are refused (True) or accepted with a warning.
+SECRET_FILE_MODE_STRICT = False
+secret_file_warnings: list[str] = []
+
+
+def read_secret_file(path: Path, key: str) -> Secret:
+    try:
+        st = path.stat()
+        data = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PydanticCustomError(
+            "secret_file", "cannot read secret file {path}: {err}", {"path": str(path), "err": e.strerror or str(e)}
+        ) from None
+    except UnicodeDecodeError:
+        raise PydanticCustomError("secret_file", "secret file {path} is not UTF-8 text", {"path": str(path)}) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        msg = f"secret file {path} ({key}) is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+        if SECRET_FILE_MODE_STRICT:
+            raise PydanticCustomError("secret_file_mode", msg)
+        secret_file_warnings.append(msg)
+    value = data.rstrip("\r\n")
+    if not value:
+        raise PydanticCustomError("secret_file", "secret file {path} is empty", {"path": str(path)})
+    return Secret(value)
+
+
+def base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir", "."))
+
+
+def resolve_path(p: str | Path, info: ValidationInfo) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else base_dir(info) / path
+
+
+class StrictModel(BaseModel):
+    """Frozen, unknown keys rejected; ``<name>_file`` keys resolve secret fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret_files(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            if not _is_secret_annotation(field.annotation):
+                continue
+            key = f"{name}_file"
+            if key not in out:
+                continue
+            raw = out.pop(key)
+            if name in out:
+                raise PydanticCustomError("secret_both", "give either {name} or {key}, not both", {"name": name, "key": key})
+            if not isinstance(raw, str) or not raw:
+                raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
+            out[name] = read_secret_file(resolve_path(raw, info), key)
+        return out
+
+
+def _duration(v: Any) -> float:
+    try:
+        return parse_duration(v)
+    except ValueError as e:
+        raise PydanticCustomError("duration", str(e)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)]
+"""Seconds, written in config as ``30s``, ``5m``, ``72h`` or ``P3D``."""
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"

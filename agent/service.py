@@ -1,0 +1,246 @@
+"""The running agent: builds collectors from config, schedules them, serves HTTP, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent import __version__
+from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
+from agent.exposition import AgentStatus, make_registry
+from agent.http import HttpServer, WebApp
+from agent.runner import run_task
+from agent.state import StateStore
+from collectors.base import Collector, CollectorContext, Route, Task
+from collectors.registry import collectors
+
+log = logging.getLogger(__name__)
+
+JobKey = tuple[str, str]  # (target, task)
+
+
+def build_collectors(loaded: LoadedConfig, ctx: CollectorContext) -> dict[str, Collector]:
+    cfg = loaded.config
+    kinds = collectors()
+    out: dict[str, Collector] = {}
+    for t in cfg.targets:
+        cls = kinds[t.kind]
+        out[t.name] = cls(t, ctx, interval=cfg.interval_of(t), timeout=cfg.timeout_of(t))
+    return out
+
+
+def job_id(key: JobKey) -> str:
+    return f"{key[0]}:{key[1]}" if key[1] else key[0]
+
+
+class Agent:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        listen: str | None = None,
+        clock: Callable[[], float] = time.time,
+        ssl_context: Any = None,
+    ) -> None:
+        self.loaded = loaded
+        self.listen = listen or loaded.config.agent.listen_address
+        self.clock = clock
+        self.ssl_context = ssl_context
+        cfg = loaded.config
+        self.store = StateStore(cfg.agent.state_dir, retention=cfg.agent.retention, clock=clock)
+        self.executor = ThreadPoolExecutor(max_workers=cfg.agent.max_workers, thread_name_prefix="collect")
+        self.shared: dict[str, Any] = {}
+        self.collectors: dict[str, Collector] = {}
+        self.tasks: dict[JobKey, tuple[Collector, Task]] = {}
+        self.running: set[JobKey] = set()
+        self._status = AgentStatus(site=cfg.agent.site, reload_ok=True, reload_success_time=clock())
+        self.scheduler: AsyncIOScheduler | None = None
+        self.http: HttpServer | None = None
+        self.web: WebApp | None = None
+        self._ready = False
+        self.extra_jobs: list[Callable[[Agent], None]] = []  # hooks adding non-target jobs (reports)
+
+    # -- context -----------------------------------------------------------------------------------
+    def _context(self) -> CollectorContext:
+        cfg = self.loaded.config
+        return CollectorContext(
+            auths=cfg.auths, executor=self.executor, state_dir=cfg.agent.state_dir, clock=self.clock,
+            shared=self.shared, store=self.store, config=cfg,
+        )
+
+    def status(self) -> AgentStatus:
+        return self._status
+
+    def _set_targets(self) -> None:
+        cfg = self.loaded.config
+        st = AgentStatus(
+            site=cfg.agent.site, start_time=self._status.start_time, reload_ok=self._status.reload_ok,
+            reload_success_time=self._status.reload_success_time,
+            targets={t.name: (t.kind, cfg.site_of(t)) for t in cfg.targets},
+        )
+        self._status = st
+
+    def status_json(self) -> dict[str, Any]:
+        snap = self.store.snapshot()
+        st = self._status
+        targets = []
+        for name, (kind, site) in sorted(st.targets.items()):
+            latest = snap.latest.get((name, ""))
+            ok = snap.last_success.get((name, ""))
+            state = "pending" if latest is None else ("up" if latest.ok else "down")
+            tasks = []
+            for (tname, task), r in sorted(snap.latest.items()):
+                if tname == name and task:
+                    tasks.append({"task": task, "ok": r.ok, "started": r.started, "reason": r.reason,
+                                  "message": r.message})
+            targets.append({
+                "name": name, "kind": kind, "site": site, "state": state,
+                "last_run": latest.started if latest else None,
+                "last_duration_seconds": latest.duration if latest else None,
+                "last_success": ok.finished if ok else None,
+                "last_error": (latest.message if latest and not latest.ok else
+                               "; ".join(m for _, m in latest.partial_errors) if latest else None) or None,
+                "last_error_reason": latest.reason if latest and not latest.ok else None,
+                "errors": {r: c for (t, r), c in snap.errors.items() if t == name},
+                "skipped_runs": snap.skipped.get(name, 0),
+                "tasks": tasks,
+            })
+        return {
+            "version": __version__,
+            "site": st.site,
+            "start_time": st.start_time,
+            "config": {
+                "path": str(self.loaded.path), "sha256": self.loaded.sha256,
+                "last_reload_successful": st.reload_ok, "last_reload_success_time": st.reload_success_time,
+            },
+            "state_db_healthy": snap.db_healthy,
+            "targets": targets,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
+        self.scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._install(self.loaded)
+        self.scheduler.start()
+        registry = make_registry(self.store, self.status)
+        self.web = WebApp(registry, self.status_json, lambda: self._ready)
+        self.web.set_routes(self._routes())
+        host, port = parse_listen_address(self.listen)
+        self.http = HttpServer(self.web, host, port, self.ssl_context)
+        self.http.start()
+        self._ready = True
+        log.info("continuity-agent %s listening on %s:%d with %d targets", __version__, host, self.http.port,
+                 len(self.collectors))
+
+    def _routes(self) -> list[Route]:
+        routes: list[Route] = []
+        for cls in collectors().values():
+            routes.extend(cls.http_routes(self))
+        return routes
+
+    def _install(self, loaded: LoadedConfig) -> None:
+        assert self.scheduler is not None
+        cfg = loaded.config
+        self.loaded = loaded
+        self.collectors = build_collectors(loaded, self._context())
+        self.tasks = {}
+        now = datetime.now().astimezone()
+        rng = random.Random()
+        for name, col in self.collectors.items():
+            for task in col.tasks():
+                key = (name, task.name)
+                self.tasks[key] = (col, task)
+                if task.cron:
+                    trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
+                    grace = 3600
+                else:
+                    offset = rng.uniform(0, task.interval * cfg.defaults.start_jitter) if task.interval else 0
+                    # Main tasks start soon after start-up; secondary tasks a little later.
+                    offset = min(offset, 30.0) if not task.name else offset
+                    trigger = IntervalTrigger(seconds=task.interval, start_date=now + timedelta(seconds=offset))
+                    grace = max(1, int(task.interval))
+                self.scheduler.add_job(
+                    self._run_job, trigger, args=(key,), id=job_id(key), name=job_id(key),
+                    max_instances=1, coalesce=True, misfire_grace_time=grace, replace_existing=True,
+                )
+        for hook in self.extra_jobs:
+            hook(self)
+        self._set_targets()
+        self.store.forget(self.collectors)
+
+    def _on_skip(self, event: JobExecutionEvent) -> None:
+        target = event.job_id.split(":", 1)[0]
+        if target in self.collectors:
+            self.store.count_skipped(target)
+
+    async def _run_job(self, key: JobKey) -> None:
+        entry = self.tasks.get(key)
+        if entry is None:
+            return
+        col, task = entry
+        self.running.add(key)
+        try:
+            result = await run_task(col, task, site=self.loaded.config.site_of(col.target), clock=self.clock)
+        finally:
+            self.running.discard(key)
+        if self.tasks.get(key, (None,))[0] is col:  # not replaced by a reload meanwhile
+            self.store.put(result)
+            if not result.ok:
+                log.warning("%s failed (%s): %s", job_id(key), result.reason, result.message)
+
+    async def run_now(self, target: str) -> None:
+        """Run every task of one target immediately (tests, collect-once)."""
+        for key in [k for k in self.tasks if k[0] == target]:
+            await self._run_job(key)
+
+    async def reload(self, path: str | None = None) -> bool:
+        """Load the config again. An invalid config is rejected and the old one keeps running."""
+        try:
+            loaded = load_config(path or self.loaded.path)
+        except ConfigError as e:
+            self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": False})
+            for issue in e.issues:
+                log.error("config reload rejected: %s", issue)
+            return False
+        for w in loaded.warnings:
+            log.warning("%s", w)
+        old = list(self.collectors.values())
+        assert self.scheduler is not None
+        self.scheduler.remove_all_jobs()
+        self._install(loaded)
+        self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": True,
+                                      "reload_success_time": self.clock()})
+        for c in old:
+            try:
+                await c.close()
+            except Exception:  # noqa: BLE001
+                log.exception("error closing collector %s", c.target.name)
+        log.info("config reloaded from %s: %d targets", loaded.path, len(self.collectors))
+        return True
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        if self.http is not None:
+            self.http.stop()
+        for c in self.collectors.values():
+            try:
+                await c.close()
+            except Exception:  # noqa: BLE001
+                log.exception("error closing collector %s", c.target.name)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()

@@ -1,0 +1,315 @@
+"""Latest results in memory, results and history in SQLite (WAL).
+
+The event loop never waits on SQLite: :meth:`StateStore.put` updates memory under a lock and
+queues the row for a writer thread that commits in batches. A failing database (full disk,
+read-only, corrupt) degrades the store to memory-only, counted in
+``continuity_state_db_errors_total``; it never stops collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collectors.base import Sample
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL, task TEXT NOT NULL, kind TEXT NOT NULL, site TEXT NOT NULL,
+    started REAL NOT NULL, duration REAL NOT NULL, ok INTEGER NOT NULL,
+    reason TEXT, message TEXT
+);
+CREATE INDEX IF NOT EXISTS results_target_time ON results (target, task, started);
+CREATE INDEX IF NOT EXISTS results_time ON results (started);
+CREATE TABLE IF NOT EXISTS latest (
+    target TEXT NOT NULL, task TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (target, task)
+);
+CREATE TABLE IF NOT EXISTS last_success (
+    target TEXT NOT NULL, task TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (target, task)
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Result:
+    target: str
+    task: str
+    kind: str
+    site: str
+    started: float  # Unix time the run started
+    duration: float
+    ok: bool
+    reason: str | None = None
+    message: str | None = None
+    samples: list[Sample] = field(default_factory=list)
+    partial_errors: list[tuple[str, str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> float:
+        return self.started + self.duration
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "target": self.target, "task": self.task, "kind": self.kind, "site": self.site,
+                "started": self.started, "duration": self.duration, "ok": self.ok,
+                "reason": self.reason, "message": self.message,
+                "samples": [[s.name, s.value, dict(s.labels)] for s in self.samples],
+                "partial_errors": [list(p) for p in self.partial_errors],
+                "info": self.info,
+            },
+            default=str,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        d = json.loads(text)
+        return cls(
+            target=d["target"], task=d["task"], kind=d["kind"], site=d["site"],
+            started=float(d["started"]), duration=float(d["duration"]), ok=bool(d["ok"]),
+            reason=d.get("reason"), message=d.get("message"),
+            samples=[Sample(n, float(v), dict(lb)) for n, v, lb in d.get("samples", [])],
+            partial_errors=[(str(a), str(b)) for a, b in d.get("partial_errors", [])],
+            info=d.get("info") or {},
+        )
+
+
+Key = tuple[str, str]  # (target, task)
+
+
+@dataclass
+class Snapshot:
+    latest: dict[Key, Result]
+    last_success: dict[Key, Result]
+    errors: dict[tuple[str, str], float]  # (target, reason) -> count
+    skipped: dict[str, float]
+    db_healthy: bool
+    db_errors: int
+
+
+class StateStore:
+    def __init__(self, state_dir: Path | None, *, retention: float = 400 * 86400.0,
+                 clock: Any = time.time) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[Key, Result] = {}
+        self._last_success: dict[Key, Result] = {}
+        self._errors: Counter[tuple[str, str]] = Counter()
+        self._skipped: Counter[str] = Counter()
+        self.retention = retention
+        self.clock = clock
+        self.db_healthy = state_dir is not None
+        self.db_errors = 0
+        self.path: Path | None = None
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=100_000)
+        self._writer: threading.Thread | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        if state_dir is not None:
+            self._open(state_dir)
+
+    # -- database --------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _open(self, state_dir: Path) -> None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.path = state_dir / "state.db"
+            conn = self._connect()
+            conn.executescript(SCHEMA)
+            self._load(conn)
+            self._read_conn = conn
+        except (sqlite3.Error, OSError) as e:
+            log.error("state database in %s unusable, keeping results in memory only: %s", state_dir, e)
+            self._degrade()
+            return
+        self._writer = threading.Thread(target=self._write_loop, name="state-writer", daemon=True)
+        self._writer.start()
+
+    def _degrade(self) -> None:
+        self.db_healthy = False
+        self.db_errors += 1
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        for table, dest in (("latest", self._latest), ("last_success", self._last_success)):
+            for (body,) in conn.execute(f"SELECT body FROM {table}"):  # noqa: S608 - fixed names
+                try:
+                    r = Result.from_json(body)
+                except (ValueError, KeyError, TypeError) as e:
+                    log.warning("ignoring unreadable stored result: %s", e)
+                    continue
+                dest[(r.target, r.task)] = r
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        last_prune = 0.0
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 500:
+                    batch.append(self._queue.get_nowait())
+            stop = any(b is None for b in batch)
+            rows = [b for b in batch if b is not None]
+            if rows and self.db_healthy:
+                try:
+                    conn.execute("BEGIN")
+                    for op, arg in rows:
+                        if op == "result":
+                            self._write_result(conn, arg)
+                        elif op == "kv":
+                            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", arg)
+                    conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    log.error("state database write failed, continuing in memory only: %s", e)
+                    with self._lock:
+                        self._degrade()
+                now = self.clock()
+                if self.db_healthy and now - last_prune > 3600:
+                    last_prune = now
+                    try:
+                        conn.execute("DELETE FROM results WHERE started < ?", (now - self.retention,))
+                    except sqlite3.Error as e:
+                        log.error("state database retention pruning failed: %s", e)
+            for _ in batch:
+                self._queue.task_done()
+            if stop:
+                conn.close()
+                return
+
+    @staticmethod
+    def _write_result(conn: sqlite3.Connection, r: Result) -> None:
+        conn.execute(
+            "INSERT INTO results (target, task, kind, site, started, duration, ok, reason, message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.target, r.task, r.kind, r.site, r.started, r.duration, int(r.ok), r.reason, r.message),
+        )
+        body = r.to_json()
+        conn.execute("INSERT OR REPLACE INTO latest VALUES (?, ?, ?)", (r.target, r.task, body))
+        if r.ok:
+            conn.execute("INSERT OR REPLACE INTO last_success VALUES (?, ?, ?)", (r.target, r.task, body))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until queued writes are committed (tests, shutdown)."""
+        if self._writer is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
+    # -- writes ----------------------------------------------------------------------------------
+    def put(self, r: Result) -> None:
+        key = (r.target, r.task)
+        with self._lock:
+            self._latest[key] = r
+            if r.ok:
+                self._last_success[key] = r
+            if not r.ok and r.reason:
+                self._errors[(r.target, r.reason)] += 1
+            for reason, _msg in r.partial_errors:
+                self._errors[(r.target, reason)] += 1
+        self._enqueue(("result", r))
+
+    def set_kv(self, key: str, value: Any) -> None:
+        self._enqueue(("kv", (key, json.dumps(value))))
+
+    def get_kv(self, key: str) -> Any:
+        if self._read_conn is None:
+            return None
+        with self._read_lock:
+            try:
+                row = self._read_conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error:
+                return None
+        return json.loads(row[0]) if row else None
+
+    def _enqueue(self, item: tuple[str, Any]) -> None:
+        if self._writer is None or not self.db_healthy:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            with self._lock:
+                self.db_errors += 1
+
+    def count_skipped(self, target: str) -> None:
+        with self._lock:
+            self._skipped[target] += 1
+
+    def forget(self, keep_targets: Iterable[str]) -> None:
+        """Drop in-memory state for targets no longer configured (after a reload)."""
+        keep = set(keep_targets)
+        with self._lock:
+            for d in (self._latest, self._last_success):
+                for k in [k for k in d if k[0] not in keep]:
+                    del d[k]
+            for ek in [k for k in self._errors if k[0] not in keep]:
+                del self._errors[ek]
+            for sk in [k for k in self._skipped if k not in keep]:
+                del self._skipped[sk]
+
+    # -- reads -----------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                latest=dict(self._latest),
+                last_success=dict(self._last_success),
+                errors=dict(self._errors),
+                skipped=dict(self._skipped),
+                db_healthy=self.db_healthy,
+                db_errors=self.db_errors,
+            )
+
+    def latest(self, target: str, task: str = "") -> Result | None:
+        with self._lock:
+            return self._latest.get((target, task))
+
+    def history(self, target: str, since: float, until: float, task: str = "") -> list[tuple[float, float, bool]]:
+        """(started, duration, ok) rows for one target in [since, until), oldest first."""
+        if self._read_conn is None:
+            return []
+        self.flush(timeout=2.0)
+        with self._read_lock:
+            try:
+                rows = self._read_conn.execute(
+                    "SELECT started, duration, ok FROM results WHERE target = ? AND task = ?"
+                    " AND started >= ? AND started < ? ORDER BY started",
+                    (target, task, since, until),
+                ).fetchall()
+            except sqlite3.Error as e:
+                log.error("state database read failed: %s", e)
+                return []
+        return [(float(a), float(b), bool(c)) for a, b, c in rows]
