@@ -29,7 +29,6 @@ check-config: venv
 
 lint: venv
 	$(BIN)/ruff check agent collectors tests bench
-	$(BIN)/ruff format --check agent collectors
 
 typecheck: venv
 	$(BIN)/mypy

@@ -142,10 +142,12 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
 
         store = StateStore(cfg.agent.state_dir if args.use_state else None)
         with ThreadPoolExecutor(max_workers=8) as ex:
-            ctx = CollectorContext(auths=cfg.auths, executor=ex, state_dir=cfg.agent.state_dir,
-                                   shared={}, store=store, config=cfg)
-            col = build_collectors(loaded.__class__(loaded.path, cfg.model_copy(update={"targets": [target]}),
-                                                    loaded.sha256), ctx)[target.name]
+            ctx = CollectorContext(
+                auths=cfg.auths, executor=ex, state_dir=cfg.agent.state_dir, shared={}, store=store, config=cfg
+            )
+            col = build_collectors(
+                loaded.__class__(loaded.path, cfg.model_copy(update={"targets": [target]}), loaded.sha256), ctx
+            )[target.name]
             rc = EXIT_OK
             results = []
             try:
@@ -160,11 +162,25 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                 store.close()
         for r in results:
             if args.format == "json":
-                print(json.dumps({
-                    "target": r.target, "task": r.task, "ok": r.ok, "reason": r.reason, "message": r.message,
-                    "duration_seconds": r.duration, "partial_errors": r.partial_errors, "info": r.info,
-                    "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples],
-                }, indent=1, default=str))
+                print(
+                    json.dumps(
+                        {
+                            "target": r.target,
+                            "task": r.task,
+                            "ok": r.ok,
+                            "reason": r.reason,
+                            "message": r.message,
+                            "duration_seconds": r.duration,
+                            "partial_errors": r.partial_errors,
+                            "info": r.info,
+                            "samples": [
+                                {"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples
+                            ],
+                        },
+                        indent=1,
+                        default=str,
+                    )
+                )
             else:
                 head = f"{r.target}" + (f" [{r.task}]" if r.task else "")
                 print(f"# {head}: {'OK' if r.ok else 'FAILED'} in {r.duration:.3f}s")
@@ -196,8 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the agent")
     r.add_argument("--config", required=True, help="agent config file (YAML)")
-    r.add_argument("--web.listen-address", dest="listen_address", default=None,
-                   help="HOST:PORT to serve /metrics on (default from config, 127.0.0.1:9072)")
+    r.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        help="HOST:PORT to serve /metrics on (default from config, 127.0.0.1:9072)",
+    )
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file; exit 2 listing every error")

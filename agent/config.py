@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -84,16 +84,20 @@ def _auth_union() -> Any:
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
-TargetConfig = _target_union()
-AuthConfig = _auth_union()
+if TYPE_CHECKING:
+    TargetConfig = TargetBase
+    AuthConfig = Any
+else:
+    TargetConfig = _target_union()
+    AuthConfig = _auth_union()
 
 
 class AgentConfig(StrictModel):
     agent: AgentSection
     defaults: Defaults = Defaults()
     sites: list[Site] = Field(default_factory=list)
-    auths: dict[str, AuthConfig] = Field(default_factory=dict)  # type: ignore[valid-type]
-    targets: list[TargetConfig] = Field(default_factory=list)  # type: ignore[valid-type]
+    auths: dict[str, AuthConfig] = Field(default_factory=dict)
+    targets: list[TargetConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross_check(self) -> AgentConfig:
@@ -150,7 +154,7 @@ class AgentConfig(StrictModel):
     def target(self, name: str) -> TargetBase | None:
         for t in self.targets:
             if t.name == name:
-                return t  # type: ignore[no-any-return]
+                return t
         return None
 
 
@@ -167,8 +171,12 @@ def _format_loc(loc: tuple[int | str, ...], tags: set[str]) -> str:
     prev: int | str | None = None
     for i, part in enumerate(loc):
         # Discriminated unions put the tag in the location: targets.3.probe.url -> targets[3].url
-        if isinstance(part, str) and part in tags and i > 0 and prev is not None and (
-            isinstance(prev, int) or (len(loc) > 1 and loc[0] == "auths" and i == 2)
+        if (
+            isinstance(part, str)
+            and part in tags
+            and i > 0
+            and prev is not None
+            and (isinstance(prev, int) or (len(loc) > 1 and loc[0] == "auths" and i == 2))
         ):
             prev = part
             continue

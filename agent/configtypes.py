@@ -129,7 +129,8 @@ def read_secret_file(path: Path, key: str) -> Secret:
     except UnicodeDecodeError:
         raise PydanticCustomError("secret_file", "secret file {path} is not UTF-8 text", {"path": str(path)}) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        msg = f"secret file {path} ({key}) is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+        mode = stat.S_IMODE(st.st_mode)
+        msg = f"secret file {path} ({key}) is readable by group or others (mode {mode:04o}); chmod 600 it"
         if SECRET_FILE_MODE_STRICT:
             raise PydanticCustomError("secret_file_mode", msg)
         secret_file_warnings.append(msg)
@@ -168,7 +169,9 @@ class StrictModel(BaseModel):
                 continue
             raw = out.pop(key)
             if name in out:
-                raise PydanticCustomError("secret_both", "give either {name} or {key}, not both", {"name": name, "key": key})
+                raise PydanticCustomError(
+                    "secret_both", "give either {name} or {key}, not both", {"name": name, "key": key}
+                )
             if not isinstance(raw, str) or not raw:
                 raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
             out[name] = read_secret_file(resolve_path(raw, info), key)

@@ -66,9 +66,7 @@ class StateCollector(PromCollector):
                 m = fams[name] = _family(cat[name])
             return m
 
-        fam("continuity_agent_info").add_sample(
-            "continuity_agent_info", {"version": __version__, "site": st.site}, 1.0
-        )
+        fam("continuity_agent_info").add_sample("continuity_agent_info", {"version": __version__, "site": st.site}, 1.0)
         fam("continuity_agent_start_time_seconds").add_sample("continuity_agent_start_time_seconds", {}, st.start_time)
         fam("continuity_config_last_reload_successful").add_sample(
             "continuity_config_last_reload_successful", {}, 1.0 if st.reload_ok else 0.0
@@ -77,7 +75,9 @@ class StateCollector(PromCollector):
             "continuity_config_last_reload_success_timestamp_seconds", {}, st.reload_success_time
         )
         fam("continuity_state_db_healthy").add_sample("continuity_state_db_healthy", {}, float(snap.db_healthy))
-        fam("continuity_state_db_errors_total").add_sample("continuity_state_db_errors_total", {}, float(snap.db_errors))
+        fam("continuity_state_db_errors_total").add_sample(
+            "continuity_state_db_errors_total", {}, float(snap.db_errors)
+        )
 
         for target, (kind, site) in sorted(st.targets.items()):
             tl = {"collector": kind, "target": target, "site": site}
@@ -131,8 +131,12 @@ class StateCollector(PromCollector):
                     labels["site"] = labels.get("site", site) if "site" in spec.labels else site
                 if set(labels) != set(exposed_labels(spec)):
                     self._warn_once(
-                        s.name + "/labels", "metric %s from %s has labels %s, catalogue says %s; dropped",
-                        s.name, kind, sorted(labels), sorted(exposed_labels(spec)),
+                        s.name + "/labels",
+                        "metric %s from %s has labels %s, catalogue says %s; dropped",
+                        s.name,
+                        kind,
+                        sorted(labels),
+                        sorted(exposed_labels(spec)),
                     )
                     continue
                 sample_name = s.name

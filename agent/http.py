@@ -49,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = REQUEST_TIMEOUT
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s %s", self.address_string(), scrub(format % args))
 
     def _serve(self, method: str) -> None:
@@ -68,12 +68,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         req = HttpRequest(
-            method=method, path=unquote(parts.path), query=dict(parse_qsl(parts.query)),
-            headers=headers, body=body, client=self.client_address[0],
+            method=method,
+            path=unquote(parts.path),
+            query=dict(parse_qsl(parts.query)),
+            headers=headers,
+            body=body,
+            client=self.client_address[0],
         )
         try:
             resp = app.dispatch(req)
-        except Exception:  # noqa: BLE001 - one bad request never takes the server down
+        except Exception:
             log.exception("error serving %s %s", method, parts.path)
             resp = HttpResponse(500, b"internal error\n")
         self._send(resp, head=(method == "HEAD"))
@@ -161,7 +165,11 @@ class WebApp:
                     continue
                 return r.handler(req)
         if any(req.path.startswith(r.prefix) for r in self.routes) or req.path in (
-            "/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/",
+            "/metrics",
+            "/-/healthy",
+            "/-/ready",
+            "/api/v1/status",
+            "/",
         ):
             return HttpResponse(405, b"method not allowed\n")
         return HttpResponse(404, b"not found\n")
@@ -184,7 +192,7 @@ def render_status_page(st: dict[str, Any]) -> str:
     body = "\n".join(rows) or "<tr><td colspan='7'>No targets configured.</td></tr>"
     reload_ok = st.get("config", {}).get("last_reload_successful", True)
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>continuity-agent — {e(st.get('site', ''))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>continuity-agent — {e(st.get("site", ""))}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a1a1a}}
@@ -193,9 +201,9 @@ th{{background:#eee}}.up{{color:#0a5d00;font-weight:bold}}.down{{color:#a00000;f
 .pending{{color:#5a4a00}}
 </style></head><body>
 <h1>continuity-agent</h1>
-<p>Version {e(__version__)} · site <strong>{e(st.get('site', ''))}</strong> ·
-config {e(st.get('config', {}).get('path', ''))}
-{'' if reload_ok else ' · <strong class="down">LAST RELOAD FAILED — old config still running</strong>'}</p>
+<p>Version {e(__version__)} · site <strong>{e(st.get("site", ""))}</strong> ·
+config {e(st.get("config", {}).get("path", ""))}
+{"" if reload_ok else ' · <strong class="down">LAST RELOAD FAILED — old config still running</strong>'}</p>
 <p><a href="/metrics">Metrics</a> · <a href="/api/v1/status">Status (JSON)</a> ·
 <a href="/reports/">Reports</a></p>
 <h2>Targets</h2>

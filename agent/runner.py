@@ -25,8 +25,15 @@ from collectors.base import (
 log = logging.getLogger(__name__)
 
 _UNREACHABLE_ERRNOS = {
-    errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNRESET,
-    errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL, errno.EPIPE, errno.ECONNABORTED,
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ECONNRESET,
+    errno.EHOSTDOWN,
+    errno.ENETDOWN,
+    errno.EADDRNOTAVAIL,
+    errno.EPIPE,
+    errno.ECONNABORTED,
 }
 
 
@@ -68,16 +75,30 @@ async def run_task(
             message = f"no result within {task.timeout:g}s"
         if reason == INTERNAL:
             tb = scrub("".join(traceback.format_exception(exc)))
-            log.error("bug while collecting %s (%s%s):\n%s", target, collector.kind,
-                      f"/{task.name}" if task.name else "", tb)
+            log.error(
+                "bug while collecting %s (%s%s):\n%s", target, collector.kind, f"/{task.name}" if task.name else "", tb
+            )
         message = scrub(f"{target}: {message}" if not message.startswith(target) else message)
         return Result(
-            target=target, task=task.name, kind=collector.kind, site=site, started=started,
-            duration=time.perf_counter() - t0, ok=False, reason=reason, message=message,
+            target=target,
+            task=task.name,
+            kind=collector.kind,
+            site=site,
+            started=started,
+            duration=time.perf_counter() - t0,
+            ok=False,
+            reason=reason,
+            message=message,
         )
     return Result(
-        target=target, task=task.name, kind=collector.kind, site=site, started=started,
-        duration=time.perf_counter() - t0, ok=True, samples=collected.samples,
+        target=target,
+        task=task.name,
+        kind=collector.kind,
+        site=site,
+        started=started,
+        duration=time.perf_counter() - t0,
+        ok=True,
+        samples=collected.samples,
         partial_errors=[(r, scrub(m)) for r, m in collected.partial_errors],
         info=collected.info,
     )

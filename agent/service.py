@@ -75,8 +75,13 @@ class Agent:
     def _context(self) -> CollectorContext:
         cfg = self.loaded.config
         return CollectorContext(
-            auths=cfg.auths, executor=self.executor, state_dir=cfg.agent.state_dir, clock=self.clock,
-            shared=self.shared, store=self.store, config=cfg,
+            auths=cfg.auths,
+            executor=self.executor,
+            state_dir=cfg.agent.state_dir,
+            clock=self.clock,
+            shared=self.shared,
+            store=self.store,
+            config=cfg,
         )
 
     def status(self) -> AgentStatus:
@@ -85,7 +90,9 @@ class Agent:
     def _set_targets(self) -> None:
         cfg = self.loaded.config
         st = AgentStatus(
-            site=cfg.agent.site, start_time=self._status.start_time, reload_ok=self._status.reload_ok,
+            site=cfg.agent.site,
+            start_time=self._status.start_time,
+            reload_ok=self._status.reload_ok,
             reload_success_time=self._status.reload_success_time,
             targets={t.name: (t.kind, cfg.site_of(t)) for t in cfg.targets},
         )
@@ -102,27 +109,41 @@ class Agent:
             tasks = []
             for (tname, task), r in sorted(snap.latest.items()):
                 if tname == name and task:
-                    tasks.append({"task": task, "ok": r.ok, "started": r.started, "reason": r.reason,
-                                  "message": r.message})
-            targets.append({
-                "name": name, "kind": kind, "site": site, "state": state,
-                "last_run": latest.started if latest else None,
-                "last_duration_seconds": latest.duration if latest else None,
-                "last_success": ok.finished if ok else None,
-                "last_error": (latest.message if latest and not latest.ok else
-                               "; ".join(m for _, m in latest.partial_errors) if latest else None) or None,
-                "last_error_reason": latest.reason if latest and not latest.ok else None,
-                "errors": {r: c for (t, r), c in snap.errors.items() if t == name},
-                "skipped_runs": snap.skipped.get(name, 0),
-                "tasks": tasks,
-            })
+                    tasks.append(
+                        {"task": task, "ok": r.ok, "started": r.started, "reason": r.reason, "message": r.message}
+                    )
+            targets.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "site": site,
+                    "state": state,
+                    "last_run": latest.started if latest else None,
+                    "last_duration_seconds": latest.duration if latest else None,
+                    "last_success": ok.finished if ok else None,
+                    "last_error": (
+                        latest.message
+                        if latest and not latest.ok
+                        else "; ".join(m for _, m in latest.partial_errors)
+                        if latest
+                        else None
+                    )
+                    or None,
+                    "last_error_reason": latest.reason if latest and not latest.ok else None,
+                    "errors": {r: c for (t, r), c in snap.errors.items() if t == name},
+                    "skipped_runs": snap.skipped.get(name, 0),
+                    "tasks": tasks,
+                }
+            )
         return {
             "version": __version__,
             "site": st.site,
             "start_time": st.start_time,
             "config": {
-                "path": str(self.loaded.path), "sha256": self.loaded.sha256,
-                "last_reload_successful": st.reload_ok, "last_reload_success_time": st.reload_success_time,
+                "path": str(self.loaded.path),
+                "sha256": self.loaded.sha256,
+                "last_reload_successful": st.reload_ok,
+                "last_reload_success_time": st.reload_success_time,
             },
             "state_db_healthy": snap.db_healthy,
             "targets": targets,
@@ -142,8 +163,13 @@ class Agent:
         self.http = HttpServer(self.web, host, port, self.ssl_context)
         self.http.start()
         self._ready = True
-        log.info("continuity-agent %s listening on %s:%d with %d targets", __version__, host, self.http.port,
-                 len(self.collectors))
+        log.info(
+            "continuity-agent %s listening on %s:%d with %d targets",
+            __version__,
+            host,
+            self.http.port,
+            len(self.collectors),
+        )
 
     def _routes(self) -> list[Route]:
         routes: list[Route] = []
@@ -173,8 +199,15 @@ class Agent:
                     trigger = IntervalTrigger(seconds=task.interval, start_date=now + timedelta(seconds=offset))
                     grace = max(1, int(task.interval))
                 self.scheduler.add_job(
-                    self._run_job, trigger, args=(key,), id=job_id(key), name=job_id(key),
-                    max_instances=1, coalesce=True, misfire_grace_time=grace, replace_existing=True,
+                    self._run_job,
+                    trigger,
+                    args=(key,),
+                    id=job_id(key),
+                    name=job_id(key),
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=grace,
+                    replace_existing=True,
                 )
         for hook in self.extra_jobs:
             hook(self)
@@ -221,12 +254,11 @@ class Agent:
         assert self.scheduler is not None
         self.scheduler.remove_all_jobs()
         self._install(loaded)
-        self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": True,
-                                      "reload_success_time": self.clock()})
+        self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": True, "reload_success_time": self.clock()})
         for c in old:
             try:
                 await c.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("error closing collector %s", c.target.name)
         log.info("config reloaded from %s: %d targets", loaded.path, len(self.collectors))
         return True
@@ -240,7 +272,7 @@ class Agent:
         for c in self.collectors.values():
             try:
                 await c.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("error closing collector %s", c.target.name)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()

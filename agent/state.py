@@ -68,9 +68,15 @@ class Result:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "target": self.target, "task": self.task, "kind": self.kind, "site": self.site,
-                "started": self.started, "duration": self.duration, "ok": self.ok,
-                "reason": self.reason, "message": self.message,
+                "target": self.target,
+                "task": self.task,
+                "kind": self.kind,
+                "site": self.site,
+                "started": self.started,
+                "duration": self.duration,
+                "ok": self.ok,
+                "reason": self.reason,
+                "message": self.message,
                 "samples": [[s.name, s.value, dict(s.labels)] for s in self.samples],
                 "partial_errors": [list(p) for p in self.partial_errors],
                 "info": self.info,
@@ -82,9 +88,15 @@ class Result:
     def from_json(cls, text: str) -> Result:
         d = json.loads(text)
         return cls(
-            target=d["target"], task=d["task"], kind=d["kind"], site=d["site"],
-            started=float(d["started"]), duration=float(d["duration"]), ok=bool(d["ok"]),
-            reason=d.get("reason"), message=d.get("message"),
+            target=d["target"],
+            task=d["task"],
+            kind=d["kind"],
+            site=d["site"],
+            started=float(d["started"]),
+            duration=float(d["duration"]),
+            ok=bool(d["ok"]),
+            reason=d.get("reason"),
+            message=d.get("message"),
             samples=[Sample(n, float(v), dict(lb)) for n, v, lb in d.get("samples", [])],
             partial_errors=[(str(a), str(b)) for a, b in d.get("partial_errors", [])],
             info=d.get("info") or {},
@@ -105,8 +117,7 @@ class Snapshot:
 
 
 class StateStore:
-    def __init__(self, state_dir: Path | None, *, retention: float = 400 * 86400.0,
-                 clock: Any = time.time) -> None:
+    def __init__(self, state_dir: Path | None, *, retention: float = 400 * 86400.0, clock: Any = time.time) -> None:
         self._lock = threading.Lock()
         self._latest: dict[Key, Result] = {}
         self._last_success: dict[Key, Result] = {}

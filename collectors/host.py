@@ -16,12 +16,39 @@ from pydantic import Field
 
 from collectors.base import TIMEOUT, Collected, Collector, MetricSpec, TargetBase
 
-PSEUDO_FS = frozenset({
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts", "devtmpfs",
-    "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs", "securityfs",
-    "selinuxfs", "squashfs", "sysfs", "tracefs", "tmpfs", "ramfs", "overlay", "nfsd", "fuse.lxcfs",
-    "fuse.gvfsd-fuse", "iso9660",
-})
+PSEUDO_FS = frozenset(
+    {
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "proc",
+        "pstore",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "squashfs",
+        "sysfs",
+        "tracefs",
+        "tmpfs",
+        "ramfs",
+        "overlay",
+        "nfsd",
+        "fuse.lxcfs",
+        "fuse.gvfsd-fuse",
+        "iso9660",
+    }
+)
 
 
 class HostTarget(TargetBase):
@@ -34,20 +61,34 @@ class HostTarget(TargetBase):
 
 METRICS = (
     MetricSpec("continuity_host_boot_time_seconds", "gauge", "When the host booted (Unix time).", "seconds"),
-    MetricSpec("continuity_host_cpu_seconds_total", "counter", "CPU time spent by mode.", "seconds",
-               labels=("mode",)),
-    MetricSpec("continuity_host_cpu_usage_ratio", "gauge",
-               "Share of CPU time not idle since the previous collection (0-1)."),
+    MetricSpec("continuity_host_cpu_seconds_total", "counter", "CPU time spent by mode.", "seconds", labels=("mode",)),
+    MetricSpec(
+        "continuity_host_cpu_usage_ratio", "gauge", "Share of CPU time not idle since the previous collection (0-1)."
+    ),
     MetricSpec("continuity_host_cpu_count", "gauge", "Logical CPUs."),
     MetricSpec("continuity_host_load1", "gauge", "1-minute load average."),
     MetricSpec("continuity_host_memory_total_bytes", "gauge", "Physical memory.", "bytes"),
     MetricSpec("continuity_host_memory_available_bytes", "gauge", "Memory available without swapping.", "bytes"),
-    MetricSpec("continuity_host_filesystem_size_bytes", "gauge", "Filesystem size.", "bytes",
-               labels=("mountpoint", "fstype", "device")),
-    MetricSpec("continuity_host_filesystem_free_bytes", "gauge", "Filesystem space available to users.",
-               "bytes", labels=("mountpoint", "fstype", "device")),
-    MetricSpec("continuity_host_process_count", "gauge",
-               "Running processes whose name matches a configured critical process.", labels=("process",)),
+    MetricSpec(
+        "continuity_host_filesystem_size_bytes",
+        "gauge",
+        "Filesystem size.",
+        "bytes",
+        labels=("mountpoint", "fstype", "device"),
+    ),
+    MetricSpec(
+        "continuity_host_filesystem_free_bytes",
+        "gauge",
+        "Filesystem space available to users.",
+        "bytes",
+        labels=("mountpoint", "fstype", "device"),
+    ),
+    MetricSpec(
+        "continuity_host_process_count",
+        "gauge",
+        "Running processes whose name matches a configured critical process.",
+        labels=("process",),
+    ),
 )
 
 
@@ -127,7 +168,9 @@ class HostCollector(Collector):
             with self._lock:
                 prev = self._stuck.get(p.mountpoint)
                 if prev is not None and not prev.done():
-                    out.partial_errors.append((TIMEOUT, f"{self.target.name}: filesystem {p.mountpoint} still not answering"))
+                    out.partial_errors.append(
+                        (TIMEOUT, f"{self.target.name}: filesystem {p.mountpoint} still not answering")
+                    )
                     continue
             fut = self.ctx.executor.submit(psutil.disk_usage, p.mountpoint)
             try:
@@ -135,7 +178,9 @@ class HostCollector(Collector):
             except TimeoutError:
                 with self._lock:
                     self._stuck[p.mountpoint] = fut
-                out.partial_errors.append((TIMEOUT, f"{self.target.name}: filesystem {p.mountpoint} did not answer in {per_mount:g}s"))
+                out.partial_errors.append(
+                    (TIMEOUT, f"{self.target.name}: filesystem {p.mountpoint} did not answer in {per_mount:g}s")
+                )
                 continue
             except OSError:
                 continue  # unmounted meanwhile, or permission denied: not a fact about free space

@@ -79,8 +79,12 @@ METRICS = (
     MetricSpec("continuity_probe_success", "gauge", "1 if the probe succeeded, 0 if it failed."),
     MetricSpec("continuity_probe_duration_seconds", "gauge", "How long the probe took.", "seconds"),
     MetricSpec("continuity_probe_http_status_code", "gauge", "HTTP status code of the probe's response."),
-    MetricSpec("continuity_probe_tls_cert_expiry_timestamp_seconds", "gauge",
-               "When the peer's TLS certificate expires (Unix time).", "seconds"),
+    MetricSpec(
+        "continuity_probe_tls_cert_expiry_timestamp_seconds",
+        "gauge",
+        "When the peer's TLS certificate expires (Unix time).",
+        "seconds",
+    ),
 )
 
 
@@ -157,8 +161,13 @@ class ProbeCollector(Collector):
             if https:
                 _cert_expiry(writer, out)
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-            hdrs = {"Host": u.netloc.rsplit("@", 1)[-1], "User-Agent": "continuity-agent",
-                    "Connection": "close", "Accept": "*/*", **t.headers}
+            hdrs = {
+                "Host": u.netloc.rsplit("@", 1)[-1],
+                "User-Agent": "continuity-agent",
+                "Connection": "close",
+                "Accept": "*/*",
+                **t.headers,
+            }
             if t.auth:
                 auth = self.ctx.auths[t.auth]
                 token = base64.b64encode(f"{auth.username}:{auth.password.reveal()}".encode()).decode()
