@@ -124,7 +124,9 @@ def read_secret_file(path: Path, key: str) -> Secret:
         data = path.read_text(encoding="utf-8")
     except OSError as e:
         raise PydanticCustomError(
-            "secret_file", "cannot read secret file {path}: {err}", {"path": str(path), "err": e.strerror or str(e)}
+            "secret_file",
+            "{key}: cannot read secret file {path}: {err}",
+            {"key": key, "path": str(path), "err": e.strerror or str(e)},
         ) from None
     except UnicodeDecodeError:
         raise PydanticCustomError("secret_file", "secret file {path} is not UTF-8 text", {"path": str(path)}) from None

@@ -20,6 +20,7 @@ from collectors.base import (
     Collector,
     CollectorError,
     Task,
+    describe_oserror,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, ssl.SSLError):
         return UNREACHABLE, f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError) and (exc.errno in _UNREACHABLE_ERRNOS or isinstance(exc, ConnectionError)):
-        return UNREACHABLE, exc.strerror or str(exc)
+        return UNREACHABLE, describe_oserror(exc)
     if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
         return TIMEOUT, "connection timed out"
     if isinstance(exc, UnicodeDecodeError):

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
@@ -179,7 +179,6 @@ class Agent:
 
     def _install(self, loaded: LoadedConfig) -> None:
         assert self.scheduler is not None
-        cfg = loaded.config
         self.loaded = loaded
         self.collectors = build_collectors(loaded, self._context())
         self.tasks = {}
@@ -193,10 +192,10 @@ class Agent:
                     trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
                     grace = 3600
                 else:
-                    offset = rng.uniform(0, task.interval * cfg.defaults.start_jitter) if task.interval else 0
-                    # Main tasks start soon after start-up; secondary tasks a little later.
-                    offset = min(offset, 30.0) if not task.name else offset
-                    trigger = IntervalTrigger(seconds=task.interval, start_date=now + timedelta(seconds=offset))
+                    start = self._first_run(key, task, now.timestamp(), rng)
+                    trigger = IntervalTrigger(
+                        seconds=task.interval, start_date=datetime.fromtimestamp(start).astimezone()
+                    )
                     grace = max(1, int(task.interval))
                 self.scheduler.add_job(
                     self._run_job,
@@ -213,6 +212,16 @@ class Agent:
             hook(self)
         self._set_targets()
         self.store.forget(self.collectors)
+
+    def _first_run(self, key: JobKey, task: Task, now: float, rng: random.Random) -> float:
+        """When a task first runs. A result stored before a restart keeps its cadence (a daily
+        integrity check does not rerun because the agent restarted); otherwise soon, spread by
+        the start jitter so targets do not all fire at once."""
+        last = self.store.latest(*key)
+        if last is not None and now < last.started + task.interval:
+            return last.started + task.interval
+        spread = min(task.interval, 10.0) * self.loaded.config.defaults.start_jitter
+        return now + rng.uniform(0, spread)
 
     def _on_skip(self, event: JobExecutionEvent) -> None:
         target = event.job_id.split(":", 1)[0]

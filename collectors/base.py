@@ -82,6 +82,14 @@ class CollectorError(Exception):
         self.message = message
 
 
+def describe_oserror(e: OSError, where: str = "") -> str:
+    """'Connection refused (127.0.0.1:8080)' rather than asyncio's 'Connect call failed (...)'."""
+    import os
+
+    text = os.strerror(e.errno) if e.errno else (e.strerror or str(e) or type(e).__name__)
+    return f"{text} ({where})" if where else text
+
+
 class TargetBase(StrictModel):
     """Keys every target has. Collectors subclass it and add ``kind: Literal[...]``."""
 

@@ -28,6 +28,7 @@ from collectors.base import (
     CollectorError,
     MetricSpec,
     TargetBase,
+    describe_oserror,
 )
 
 TLS_ERROR = "tls"
@@ -118,9 +119,16 @@ class ProbeCollector(Collector):
             out.partial_errors.append((TLS_ERROR, f"{self.target.name}: TLS: {e.reason or e}"))
         except OSError as e:
             out.add("continuity_probe_success", 0)
-            out.partial_errors.append((UNREACHABLE, f"{self.target.name}: {e.strerror or e}"))
+            out.partial_errors.append((UNREACHABLE, f"{self.target.name}: {describe_oserror(e, self._where())}"))
         out.add("continuity_probe_duration_seconds", time.perf_counter() - t0)
         return out
+
+    def _where(self) -> str:
+        t = self.target
+        if t.module == "http" and t.url:
+            u = urlsplit(t.url)
+            return f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+        return f"{t.host}:{t.port}" if t.port else str(t.host)
 
     async def _probe(self, out: Collected) -> None:
         t = self.target

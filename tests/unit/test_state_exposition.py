@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from prometheus_client.exposition import generate_latest
+
+from agent.catalogue import CORE_METRICS, catalogue, check_spec
+from agent.exposition import AgentStatus, make_registry
+from agent.state import Result, StateStore
+from collectors.base import MetricSpec, Sample
+from tests.helpers.common import metric_value
+
+
+def _status() -> AgentStatus:
+    return AgentStatus(
+        site="hq",
+        start_time=1000.0,
+        reload_ok=True,
+        reload_success_time=1000.0,
+        targets={"web": ("probe", "depot"), "srv": ("host", "hq")},
+    )
+
+
+def _ok(target: str, started: float, value: float) -> Result:
+    return Result(
+        target=target,
+        task="",
+        kind="probe",
+        site="depot",
+        started=started,
+        duration=0.5,
+        ok=True,
+        samples=[Sample("continuity_probe_success", value, {})],
+    )
+
+
+def _fail(target: str, started: float, reason: str = "timeout") -> Result:
+    return Result(
+        target=target,
+        task="",
+        kind="probe",
+        site="depot",
+        started=started,
+        duration=2.0,
+        ok=False,
+        reason=reason,
+        message=f"{target}: timed out",
+    )
+
+
+def render(store: StateStore) -> str:
+    return generate_latest(make_registry(store, _status)).decode()
+
+
+def test_failed_target_values_disappear_and_last_success_stays(tmp_path: Path) -> None:
+    store = StateStore(None)
+    store.put(_ok("web", 2000.0, 1.0))
+    text = render(store)
+    assert metric_value(text, "continuity_probe_success", target="web", site="depot") == 1.0
+    assert metric_value(text, "continuity_target_up", target="web", collector="probe") == 1.0
+    assert metric_value(text, "continuity_target_last_success_timestamp_seconds", target="web") == 2000.5
+
+    store.put(_fail("web", 2060.0))
+    text = render(store)
+    assert metric_value(text, "continuity_probe_success", target="web") is None  # stale, not shown as current
+    assert metric_value(text, "continuity_target_up", target="web") == 0.0
+    assert metric_value(text, "continuity_target_last_success_timestamp_seconds", target="web") == 2000.5
+    assert metric_value(text, "continuity_target_errors_total", target="web", reason="timeout") == 1.0
+    assert metric_value(text, "continuity_target_collection_duration_seconds", target="web") == 2.0
+
+
+def test_undeclared_metric_and_wrong_labels_are_dropped() -> None:
+    store = StateStore(None)
+    r = _ok("web", 1.0, 1.0)
+    r.samples.append(Sample("continuity_made_up_metric", 3.0, {}))
+    r.samples.append(Sample("continuity_probe_success", 1.0, {"extra": "x"}))
+    store.put(r)
+    text = render(store)
+    assert "continuity_made_up_metric" not in text
+    assert 'extra="x"' not in text
+    assert metric_value(text, "continuity_probe_success", target="web") == 1.0
+
+
+def test_skipped_runs_and_agent_metrics() -> None:
+    store = StateStore(None)
+    store.count_skipped("srv")
+    store.count_skipped("srv")
+    text = render(store)
+    assert metric_value(text, "continuity_target_skipped_runs_total", target="srv", collector="host") == 2.0
+    assert metric_value(text, "continuity_agent_info", site="hq") == 1.0
+    assert metric_value(text, "continuity_config_last_reload_successful") == 1.0
+
+
+def test_results_survive_restart_with_real_times(tmp_path: Path) -> None:
+    t0 = 1_790_000_000.0
+    store = StateStore(tmp_path, clock=lambda: t0 + 100)
+    store.put(_ok("web", t0, 1.0))
+    store.put(_fail("web", t0 + 60))
+    store.close()
+    again = StateStore(tmp_path, clock=lambda: t0 + 200)
+    text = render(again)
+    assert metric_value(text, "continuity_target_last_success_timestamp_seconds", target="web") == t0 + 0.5
+    assert metric_value(text, "continuity_target_up", target="web") == 0.0
+    assert again.history("web", t0 - 1, t0 + 100) == [(t0, 0.5, True), (t0 + 60, 2.0, False)]
+    again.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_retention_prunes_old_history(tmp_path: Path) -> None:
+    now = 10 * 86400.0
+    store = StateStore(tmp_path, retention=86400.0, clock=lambda: now)
+    store.put(_ok("web", now - 3 * 86400, 1.0))  # older than retention
+    store.put(_ok("web", now - 100, 1.0))
+    store.close()
+    again = StateStore(tmp_path, retention=86400.0, clock=lambda: now)
+    assert [h[0] for h in again.history("web", 0, now)] == [now - 100]
+    again.close()
+
+
+def test_unusable_state_dir_degrades_to_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = StateStore(blocker / "state")
+    store.put(_ok("web", 1.0, 1.0))
+    assert store.latest("web") is not None
+    text = render(store)
+    assert metric_value(text, "continuity_state_db_healthy") == 0.0
+    assert (metric_value(text, "continuity_state_db_errors_total") or 0) >= 1
+
+
+def test_catalogue_is_consistent() -> None:
+    cat = catalogue()
+    for spec in cat.values():
+        assert check_spec(spec) == []
+    for core in CORE_METRICS:
+        assert core.name in cat
+    assert check_spec(MetricSpec("continuity_bad", "counter", "x")) != []
+    assert check_spec(MetricSpec("node_cpu", "gauge", "x")) != []
+    assert check_spec(MetricSpec("continuity_x_seconds", "gauge", "x", "bytes")) != []
+
+
+def test_docs_metrics_is_generated_from_catalogue() -> None:
+    from agent.docs import render_metrics_md
+    from tests.helpers.common import ROOT
+
+    assert (ROOT / "docs" / "metrics.md").read_text() == render_metrics_md(), "run `make docs`"
