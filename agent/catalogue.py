@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from agent.reports.metrics import REPORT_METRICS
 from collectors.base import MetricSpec
 from collectors.registry import collectors
 
@@ -110,6 +111,8 @@ def check_spec(spec: MetricSpec) -> list[str]:
         problems.append(f"{spec.name}: counters end in _total")
     if spec.type != "counter" and spec.name.endswith("_total"):
         problems.append(f"{spec.name}: only counters end in _total")
+    if spec.name.endswith(("_count", "_sum", "_bucket")):
+        problems.append(f"{spec.name}: _count/_sum/_bucket suffixes are for histograms and summaries")
     if spec.type == "info" and not spec.name.endswith("_info"):
         problems.append(f"{spec.name}: info metrics end in _info")
     if spec.unit and spec.unit not in spec.name:
@@ -128,7 +131,7 @@ def check_spec(spec: MetricSpec) -> list[str]:
 def catalogue() -> dict[str, MetricSpec]:
     out: dict[str, MetricSpec] = {}
     problems: list[str] = []
-    specs = list(CORE_METRICS)
+    specs = [*CORE_METRICS, *REPORT_METRICS]
     for cls in collectors().values():
         specs.extend(cls.METRICS)
     for spec in specs:
@@ -141,6 +144,29 @@ def catalogue() -> dict[str, MetricSpec]:
     return out
 
 
+# Metrics whose names come from the config (SNMP OID mappings): declared when the collector is
+# built, checked like static ones, never allowed to shadow a static name.
+_dynamic: dict[str, MetricSpec] = {}
+
+
+def register_dynamic(specs: list[MetricSpec]) -> list[str]:
+    """Declare config-defined metrics; returns problems (nothing is registered if any)."""
+    static = catalogue()
+    problems: list[str] = []
+    for spec in specs:
+        problems.extend(check_spec(spec))
+        if spec.name in static:
+            problems.append(f"{spec.name}: already declared by the agent")
+    if not problems:
+        _dynamic.update({s.name: s for s in specs})
+    return problems
+
+
+def spec_for(name: str) -> MetricSpec | None:
+    """The declaration of a metric, static or config-defined."""
+    return catalogue().get(name) or _dynamic.get(name)
+
+
 def exposed_labels(spec: MetricSpec) -> tuple[str, ...]:
     return (*spec.labels, "target", "site") if spec.target_labels else spec.labels
 
@@ -148,6 +174,7 @@ def exposed_labels(spec: MetricSpec) -> tuple[str, ...]:
 def owners() -> dict[str, str]:
     """metric name -> collector kind (or 'agent')."""
     out = {s.name: "agent" for s in CORE_METRICS}
+    out.update({s.name: "reports" for s in REPORT_METRICS})
     for kind, cls in collectors().items():
         for s in cls.METRICS:
             out.setdefault(s.name, kind)

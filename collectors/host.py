@@ -65,7 +65,7 @@ METRICS = (
     MetricSpec(
         "continuity_host_cpu_usage_ratio", "gauge", "Share of CPU time not idle since the previous collection (0-1)."
     ),
-    MetricSpec("continuity_host_cpu_count", "gauge", "Logical CPUs."),
+    MetricSpec("continuity_host_cpus", "gauge", "Logical CPUs."),
     MetricSpec("continuity_host_load1", "gauge", "1-minute load average."),
     MetricSpec("continuity_host_memory_total_bytes", "gauge", "Physical memory.", "bytes"),
     MetricSpec("continuity_host_memory_available_bytes", "gauge", "Memory available without swapping.", "bytes"),
@@ -84,7 +84,7 @@ METRICS = (
         labels=("mountpoint", "fstype", "device"),
     ),
     MetricSpec(
-        "continuity_host_process_count",
+        "continuity_host_processes_running",
         "gauge",
         "Running processes whose name matches a configured critical process.",
         labels=("process",),
@@ -156,12 +156,12 @@ class HostCollector(Collector):
             if total > 0:
                 out.add("continuity_host_cpu_usage_ratio", min(1.0, max(0.0, 1 - idle / total)))
         self._prev_cpu = cpu
-        out.add("continuity_host_cpu_count", b["count"])
+        out.add("continuity_host_cpus", b["count"])
         out.add("continuity_host_load1", b["load"])
         out.add("continuity_host_memory_total_bytes", b["mem"].total)
         out.add("continuity_host_memory_available_bytes", b["mem"].available)
         for name, n in b["procs"].items():
-            out.add("continuity_host_process_count", n, process=name)
+            out.add("continuity_host_processes_running", n, process=name)
         loop = asyncio.get_running_loop()
         per_mount = max(0.5, self.timeout / 4)
         for p in b["parts"]:
