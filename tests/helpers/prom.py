@@ -15,8 +15,14 @@ from tests.helpers.common import free_port, http_get, need, wait_until
 
 
 class Prometheus:
-    def __init__(self, tmp_path: Path, config: dict[str, Any], extra_args: list[str] | None = None,
-                 port: int | None = None, name: str = "prometheus") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: dict[str, Any],
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+        name: str = "prometheus",
+    ) -> None:
         self.binary = need("prometheus")
         self.dir = tmp_path / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +40,7 @@ class Prometheus:
             args.append(f"--storage.tsdb.path={self.dir / 'data'}")
         else:
             args.append(f"--storage.agent.path={self.dir / 'agent-data'}")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([*args, *self.extra_args], stdout=self._log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:
@@ -65,7 +71,7 @@ class Prometheus:
         return list(data["data"]["result"])
 
     def targets(self) -> list[dict[str, Any]]:
-        status, body = http_get(self.url + "/api/v1/targets")
+        _status, body = http_get(self.url + "/api/v1/targets")
         return list(json.loads(body)["data"]["activeTargets"])
 
     def stop(self) -> None:
@@ -88,6 +94,11 @@ def scrape_config(job: str, targets: list[str], interval: str = "1s", **extra: A
     }
 
 
-def start_prometheus(tmp_path: Path, scrape_targets: list[str], extra_args: list[str] | None = None,
-                     job: str = "continuity-agent", interval: str = "1s") -> Prometheus:
+def start_prometheus(
+    tmp_path: Path,
+    scrape_targets: list[str],
+    extra_args: list[str] | None = None,
+    job: str = "continuity-agent",
+    interval: str = "1s",
+) -> Prometheus:
     return Prometheus(tmp_path, scrape_config(job, scrape_targets, interval), extra_args).start()

@@ -4,6 +4,7 @@ every healthy target is still collected every interval and /metrics stays fast."
 from __future__ import annotations
 
 import http.server
+import itertools
 import socket
 import sqlite3
 import threading
@@ -41,9 +42,13 @@ def test_hung_and_closed_targets_do_not_delay_healthy_ones(tmp_path: Path) -> No
     closed = [free_port() for _ in range(10)]
     lines = []
     for i in range(20):
-        lines.append(f"  - {{name: ok-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{healthy.server_address[1]}/'}}")
+        lines.append(
+            f"  - {{name: ok-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{healthy.server_address[1]}/'}}"
+        )
     for i, s in enumerate(hung):
-        lines.append(f"  - {{name: hung-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{s.getsockname()[1]}/'}}")
+        lines.append(
+            f"  - {{name: hung-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{s.getsockname()[1]}/'}}"
+        )
     for i, p in enumerate(closed):
         lines.append(f"  - {{name: closed-{i}, kind: probe, module: tcp, host: 127.0.0.1, port: {p}}}")
     cfg = tmp_path / "agent.yml"
@@ -85,10 +90,14 @@ def test_hung_and_closed_targets_do_not_delay_healthy_ones(tmp_path: Path) -> No
     # Every healthy target ran every interval: no gap between consecutive runs beyond one interval.
     db = sqlite3.connect(tmp_path / "state" / "state.db")
     for i in range(20):
-        starts = [r[0] for r in db.execute(
-            "SELECT started FROM results WHERE target = ? AND started BETWEEN ? AND ? ORDER BY started",
-            (f"ok-{i}", t_start, t_end))]
+        starts = [
+            r[0]
+            for r in db.execute(
+                "SELECT started FROM results WHERE target = ? AND started BETWEEN ? AND ? ORDER BY started",
+                (f"ok-{i}", t_start, t_end),
+            )
+        ]
         assert len(starts) >= int(RUN_FOR / INTERVAL) - 1, (i, starts)
-        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
         assert max(gaps) < INTERVAL * 1.5, (i, gaps)
     db.close()

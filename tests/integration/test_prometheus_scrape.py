@@ -27,6 +27,7 @@ def test_prometheus_scrapes_agent(tmp_path: Path) -> None:
     with agent_process(_config(tmp_path)) as agent:
         prom = start_prometheus(tmp_path, [f"127.0.0.1:{agent.port}"])
         try:
+
             def has_data() -> bool:
                 up = prom.query('up{job="continuity-agent"}')
                 probes = prom.query("continuity_probe_success")
@@ -46,9 +47,13 @@ def test_prometheus_scrapes_agent(tmp_path: Path) -> None:
 def test_promtool_check_metrics_is_silent(tmp_path: Path) -> None:
     promtool = need("promtool")
     with agent_process(_config(tmp_path)) as agent:
-        wait_until(lambda: metric_value(agent.metrics(), "continuity_target_up", target="me") is not None
-                   and metric_value(agent.metrics(), "continuity_probe_success", target="lib-router") is not None,
-                   what="collections")
+        wait_until(
+            lambda: (
+                metric_value(agent.metrics(), "continuity_target_up", target="me") is not None
+                and metric_value(agent.metrics(), "continuity_probe_success", target="lib-router") is not None
+            ),
+            what="collections",
+        )
         text = agent.metrics()
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr

@@ -1,0 +1,207 @@
+"""Agent core benchmark: idle RSS and CPU seconds per hour on the demo config, and /metrics render
+time at 10,000 series, next to prometheus-node-exporter and prometheus-blackbox-exporter measured
+in the same run on the same machine.
+
+    python -m bench.core_bench [--seconds 120] [--series 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import cpu_seconds, free_port, rss_bytes, time_get, update_performance_md, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENT = Path(sys.executable).parent / "continuity-agent"
+
+
+def _seed_state(state_dir: Path, series: int) -> None:
+    """Store a host result with ``series`` filesystem samples, as a restart would find it."""
+    from agent.state import Result, StateStore
+    from collectors.base import Sample
+
+    store = StateStore(state_dir)
+    samples = [
+        Sample(
+            "continuity_host_filesystem_free_bytes",
+            float(i * 4096),
+            {"mountpoint": f"/srv/share{i}", "fstype": "ext4", "device": f"/dev/vd{i}"},
+        )
+        for i in range(series - 60)
+    ]
+    store.put(
+        Result(
+            target="big",
+            task="",
+            kind="host",
+            site="bench",
+            started=time.time(),
+            duration=0.1,
+            ok=True,
+            samples=samples,
+        )
+    )
+    store.close()
+
+
+def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float = 15.0) -> dict[str, float]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(url)
+        time.sleep(3)  # warm-up: first collections, imports
+        c0 = cpu_seconds(proc.pid)
+        t0 = time.monotonic()
+        next_scrape = t0
+        while time.monotonic() - t0 < seconds:
+            if time.monotonic() >= next_scrape:
+                time_get(url, 1)  # scraped like Prometheus would
+                next_scrape += scrape_every
+            time.sleep(0.5)
+        cpu = cpu_seconds(proc.pid) - c0
+        elapsed = time.monotonic() - t0
+        return {"rss_mib": rss_bytes(proc.pid) / 2**20, "cpu_s_per_hour": cpu / elapsed * 3600}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _measure_render(cmd: list[str], url: str, n: int) -> dict[str, float]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(url)
+        time_get(url, 3)
+        med, p90, size = time_get(url, n)
+        body = subprocess.run(["curl", "-s", url], capture_output=True, text=True, timeout=30).stdout
+        series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+        return {"median_ms": med * 1000, "p90_ms": p90 * 1000, "bytes": size, "series": series}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=120.0, help="idle measurement window per process")
+    ap.add_argument("--series", type=int, default=10_000)
+    ap.add_argument("--renders", type=int, default=50)
+    args = ap.parse_args(argv if argv is not None else sys.argv[1:])
+    node = shutil.which("prometheus-node-exporter")
+    blackbox = shutil.which("prometheus-blackbox-exporter")
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        # --- idle: agent on the demo config, node_exporter defaults, blackbox with a tcp module
+        demo = (ROOT / "deploy/examples/demo.yml").read_text()
+        port = free_port()
+        demo = demo.replace("127.0.0.1:9072", f"127.0.0.1:{port}").replace("state_dir: state", f"state_dir: {tmp}/s1")
+        (tmp / "demo.yml").write_text(demo)
+        url = f"http://127.0.0.1:{port}/metrics"
+        results["agent_idle"] = _measure_idle([str(AGENT), "run", "--config", str(tmp / "demo.yml")], url, args.seconds)
+        if node:
+            p = free_port()
+            results["node_exporter_idle"] = _measure_idle(
+                [node, f"--web.listen-address=127.0.0.1:{p}"], f"http://127.0.0.1:{p}/metrics", args.seconds
+            )
+        if blackbox:
+            p = free_port()
+            bb_cfg = tmp / "blackbox.yml"
+            bb_cfg.write_text("modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 5s\n")
+            results["blackbox_exporter_idle"] = _measure_idle(
+                [blackbox, f"--config.file={bb_cfg}", f"--web.listen-address=127.0.0.1:{p}"],
+                f"http://127.0.0.1:{p}/probe?module=tcp_connect&target=127.0.0.1:{p}",
+                args.seconds,
+            )
+
+        # --- render at N series: agent re-exposing a stored result; node_exporter via textfile collector
+        state = tmp / "s2"
+        _seed_state(state, args.series)
+        port = free_port()
+        (tmp / "big.yml").write_text(
+            f"agent: {{site: bench, state_dir: {state}, listen_address: '127.0.0.1:{port}'}}\n"
+            "targets:\n  - {name: big, kind: host, interval: 24h}\n"
+        )
+        results["agent_render"] = _measure_render(
+            [str(AGENT), "run", "--config", str(tmp / "big.yml")], f"http://127.0.0.1:{port}/metrics", args.renders
+        )
+        if node:
+            tf = tmp / "textfile"
+            tf.mkdir()
+            with open(tf / "big.prom", "w") as f:
+                f.write("# HELP bench_filesystem_free_bytes Synthetic.\n# TYPE bench_filesystem_free_bytes gauge\n")
+                for i in range(args.series - 60):
+                    f.write(
+                        f'bench_filesystem_free_bytes{{mountpoint="/srv/share{i}",fstype="ext4",'
+                        f'device="/dev/vd{i}",target="big",site="bench"}} {i * 4096}\n'
+                    )
+            p = free_port()
+            results["node_exporter_render"] = _measure_render(
+                [node, f"--web.listen-address=127.0.0.1:{p}", f"--collector.textfile.directory={tf}"],
+                f"http://127.0.0.1:{p}/metrics",
+                args.renders,
+            )
+        if blackbox:
+            p = free_port()
+            results["blackbox_exporter_render"] = _measure_render(
+                [blackbox, f"--config.file={tmp / 'blackbox.yml'}", f"--web.listen-address=127.0.0.1:{p}"],
+                f"http://127.0.0.1:{p}/metrics",
+                args.renders,
+            )
+
+    _write(results, args)
+    print(json.dumps(results, indent=1))
+    return results
+
+
+def _write(r: dict[str, object], args: argparse.Namespace) -> None:
+    def row(name: str, key: str) -> str:
+        v = r.get(key)
+        if not isinstance(v, dict):
+            return f"| {name} | not installed | |"
+        return f"| {name} | {v['rss_mib']:.1f} | {v['cpu_s_per_hour']:.1f} |"
+
+    def rrow(name: str, key: str) -> str:
+        v = r.get(key)
+        if not isinstance(v, dict):
+            return f"| {name} | not installed | | | |"
+        return f"| {name} | {v['series']} | {v['median_ms']:.1f} | {v['p90_ms']:.1f} | {v['bytes'] / 1024:.0f} |"
+
+    agent_r, node_r = r.get("agent_render"), r.get("node_exporter_render")
+    ratio = ""
+    if isinstance(agent_r, dict) and isinstance(node_r, dict):
+        ratio = (
+            f"\nAgent /metrics median at {agent_r['series']} series is "
+            f"{agent_r['median_ms'] / node_r['median_ms']:.2f}x node_exporter's at {node_r['series']} series.\n"
+        )
+    body = f"""Measured {time.strftime("%Y-%m-%d")} on {platform.machine()}, {platform.python_version()},
+idle window {args.seconds:g}s per process, each scraped every 15 s (`python -m bench.core_bench`).
+
+Idle (agent on deploy/examples/demo.yml: 4 targets every 15 s; exporters on their defaults):
+
+| Process | RSS (MiB) | CPU s/hour |
+|---|---|---|
+{row("continuity-agent", "agent_idle")}
+{row("prometheus-node-exporter", "node_exporter_idle")}
+{row("prometheus-blackbox-exporter (probing tcp)", "blackbox_exporter_idle")}
+
+/metrics render over HTTP ({args.renders} requests; the agent re-exposing a stored result of
+~{args.series} series; node_exporter serving the same series through its textfile collector):
+
+| Process | Series | median ms | p90 ms | KiB |
+|---|---|---|---|---|
+{rrow("continuity-agent", "agent_render")}
+{rrow("prometheus-node-exporter (+ textfile)", "node_exporter_render")}
+{rrow("prometheus-blackbox-exporter (own metrics)", "blackbox_exporter_render")}
+{ratio}"""
+    update_performance_md("Agent core: idle cost and /metrics render", body)
+
+
+if __name__ == "__main__":
+    main()
