@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
-from agent.catalogue import catalogue, exposed_labels
+from agent.catalogue import catalogue, exposed_labels, spec_for
 from agent.state import StateStore
 from collectors.base import MetricSpec
 
@@ -63,7 +63,7 @@ class StateCollector(PromCollector):
         def fam(name: str) -> Metric:
             m = fams.get(name)
             if m is None:
-                m = fams[name] = _family(cat[name])
+                m = fams[name] = _family(cat.get(name) or spec_for(name))  # type: ignore[arg-type]
             return m
 
         fam("continuity_agent_info").add_sample("continuity_agent_info", {"version": __version__, "site": st.site}, 1.0)
@@ -121,7 +121,7 @@ class StateCollector(PromCollector):
             if not res.ok:
                 continue  # stale values disappear; up/errors say why
             for s in res.samples:
-                spec = cat.get(s.name)
+                spec = cat.get(s.name) or spec_for(s.name)
                 if spec is None:
                     self._warn_once(s.name, "collector %s emitted undeclared metric %s; dropped", kind, s.name)
                     continue

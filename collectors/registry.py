@@ -15,6 +15,7 @@ from collectors.base import Collector
 MODULES: tuple[str, ...] = (
     "collectors.probe",
     "collectors.host",
+    "collectors.snmp",
 )
 
 

@@ -1,0 +1,181 @@
+"""Config models for the ``snmp`` collector: auths (v1, v2c, v3 USM), targets and OID mappings."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.configtypes import Duration, Secret, StrictModel
+from collectors.base import TargetBase
+from collectors.snmp.ber import OID, parse_oid
+
+METRIC_PREFIX = "continuity_snmp_"
+_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_LABEL_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_LABELS = frozenset({"target", "site", "collector", "job", "instance", "le", "quantile"})
+
+AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
+# AES192/AES256 are the Blumenthal draft (net-snmp's AES-192/AES-256); AES192C/AES256C the
+# Reeder key extension used by Cisco — same names as prometheus/snmp_exporter.
+PrivProtocol = Literal["DES", "AES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
+
+
+class SnmpV1Auth(StrictModel):
+    type: Literal["snmp_v1"]
+    community: Secret
+
+
+class SnmpV2cAuth(StrictModel):
+    type: Literal["snmp_v2c"]
+    community: Secret
+
+
+class SnmpV3Auth(StrictModel):
+    type: Literal["snmp_v3"]
+    username: str = Field(min_length=1, max_length=32)
+    security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] = "authPriv"
+    auth_protocol: AuthProtocol = "SHA"
+    auth_password: Secret | None = None
+    priv_protocol: PrivProtocol = "AES"
+    priv_password: Secret | None = None
+    context_name: str = ""
+
+    @model_validator(mode="after")
+    def _levels(self) -> SnmpV3Auth:
+        if self.security_level in ("authNoPriv", "authPriv"):
+            if self.auth_password is None:
+                raise ValueError(f"security_level {self.security_level} needs auth_password (or auth_password_file)")
+            if len(self.auth_password.reveal()) < 8:
+                raise ValueError("auth_password must be at least 8 characters (RFC 3414)")
+        if self.security_level == "authPriv":
+            if self.priv_password is None:
+                raise ValueError("security_level authPriv needs priv_password (or priv_password_file)")
+            if len(self.priv_password.reveal()) < 8:
+                raise ValueError("priv_password must be at least 8 characters (RFC 3414)")
+        return self
+
+
+SnmpAuth = SnmpV1Auth | SnmpV2cAuth | SnmpV3Auth
+
+
+class InterfaceFilter(StrictModel):
+    """Regular expressions are matched against the whole interface name (ifName, else ifDescr)
+    or alias (ifAlias). An interface is kept when it matches ``include`` (if given), does not
+    match ``exclude``, and likewise for the alias patterns."""
+
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    alias_include: list[str] = Field(default_factory=list)
+    alias_exclude: list[str] = Field(default_factory=list)
+    include_admin_down: bool = False
+
+    @field_validator("include", "exclude", "alias_include", "alias_exclude")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"bad regular expression {p!r}: {e}") from None
+        return v
+
+
+class OidMapping(StrictModel):
+    """One OID -> metric. Without ``index_label`` the OID is read as a single instance (e.g.
+    ``1.3.6.1.2.1.33.1.2.3.0``); with it, the OID is walked as a table column and the row index
+    (the OID suffix) becomes that label."""
+
+    oid: str
+    name: str
+    type: Literal["gauge", "counter"] = "gauge"
+    help: str = ""
+    scale: float | None = None
+    index_label: str | None = None
+    enum: dict[int, str] = Field(default_factory=dict)
+    enum_label: str = "state"
+
+    @field_validator("oid")
+    @classmethod
+    def _oid(cls, v: str) -> str:
+        parse_oid(v)
+        return v.strip().lstrip(".")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v.startswith(METRIC_PREFIX):
+            v = v[len(METRIC_PREFIX):]
+        if not _SUFFIX_RE.match(v) or len(v) > 100:
+            raise ValueError(f"metric name {v!r} must be lower_snake_case (a-z, 0-9, _), starting with a letter")
+        return v
+
+    @field_validator("index_label", "enum_label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and (not _LABEL_RE.match(v) or v in RESERVED_LABELS):
+            raise ValueError(f"label name {v!r} must be lower_snake_case and not one of {sorted(RESERVED_LABELS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OidMapping:
+        full = self.metric_name
+        if self.type == "counter" and not full.endswith("_total"):
+            raise ValueError(f"counter metric {full} must end in _total")
+        if self.type == "gauge" and full.endswith("_total"):
+            raise ValueError(f"gauge metric {full} must not end in _total")
+        if self.enum and self.scale is not None:
+            raise ValueError("enum and scale cannot be combined")
+        if self.enum and self.index_label == self.enum_label:
+            raise ValueError("index_label and enum_label must differ")
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        return METRIC_PREFIX + self.name
+
+    @property
+    def oid_tuple(self) -> OID:
+        return parse_oid(self.oid)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        out: list[str] = []
+        if self.index_label:
+            out.append(self.index_label)
+        if self.enum:
+            out.append(self.enum_label)
+        return tuple(out)
+
+
+_DEFAULT_MODULES: tuple[Literal["if_mib"], ...] = ("if_mib",)
+
+
+class SnmpTarget(TargetBase):
+    kind: Literal["snmp"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=161, ge=1, le=65535)
+    auth: str
+    context_name: str | None = None  # overrides the auth's context_name (v3)
+    modules: list[Literal["if_mib"]] = Field(default_factory=lambda: list(_DEFAULT_MODULES))
+    interfaces: InterfaceFilter = InterfaceFilter()
+    metrics: list[OidMapping] = Field(default_factory=list)
+    # Limits
+    retries: int = Field(default=1, ge=0, le=10)
+    request_timeout: Duration | None = None  # per request; default: the target's budget / (retries + 1), <= 5s
+    max_repetitions: int = Field(default=25, ge=1, le=1000)
+    max_oids_per_request: int = Field(default=20, ge=1, le=200)
+    max_interfaces: int = Field(default=1000, ge=1, le=100_000)
+    # v2c walks use the agent's own BER codec; "pysnmp" sends them through pysnmp instead.
+    v2c_engine: Literal["builtin", "pysnmp"] = "builtin"
+
+    @model_validator(mode="after")
+    def _mappings(self) -> SnmpTarget:
+        names = [m.name for m in self.metrics]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"metrics: name(s) {', '.join(dups)} used more than once")
+        if not self.modules and not self.metrics:
+            raise ValueError("nothing to read: give modules or metrics")
+        return self
