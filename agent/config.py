@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
+from agent.reports.config import ReportsConfig
 from collectors.base import TargetBase
 from collectors.registry import auth_models, collectors
 
@@ -98,6 +99,7 @@ class AgentConfig(StrictModel):
     sites: list[Site] = Field(default_factory=list)
     auths: dict[str, AuthConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
+    reports: ReportsConfig | None = None  # DR test reports (agent/reports, docs/reports.md)
 
     @model_validator(mode="after")
     def _cross_check(self) -> AgentConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
@@ -28,6 +29,9 @@ from collectors.registry import collectors
 log = logging.getLogger(__name__)
 
 JobKey = tuple[str, str]  # (target, task)
+
+# Modules with ``install(agent)`` adding non-target jobs, metrics collectors and HTTP routes.
+AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service",)
 
 
 def build_collectors(loaded: LoadedConfig, ctx: CollectorContext) -> dict[str, Collector]:
@@ -70,6 +74,10 @@ class Agent:
         self.web: WebApp | None = None
         self._ready = False
         self.extra_jobs: list[Callable[[Agent], None]] = []  # hooks adding non-target jobs (reports)
+        self.extra_metrics: list[Any] = []  # prometheus_client collectors registered beside the state's
+        self.extra_routes: list[Route] = []  # HTTP routes not owned by a collector kind
+        for mod in AGENT_EXTENSIONS:
+            importlib.import_module(mod).install(self)
 
     # -- context -----------------------------------------------------------------------------------
     def _context(self) -> CollectorContext:
@@ -157,6 +165,8 @@ class Agent:
         self._install(self.loaded)
         self.scheduler.start()
         registry = make_registry(self.store, self.status)
+        for extra in self.extra_metrics:
+            registry.register(extra)
         self.web = WebApp(registry, self.status_json, lambda: self._ready)
         self.web.set_routes(self._routes())
         host, port = parse_listen_address(self.listen)
@@ -172,7 +182,7 @@ class Agent:
         )
 
     def _routes(self) -> list[Route]:
-        routes: list[Route] = []
+        routes: list[Route] = list(self.extra_routes)
         for cls in collectors().values():
             routes.extend(cls.http_routes(self))
         return routes

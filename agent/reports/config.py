@@ -1,0 +1,79 @@
+"""The ``reports:`` section of the agent config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from agent.configtypes import Duration, StrictModel, resolve_path
+
+Format = Literal["html", "md", "json"]
+FORMATS: tuple[Format, ...] = ("html", "md", "json")
+
+
+def cron_trigger(expr: str, timezone: str = "UTC"):  # type: ignore[no-untyped-def]
+    """An APScheduler CronTrigger from a 5-field crontab line (minute hour day month weekday)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(expr, timezone=timezone)
+
+
+class ReportsConfig(StrictModel):
+    """Where DR reports come from, when they are made, where they go and how long they are kept."""
+
+    # Crontab line, evaluated in ``timezone``; e.g. "0 7 1 * *" = 07:00 on the first of each month.
+    schedule: str | None = "0 7 1 * *"
+    timezone: str = "UTC"
+    output_dir: Path = Path("reports")
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS), min_length=1)
+    retention: Duration = 3 * 365 * 86400.0  # dated reports older than this are deleted
+    keep_min: int = Field(default=12, ge=1)  # ... but never fewer than this many runs
+    period: Duration = 30 * 86400.0  # default reporting period (history, availability, actions)
+    # Runbooks and evidence; default: the directories of the first `evidence` target, if any.
+    runbooks_dir: Path | None = None
+    evidence_dir: Path | None = None
+    # Coverage gap: targets unknown/unreachable for more than this share of the period (percent).
+    unavailable_threshold_percent: float = Field(default=5.0, ge=0.0, le=100.0)
+    title: str = Field(default="Disaster-recovery test report", min_length=1, max_length=200)
+    organisation: str = Field(default="", max_length=200)
+    serve: bool = True  # serve output_dir read-only at /reports/
+
+    @field_validator("output_dir", "runbooks_dir", "evidence_dir", mode="before")
+    @classmethod
+    def _path(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str | Path) and str(v):
+            return resolve_path(v, info)
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[Format]) -> list[Format]:
+        if len(set(v)) != len(v):
+            raise ValueError("each format may be listed once")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if len(v.split()) != 5:
+            raise ValueError(f"schedule {v!r} must be a 5-field crontab line: minute hour day month weekday")
+        try:
+            cron_trigger(v)
+        except ValueError as e:
+            raise ValueError(f"schedule {v!r} is not a valid crontab line: {e}") from None
+        return v

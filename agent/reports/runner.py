@@ -1,0 +1,138 @@
+"""Making a DR report: gather inputs, build the model, write dated files, prune old ones.
+Shared by ``continuity-agent report dr`` and the agent's scheduled job."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.reports.config import ReportsConfig
+from agent.reports.inputs import Verifier, load_inputs
+from agent.reports.model import BuildContext, Report, StateView, build_report
+from agent.reports.render import RENDERERS
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"html": "html", "md": "md", "json": "json"}
+REPORT_PREFIX = "dr-"
+_DATED = re.compile(r"^dr-(\d{8}T\d{6}Z)\.(html|md|json)$")
+
+
+@dataclass(frozen=True)
+class Sources:
+    runbooks_dir: Path | None
+    evidence_dir: Path | None
+
+
+def sources(config: Any) -> Sources:
+    """Runbooks and evidence directories: ``reports.runbooks_dir``/``evidence_dir``, else those of
+    the first ``evidence`` target in the config."""
+    rep: ReportsConfig | None = getattr(config, "reports", None)
+    rb = rep.runbooks_dir if rep else None
+    ev = rep.evidence_dir if rep else None
+    if rb is None or ev is None:
+        for t in getattr(config, "targets", []):
+            if t.kind != "evidence":
+                continue
+            rb = rb or _path_attr(t, ("runbooks", "runbooks_dir"))
+            ev = ev or _path_attr(t, ("evidence", "evidence_dir"))
+            break
+    return Sources(rb, ev)
+
+
+def _path_attr(obj: Any, names: tuple[str, ...]) -> Path | None:
+    for n in names:
+        v = getattr(obj, n, None)
+        if isinstance(v, str | Path) and str(v):
+            return Path(v)
+    return None
+
+
+def generate(
+    config: Any,
+    *,
+    at: datetime,
+    period: float | None = None,
+    store: StateView | None = None,
+    config_path: Path | None = None,
+    config_sha256: str | None = None,
+    verifier: Verifier | None = None,
+    generated_at: datetime | None = None,
+) -> Report:
+    rep: ReportsConfig = getattr(config, "reports", None) or ReportsConfig()
+    src = sources(config)
+    inputs = load_inputs(src.runbooks_dir, src.evidence_dir, at, verifier)
+    return build_report(
+        BuildContext(
+            inputs=inputs,
+            at=at,
+            period_seconds=period if period is not None else rep.period,
+            config=config,
+            config_path=config_path,
+            config_sha256=config_sha256,
+            store=store,
+            title=rep.title,
+            organisation=rep.organisation,
+            unavailable_threshold_percent=rep.unavailable_threshold_percent,
+            generated_at=generated_at,
+        )
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def stamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def write_dated(report: Report, out_dir: Path, formats: list[str], at: datetime) -> list[Path]:
+    """Write ``dr-<UTC stamp>.<ext>`` for each format; returns the paths written."""
+    written = []
+    for fmt in formats:
+        path = out_dir / f"{REPORT_PREFIX}{stamp(at)}.{EXTENSIONS[fmt]}"
+        write_atomic(path, RENDERERS[fmt](report))
+        written.append(path)
+    return written
+
+
+def prune(out_dir: Path, *, retention: float, keep_min: int, now: float) -> list[Path]:
+    """Delete dated reports older than ``retention``, always keeping the ``keep_min`` newest runs."""
+    if not out_dir.is_dir():
+        return []
+    runs: dict[str, list[Path]] = {}
+    for p in out_dir.iterdir():
+        m = _DATED.match(p.name)
+        if m and p.is_file():
+            runs.setdefault(m.group(1), []).append(p)
+    removed: list[Path] = []
+    for i, key in enumerate(sorted(runs, reverse=True)):
+        if i < keep_min:
+            continue
+        when = datetime.strptime(key, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        if now - when > retention:
+            for p in runs[key]:
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError as e:
+                    log.warning("cannot delete old report %s: %s", p, e)
+    return removed
