@@ -1,0 +1,104 @@
+"""Streaming sha256 of artefacts in constant memory, and safe artefact path resolution.
+
+:func:`sha256_file` reads with ``readinto`` into one reused buffer (1 MiB), so a multi-GB
+artefact costs one buffer of memory; hashlib releases the GIL while hashing large buffers.
+:class:`HashCache` remembers digests by (device, inode, size, mtime, ctime) so a collector that
+re-verifies every few minutes hashes each artefact once; ctime cannot be set back by a user, so
+a rewritten file is hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+CHUNK = 1024 * 1024
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = CHUNK) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        with os.fdopen(fd, "rb", buffering=0, closefd=True) as f:
+            fd = -1
+            while True:
+                n = f.readinto(view)
+                if not n:
+                    break
+                h.update(view[:n])
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class HashCache:
+    """Thread-safe digest cache keyed by file identity and times."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._d: dict[tuple[int, int, int, int, int], str] = {}
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def sha256(self, path: Path) -> str:
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            got = self._d.get(key)
+            if got is not None:
+                self.hits += 1
+                return got
+        digest = sha256_file(path)
+        st2 = os.stat(path)
+        with self._lock:
+            self.misses += 1
+            if (st2.st_dev, st2.st_ino, st2.st_size, st2.st_mtime_ns, st2.st_ctime_ns) == key:
+                if len(self._d) >= self.max_entries:
+                    self._d.clear()
+                self._d[key] = digest
+        return digest
+
+
+@dataclass(frozen=True)
+class ArtefactPath:
+    """Where an artefact path points, decided without opening it."""
+
+    ok: bool
+    path: Path | None = None  # resolved, inside the evidence directory
+    problem: str = ""  # why it is outside (path_outside_evidence) when not ok
+
+
+def resolve_artefact(evidence_dir: Path, rel: str) -> ArtefactPath:
+    """Absolute paths, ``..`` components and symlinks leading out of ``evidence_dir`` are refused
+    before anything is opened."""
+    if "\x00" in rel:
+        return ArtefactPath(False, problem="path contains a NUL byte")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or rel.startswith("\\") or (len(rel) > 1 and rel[1] == ":"):
+        return ArtefactPath(False, problem="absolute path")
+    if ".." in pure.parts or "\\" in rel:
+        return ArtefactPath(False, problem="path contains '..'" if ".." in pure.parts else "path contains '\\'")
+    base = evidence_dir.resolve()
+    try:
+        real = Path(os.path.realpath(base / pure))
+    except (OSError, ValueError) as e:
+        return ArtefactPath(False, problem=f"cannot resolve: {e}")
+    if real != base and base not in real.parents:
+        return ArtefactPath(False, problem=f"a symbolic link leads outside the evidence directory (to {real})")
+    return ArtefactPath(True, path=real)
