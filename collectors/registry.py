@@ -16,6 +16,7 @@ MODULES: tuple[str, ...] = (
     "collectors.probe",
     "collectors.host",
     "collectors.snmp",
+    "collectors.evidence",
 )
 
 

@@ -544,7 +544,8 @@ def _step_findings(lr: LoadedRecord, rb: Runbook) -> list[Finding]:
                     step=s.id,
                 )
             )
-        for a in rb.step(s.id).after if rb.step(s.id) else []:
+        spec = rb.step(s.id)
+        for a in spec.after if spec is not None else []:
             ends = [x.ended_at for x in rec.steps if x.id == a and x.result == "ok" and x.ended_at is not None]
             if ends and s.started_at < min(ends):
                 out.append(
