@@ -26,6 +26,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("integrity", "Integrity"),
 )
 BAD_BACKUP_STATES = ("stale", "failed", "never_ran")
+GOOD_BACKUP_STATES = ("fresh", "late")
 
 
 class StateView(Protocol):
@@ -301,16 +302,8 @@ def _configured_backups(config: Any) -> set[str]:
     if config is None:
         return names
     for t in getattr(config, "targets", []):
-        if t.kind != "backup":
-            continue
-        inner = getattr(t, "backups", None)
-        if isinstance(inner, list | tuple) and inner:
-            for b in inner:
-                n = getattr(b, "name", None) if not isinstance(b, str) else b
-                if n:
-                    names.add(str(n))
-        else:
-            names.add(t.name)
+        if t.kind == "backup":
+            names.add(str(getattr(t, "backup", None) or t.name))  # the `backup` label, default the name
     return names
 
 
@@ -621,9 +614,17 @@ def build_report(bc: BuildContext) -> Report:
                 continue
             last = b.get("last_success")
             age = at.timestamp() - last if last else None
-            met = None if age is None or rpo is None else age <= rpo
-            if last is None and b.get("state") in BAD_BACKUP_STATES:
+            # The backup collector's state decides, as for continuity_runbook_rpo_met: fresh/late
+            # (within RPO plus grace) meet it, stale/failed/never_ran do not, unknown is unknown.
+            state = b.get("state")
+            if state in GOOD_BACKUP_STATES:
+                met: bool | None = True
+            elif state in BAD_BACKUP_STATES:
                 met = False
+            elif state is None and age is not None and rpo is not None:
+                met = age <= rpo
+            else:
+                met = None
             bstat.append(BackupStatus(bname, b.get("state", "unknown"), iso(last) if last else None, age, met))
         reasons: list[str] = []
         if last_test is None:

@@ -95,6 +95,7 @@ def environment() -> jinja2.Environment:
         "day": _day,
         "mdcell": _mdcell,
         "state_class": _state_class,
+        "words": lambda v: "" if v is None else str(v).replace("_", " "),
     }
     env.filters.update(filters)
     return env

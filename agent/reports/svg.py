@@ -91,7 +91,7 @@ def gantt(
     title: str,
     desc: str,
     row_height: float = 26.0,
-    label_width: float = 190.0,
+    label_width: float | None = None,
     plot_width: float = 560.0,
     verdict_width: float = 130.0,
     key: str = "gantt",
@@ -99,6 +99,11 @@ def gantt(
     """Steps of each system as bars against hours since declaration, with each system's RTO as a
     diamond, the estate objective as a dashed vertical line, critical-path rows in bold with a
     heavy outline and a "critical path" tag."""
+    # Room for the longest label (about 7 px a character at 12 px), within reason; longer ones are
+    # shortened with an ellipsis and given in full in the row's title and aria-label.
+    max_chars = 34
+    if label_width is None:
+        label_width = min(max((len(r.label) for r in rows), default=10), max_chars) * 7.0 + 16
     ends = [b.end for r in rows for b in r.bars] + [r.rto_at or 0 for r in rows] + [objective]
     span = max([*ends, 3600.0]) * 1.05
     # Round the axis up to whole 6-hour ticks (or hours for short exercises).
@@ -137,9 +142,10 @@ def gantt(
         weight = ' font-weight="bold"' if row.critical else ""
         label = row.label + (" (critical path)" if row.critical else "")
         out.append(f"<g aria-label={_a(label + '. ' + row.verdict)}>")
+        short = row.label if len(row.label) <= max_chars else row.label[: max_chars - 1] + "…"
         out.append(
             f'<text x="{_f(label_width - 6)}" y="{_f(ry + row_height * 0.65)}" text-anchor="end" '
-            f'fill="{INK}"{weight}>{_t(row.label)}</text>'
+            f'fill="{INK}"{weight}><title>{_t(row.label)}</title>{_t(short)}</text>'
         )
         for b in row.bars:
             bx, bw = x(b.start), max(1.5, x(b.end) - x(b.start))

@@ -262,3 +262,29 @@ def test_gap_reports_render_in_chromium(case: str, tmp_path: Path, browser: DevT
         assert "No recovery evidence found" in text and len(dom["svgs"]) == 1  # the graph; no Gantt
     else:
         assert "OBJECTIVE EXCEEDED" in text and "measured recovery time 73 h exceeds the 72 h objective" in text
+
+
+def test_shipped_example_fits_a4_width_in_print(tmp_path: Path, browser: DevTools) -> None:
+    from agent.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    page = tmp_path / "example.html"
+    rc = main(["report", "dr", "--config", str(root / "tests" / "fixtures" / "reports" / "example.yml"),
+               "--at", "2026-07-01T09:00:00Z", "--format", "html", "--output", str(page)])
+    assert rc in (0, 1)
+    browser.open(page.as_uri())
+    assert browser.console_errors() == [] and browser.requests() == [page.as_uri()]
+    # A4 minus the 14 mm side margins of the print CSS is 182 mm = 688 CSS px.
+    browser.send("Emulation.setEmulatedMedia", {"media": "print"})
+    browser.send("Emulation.setDeviceMetricsOverride", {"width": 688, "height": 1000, "deviceScaleFactor": 1,
+                                                        "mobile": False})
+    wide = browser.evaluate(
+        "[...document.querySelectorAll('table, figure, p, h2')]"
+        ".filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+        ".map(e => e.tagName + ': ' + e.textContent.slice(0, 40))"
+    )
+    assert wide == []
+    dom = browser.evaluate(DOM_CHECKS)
+    assert dom["sections"] == [k for k, _ in SECTIONS] and dom["lowContrast"] == [] and dom["thNoScope"] == 0
+    pdf = browser.print_pdf()
+    assert pdf_pages(pdf) >= len(SECTIONS)

@@ -445,3 +445,37 @@ def test_generated_at_defaults_to_now(tmp_path: Path) -> None:
     assert r.meta.at == "2025-03-31T09:00:00Z"
     assert datetime.fromisoformat(r.meta.period_start.replace("Z", "+00:00")) == AT - timedelta(days=1)
     assert datetime.fromisoformat(r.meta.period_start.replace("Z", "+00:00")).tzinfo == UTC
+
+
+def test_sources_fall_back_to_the_evidence_target(tmp_path: Path) -> None:
+    import yaml
+
+    from agent.config import load_config
+    from agent.reports.model import _configured_backups
+    from agent.reports.runner import sources
+
+    (tmp_path / "rb").mkdir()
+    (tmp_path / "ev").mkdir()
+    p = tmp_path / "agent.yml"
+    p.write_text(yaml.safe_dump({
+        "agent": {"site": "hq"},
+        "targets": [
+            {"name": "dr-evidence", "kind": "evidence", "runbooks_dir": "rb", "evidence_dir": "ev"},
+            {"name": "exchange", "kind": "backup", "type": "files", "backup": "exchange-db", "rpo": "24h",
+             "directory": "/srv/dumps"},
+            {"name": "intranet-files", "kind": "backup", "type": "files", "rpo": "24h", "directory": "/srv/www"},
+        ],
+        "reports": {"evidence_dir": "other-ev"},
+    }))
+    cfg = load_config(p).config
+    src = sources(cfg)
+    assert src.runbooks_dir == tmp_path / "rb" and src.evidence_dir == tmp_path / "other-ev"
+    assert _configured_backups(cfg) == {"exchange-db", "intranet-files"}
+
+
+def test_shipped_example_config_loads() -> None:
+    from agent.config import load_config
+
+    loaded = load_config(ROOT / "deploy" / "examples" / "reports.yml")
+    rep = loaded.config.reports
+    assert rep is not None and rep.schedule and set(rep.formats) == {"html", "md", "json"}
