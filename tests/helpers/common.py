@@ -80,10 +80,11 @@ class AgentProcess:
         port: int | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.port = port or free_port()
-        self.log_path = config.parent / f"agent-{self.port}.log"
+        self.log_path = (log_dir or config.parent) / f"agent-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [

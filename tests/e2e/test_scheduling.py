@@ -1,0 +1,64 @@
+"""Scheduler behaviour that needs a collector a real peer cannot produce: one that ignores
+cancellation and so outlives its interval."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from agent.config import load_config
+from agent.service import Agent
+from collectors.base import Collected
+
+
+def test_overrunning_task_is_skipped_and_counted_and_others_keep_running(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0'}\n"
+        "defaults: {interval: 1s, timeout: 1s, start_jitter: 0}\n"
+        "targets:\n  - {name: stuck, kind: host}\n  - {name: fine, kind: host}\n"
+    )
+    loaded = load_config(cfg)
+
+    async def main() -> tuple[float, float, int]:
+        agent = Agent(loaded)
+        await agent.start()
+        col, task = agent.tasks[("stuck", "")]
+
+        async def uncancellable() -> Collected:
+            # Like a blocking call that cannot be interrupted: shielded from the runner's timeout.
+            await asyncio.shield(asyncio.sleep(3.5))
+            return Collected()
+
+        agent.tasks[("stuck", "")] = (col, replace(task, run=uncancellable))
+        await asyncio.sleep(6)
+        snap = agent.store.snapshot()
+        fine_runs = len(agent.store.history("fine", time.time() - 10, time.time() + 1))
+        await agent.stop()
+        return snap.skipped.get("stuck", 0), snap.skipped.get("fine", 0), fine_runs
+
+    skipped_stuck, skipped_fine, fine_runs = asyncio.run(main())
+    assert skipped_stuck >= 2
+    assert skipped_fine == 0
+    assert fine_runs >= 5  # one per second despite the stuck neighbour
+
+
+def test_log_format_json(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from tests.helpers.common import AGENT_BIN
+
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("agent: {site: hq}\ntargets:\n  - {name: t, kind: probe, module: tcp, host: 127.0.0.1, port: 1}\n")
+    r = subprocess.run(
+        [str(AGENT_BIN), "--log-format", "json", "--log-level", "debug", "collect-once", "--config", str(cfg), "t"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for line in r.stderr.splitlines():
+        rec = json.loads(line)  # every log line is one JSON object
+        assert {"ts", "level", "logger", "msg"} <= set(rec)
