@@ -43,7 +43,7 @@ class EvidenceTarget(TargetBase):
     @field_validator("runbooks_dir", "evidence_dir")
     @classmethod
     def _resolve(cls, v: Path, info: ValidationInfo) -> Path:
-        return resolve_path(v, info)
+        return resolve_path(v, info).resolve()
 
 
 RB = ("runbook", "tier")

@@ -48,7 +48,7 @@ from agent.evidence.loader import (
 )
 from agent.evidence.models import EstateSettings, EvidenceRecord, Runbook
 from agent.evidence.seal import SealResult, seal
-from agent.evidence.verify import (
+from agent.evidence.verifier import (
     RULES,
     CriticalPath,
     Exercise,

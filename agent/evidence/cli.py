@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.evidence import EvidenceInputError, check_runbooks, seal, verify
-from agent.evidence.verify import Finding, VerificationReport, fmt_hours
+from agent.evidence.verifier import Finding, VerificationReport, fmt_hours
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ ESTATE_FILE = "estate.yml"
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
+def printable(text: str) -> str:
+    """One line, whatever the input held: control characters are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class InputIssue:
     file: str
@@ -35,7 +41,8 @@ class InputIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+        f, k, m = printable(self.file), printable(self.key), printable(self.message)
+        return f"{f}: {k}: {m}" if k else f"{f}: {m}"
 
 
 class EvidenceInputError(Exception):
@@ -150,8 +157,10 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
         elif part in ("str", "datetime", "date", "float", "none", "int"):
             # Union branch names pydantic adds for `X | None`.
             continue
-        else:
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
             out += ("." if out else "") + part
+        else:
+            out += f"[{part!r}]"
     return out
 
 

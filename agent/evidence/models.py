@@ -53,12 +53,12 @@ def _parse_timestamp(value: Any) -> datetime:
     except ValueError:
         raise PydanticCustomError(
             "timestamp",
-            "{value!r} is not an ISO 8601 timestamp (e.g. 2025-03-14T18:00:00+00:00)",
+            "'{value}' is not an ISO 8601 timestamp (e.g. 2025-03-14T18:00:00+00:00)",
             {"value": text[:60]},
         ) from None
     if parsed.tzinfo is None or not _OFFSET_RE.search(text):
         raise PydanticCustomError(
-            "naive_timestamp", "timestamp {value!r} has no UTC offset (write e.g. +00:00 or Z)", {"value": text[:60]}
+            "naive_timestamp", "timestamp '{value}' has no UTC offset (write e.g. +00:00 or Z)", {"value": text[:60]}
         )
     return parsed
 
@@ -70,12 +70,12 @@ def _parse_date(value: Any) -> date:
         return value
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         raise PydanticCustomError(
-            "date", "expected an ISO date (YYYY-MM-DD), got {value!r}", {"value": str(value)[:60]}
+            "date", "expected an ISO date (YYYY-MM-DD), got '{value}'", {"value": str(value)[:60]}
         )
     try:
         return date.fromisoformat(value.strip())
     except ValueError as e:
-        raise PydanticCustomError("date", "invalid date {value!r}: {err}", {"value": value, "err": str(e)}) from None
+        raise PydanticCustomError("date", "invalid date '{value}': {err}", {"value": value, "err": str(e)}) from None
 
 
 def _parse_duration(value: Any) -> float:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from agent.durations import format_duration
 from agent.evidence.critical_path import longest_path, planned_duration
 from agent.evidence.hashing import HashCache, resolve_artefact, sha256_file
-from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks
+from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks, printable
 from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook, find_cycle
 
 Severity = Literal["error", "warning"]
@@ -131,7 +131,8 @@ def finding(
     rule: str, message: str, *, runbook: str | None = None, record: str | None = None, step: str | None = None
 ) -> Finding:
     where = _where(record, runbook, step)
-    return Finding(RULES[rule], rule, runbook, record, f"{where}: {message}" if where else message, step)
+    text = printable(f"{where}: {message}" if where else message)
+    return Finding(RULES[rule], rule, runbook, record, text, step)
 
 
 @dataclass(frozen=True)
@@ -812,7 +813,7 @@ def _build_exercise(ex_id: str, recs: list[LoadedRecord], estate: Estate) -> Exe
     restores = [r.record.service_restored_at for r in recs if r.record.service_restored_at is not None]
     end = max(restores) if restores else None
     systems: list[ExerciseSystem] = []
-    for lr in sorted(recs, key=lambda r: (r.record.declared_at, r.record.runbook, r.name)):
+    for lr in sorted(recs, key=lambda r: (r.record.first_step_start or r.record.declared_at, r.record.runbook, r.name)):
         rec = lr.record
         rb = estate.get(rec.runbook)
         titles = {s.id: s.title for s in rb.recovery_steps} if rb else {}

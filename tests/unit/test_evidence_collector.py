@@ -1,0 +1,158 @@
+"""The `evidence` collector against the shipped runbooks and exercise, with backup states in the
+agent's own store; every sample declared in the catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+from agent.catalogue import catalogue
+from agent.config import load_config
+from agent.runner import run_task
+from agent.state import Result, StateStore
+from collectors.base import CollectorContext, Sample
+from collectors.evidence import METRICS, EvidenceCollector, rpo_met
+from tests.helpers.collect import assert_declared, value, values
+
+ROOT = Path(__file__).resolve().parents[2]
+AT = datetime.fromisoformat("2026-07-01T09:00:00+01:00").timestamp()
+STATES = ("fresh", "late", "stale", "failed", "never_ran", "unknown")
+
+
+def backup_result(name: str, state: str, started: float = AT - 600) -> Result:
+    samples = [Sample("continuity_backup_state", 1.0 if s == state else 0.0, {"state": s, "backup": name,
+                                                                               "kind": "restic"}) for s in STATES]
+    return Result(target=name, task="", kind="backup", site="town-hall", started=started, duration=1.0, ok=True,
+                  samples=samples)
+
+
+def collect(cfg_path: Path, store: StateStore, clock: float = AT) -> Result:
+    loaded = load_config(cfg_path)
+    cfg = loaded.config
+
+    async def main() -> Result:
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            ctx = CollectorContext(auths={}, executor=ex, state_dir=cfg.agent.state_dir, clock=lambda: clock,
+                                   store=store, config=cfg)
+            target = cfg.target("dr-evidence")
+            col = EvidenceCollector(target, ctx, interval=cfg.interval_of(target), timeout=cfg.timeout_of(target))
+            try:
+                return await run_task(col, col.tasks()[0], site="town-hall")
+            finally:
+                await col.close()
+
+    return asyncio.run(main())
+
+
+def write_config(tmp_path: Path, runbooks: Path, evidence: Path) -> Path:
+    p = tmp_path / "agent.yml"
+    p.write_text(f"""
+agent:
+  site: town-hall
+  state_dir: {tmp_path / 'state'}
+targets:
+  - name: dr-evidence
+    kind: evidence
+    runbooks_dir: {runbooks}
+    evidence_dir: {evidence}
+    timeout: 60s
+""")
+    return p
+
+
+def test_collector_on_shipped_exercise(tmp_path: Path) -> None:
+    store = StateStore(None)
+    for name, state in [("sql-full-nightly", "fresh"), ("sql-log-hourly", "late"), ("payroll-bacs-archive", "stale"),
+                        ("file-shares", "failed"), ("hr-documents", "never_ran"), ("fmis-interfaces", "unknown"),
+                        ("ad-system-state", "fresh"), ("network-config", "fresh")]:
+        store.put(backup_result(name, state))
+    # An older result for the same backup does not override the latest.
+    store.put(backup_result("other-target", "stale", started=AT - 10_000))
+    r = collect(write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence"), store)
+    assert r.ok, r.message
+    assert_declared(r)
+    names = {s.name for s in r.samples}
+    assert names == {m.name for m in METRICS}  # every metric the issue names is emitted
+    lb = {"runbook": "payroll", "tier": "1"}
+    assert value(r, "continuity_runbook_rto_seconds", **lb) == 72 * 3600
+    assert value(r, "continuity_runbook_rpo_seconds", **lb) == 24 * 3600
+    assert value(r, "continuity_recovery_test_last_timestamp_seconds", **lb) == datetime.fromisoformat(
+        "2026-03-13T18:00:00+00:00").timestamp()
+    assert value(r, "continuity_recovery_test_achieved_rto_seconds", **lb) == (2 * 24 + 6) * 3600 + 55 * 60
+    assert value(r, "continuity_recovery_test_within_rto", **lb) == 1
+    assert value(r, "continuity_recovery_evidence_valid", **lb) == 1
+    assert value(r, "continuity_recovery_evidence_expiry_timestamp_seconds", **lb) == datetime.fromisoformat(
+        "2027-03-13T18:00:00+00:00").timestamp()
+    # RPO: stale / failed / never_ran -> 0; all fresh or late -> 1; unknown or no result -> no series.
+    rpo = {lbl["runbook"]: v for lbl, v in values(r, "continuity_runbook_rpo_met")}
+    assert rpo["payroll"] == 0 and rpo["file-services"] == 0 and rpo["personnel"] == 0
+    assert rpo["sql-cluster"] == 1 and rpo["active-directory"] == 1 and rpo["core-network"] == 1
+    assert "fmis" not in rpo  # fmis-interfaces unknown
+    assert "email" not in rpo  # exchange-db has no result
+    assert "recovery-centre" not in rpo  # names no backups
+    # estate-wide
+    assert value(r, "continuity_recovery_objective_seconds") == 72 * 3600
+    bases = {lbl["basis"]: v for lbl, v in values(r, "continuity_recovery_critical_path_seconds")}
+    assert set(bases) == {"planned", "projected", "measured"} and bases["measured"] <= 72 * 3600
+    findings = {(lbl["severity"], lbl["rule"]): v for lbl, v in values(r, "continuity_recovery_findings")}
+    assert len(findings) == 20 and sum(findings.values()) == 0
+    heads = values(r, "continuity_recovery_evidence_chain_head_info")
+    assert len(heads) == 1 and len(heads[0][0]["sha256"]) == 64 and heads[0][1] == 1
+    # backups named by runbooks but not configured are reported, the rest of the run still works
+    assert any("exchange-db" in m for _reason, m in r.partial_errors)
+    store.close()
+
+
+def test_collector_later_clock_reports_overdue(tmp_path: Path) -> None:
+    store = StateStore(None)
+    later = datetime.fromisoformat("2027-07-01T00:00:00+00:00").timestamp()
+    r = collect(write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence"), store, clock=later)
+    assert r.ok
+    assert value(r, "continuity_recovery_evidence_valid", runbook="payroll", tier="1") == 0
+    assert value(r, "continuity_recovery_findings", severity="error", rule="evidence_overdue") == 13
+    store.close()
+
+
+def test_collector_invalid_input_fails_with_reason(tmp_path: Path) -> None:
+    rb = tmp_path / "rb"
+    ev = tmp_path / "ev"
+    rb.mkdir()
+    ev.mkdir()
+    (rb / "broken.yml").write_text("id: broken\nversion: one\n")
+    r = collect(write_config(tmp_path, rb, ev), StateStore(None))
+    assert not r.ok and r.reason == "invalid_input"
+    assert "broken.yml" in (r.message or "") and "dr-evidence" in (r.message or "")
+
+
+def test_rpo_met_rule() -> None:
+    assert rpo_met([], {}) is None
+    assert rpo_met(["a"], {}) is None
+    assert rpo_met(["a", "b"], {"a": "fresh", "b": "late"}) is True
+    assert rpo_met(["a", "b"], {"a": "fresh", "b": "unknown"}) is None
+    assert rpo_met(["a", "b"], {"a": "stale", "b": "unknown"}) is False
+    for bad in ("stale", "failed", "never_ran"):
+        assert rpo_met(["a"], {"a": bad}) is False
+
+
+def test_metrics_declared_in_catalogue() -> None:
+    cat = catalogue()
+    for m in METRICS:
+        assert cat[m.name] == m
+
+
+def test_example_config_loads() -> None:
+    loaded = load_config(ROOT / "deploy" / "examples" / "evidence.yml")
+    t = loaded.config.target("dr-evidence")
+    assert t is not None and t.runbooks_dir == (ROOT / "runbooks").resolve()  # type: ignore[attr-defined]
+
+
+def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    import pytest
+
+    from agent.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(write_config(tmp_path, tmp_path / "nope", tmp_path))
+    assert any(i.key == "targets[0].runbooks_dir" and "not a directory" in i.message for i in e.value.issues)
