@@ -28,7 +28,7 @@ check-config: venv
 	$(BIN)/continuity-agent check-config $(CONFIG)
 
 lint: venv
-	$(BIN)/ruff check agent collectors tests bench
+	$(BIN)/ruff check agent collectors tests bench grafana deploy/tools
 
 typecheck: venv
 	$(BIN)/mypy
