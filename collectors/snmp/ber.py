@@ -214,18 +214,29 @@ def _varbind_list(oids: list[OID] | tuple[OID, ...]) -> bytes:
                                    for o in oids))
 
 
-def encode_request(
-    pdu_type: int, community: bytes, request_id: int, oids: list[OID] | tuple[OID, ...],
-    *, non_repeaters: int = 0, max_repetitions: int = 0, version: int = VERSION_V2C,
-) -> bytes:
-    """A Get/GetNext/GetBulk request message. For GetBulk the two integers replace error
-    status and index (RFC 3416 section 3)."""
+def encode_pdu(pdu_type: int, request_id: int, oids: list[OID] | tuple[OID, ...], *,
+               non_repeaters: int = 0, max_repetitions: int = 0) -> bytes:
+    """A Get/GetNext/GetBulk request PDU. For GetBulk the two integers replace error status and
+    index (RFC 3416 section 3)."""
     if pdu_type == GET_BULK_REQUEST:
         a, b = non_repeaters, max_repetitions
     else:
         a = b = 0
-    pdu = _tlv(pdu_type, encode_int(request_id) + encode_int(a) + encode_int(b) + _varbind_list(oids))
+    return _tlv(pdu_type, encode_int(request_id) + encode_int(a) + encode_int(b) + _varbind_list(oids))
+
+
+def encode_request(
+    pdu_type: int, community: bytes, request_id: int, oids: list[OID] | tuple[OID, ...],
+    *, non_repeaters: int = 0, max_repetitions: int = 0, version: int = VERSION_V2C,
+) -> bytes:
+    """A v1/v2c request message."""
+    pdu = encode_pdu(pdu_type, request_id, oids, non_repeaters=non_repeaters, max_repetitions=max_repetitions)
     return _tlv(SEQUENCE, encode_int(version) + _tlv(OCTET_STRING, community) + pdu)
+
+
+def encode_scoped_pdu(context_engine_id: bytes, context_name: bytes, pdu: bytes) -> bytes:
+    """An SNMPv3 ScopedPDU (RFC 3412) around an encoded PDU."""
+    return _tlv(SEQUENCE, _tlv(OCTET_STRING, context_engine_id) + _tlv(OCTET_STRING, context_name) + pdu)
 
 
 def encode_value(tag: int, value: Any) -> bytes:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.snmp import ber
+from collectors.snmp import ber, fastpdu
 from collectors.snmp.ber import OID, VarBind
 from collectors.snmp.config import SnmpTarget, SnmpV1Auth, SnmpV2cAuth, SnmpV3Auth
 from collectors.snmp.transport import RequestTimeout, V2cTransport
@@ -271,7 +271,7 @@ class PysnmpSession(Session):
     """pysnmp's command generators on the shared SnmpEngine (message-level API, no MIB lookups)."""
 
     def __init__(self, sh: SnmpShared, target: SnmpTarget, auth: SnmpV1Auth | SnmpV2cAuth | SnmpV3Auth, *,
-                 timeout: float, retries: int) -> None:
+                 timeout: float, retries: int, fast_v3: bool = True) -> None:
         super().__init__()
         self.sh = sh
         self.target = target
@@ -284,6 +284,10 @@ class PysnmpSession(Session):
         self._transport: Any = None
         self._names: tuple[str, str] | None = None
         self._lock: asyncio.Lock | None = None
+        # v3 replies to our requests get their varbinds decoded by the agent's codec (fastpdu).
+        self.fast_v3 = isinstance(auth, SnmpV3Auth) and fast_v3 and fastpdu.install()
+        # Our own request encoding is spliced in where USM encodes the ScopedPDU to encrypt it.
+        self.fast_encode = self.fast_v3 and isinstance(auth, SnmpV3Auth) and auth.security_level == "authPriv"
         if isinstance(auth, SnmpV3Auth):
             creds = sh.usm_credentials.setdefault(auth.username, set())
             creds.add(auth)
@@ -326,19 +330,60 @@ class PysnmpSession(Session):
                 fut.set_result((err, int(status or 0), int(index or 0), vbs))
             return False
 
-        vb_in = [(ObjectName(o), Null("")) for o in oids]
+        vb_in = [] if self.fast_encode and kind != "next" else [(ObjectName(o), Null("")) for o in oids]
         ctx_name = self.context_name.encode()
         self.requests += 1
+        fast_rid: int | None = None
         async with self.sh.semaphore:
-            if kind == "bulk":
+            if self.fast_v3 and kind in ("bulk", "get"):
+                # Same command generators, but we build the PDU so its request-id is known and the
+                # reply's varbinds can be decoded by the agent's codec (see fastpdu).
+                from pysnmp.proto.api import v2c
+
+                vb_pysnmp = [] if self.fast_encode else vb_in
+                if kind == "bulk":
+                    self.bulk_requests += 1
+                    gen: Any = cmdgen.BulkCommandGeneratorSingleRun()
+                    pdu = v2c.GetBulkRequestPDU()
+                    v2c.apiBulkPDU.set_defaults(pdu)
+                    v2c.apiBulkPDU.set_non_repeaters(pdu, nr)
+                    v2c.apiBulkPDU.set_max_repetitions(pdu, mr)
+                    v2c.apiBulkPDU.set_varbinds(pdu, vb_pysnmp)
+                    cb_ctx: tuple[Any, ...] = (addr_name, nr, mr, None, ctx_name, pdu, cb, None)
+                else:
+                    gen = cmdgen.GetCommandGenerator()
+                    pdu = v2c.GetRequestPDU()
+                    v2c.apiPDU.set_defaults(pdu)
+                    v2c.apiPDU.set_varbinds(pdu, vb_pysnmp)
+                    cb_ctx = (cb, None)
+                fast_rid = int(v2c.apiPDU.get_request_id(pdu))
+                mine = (ber.encode_pdu(ber.GET_BULK_REQUEST if kind == "bulk" else ber.GET_REQUEST, fast_rid, oids,
+                                       non_repeaters=nr, max_repetitions=mr) if self.fast_encode else None)
+                fastpdu.register(fast_rid, mine)
+                try:
+                    gen.send_pdu(engine, addr_name, None, ctx_name, pdu, gen.process_response_varbinds, cb_ctx)
+                    err, status, index, vbs = await fut
+                    fast = fastpdu.take(fast_rid)
+                finally:
+                    fastpdu.take(fast_rid)
+                if fast is not None and not err:
+                    status, index, fast_vbs = fast
+                    if status:
+                        if status == 2 and kind != "bulk" and 0 < index <= len(oids):
+                            raise _NoSuchName(index - 1)
+                        raise _status_failure(status, index, oids)
+                    return fast_vbs
+            elif kind == "bulk":
                 self.bulk_requests += 1
                 cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(
                     engine, addr_name, None, ctx_name, nr, mr, vb_in, cb)
+                err, status, index, vbs = await fut
             elif kind == "next":
                 cmdgen.NextCommandGeneratorSingleRun().send_varbinds(engine, addr_name, None, ctx_name, vb_in, cb)
+                err, status, index, vbs = await fut
             else:
                 cmdgen.GetCommandGenerator().send_varbinds(engine, addr_name, None, ctx_name, vb_in, cb)
-            err, status, index, vbs = await fut
+                err, status, index, vbs = await fut
         if err:
             reason, message = classify_error_indication(err)
             raise SnmpFailure(reason, message)

@@ -94,7 +94,6 @@ def snmpd_conf(ports: list[int], persist: Path, *, community: str = COMMUNITY, e
         "rouser bob auth",
         "sysName continuity-test-snmpd",
         "sysLocation loopback",
-        f"persistentDir {persist}",
         "dontLogTCPWrappersConnects yes",
         extra,
         "",
