@@ -21,7 +21,7 @@ from agent import logs as agent_logs
 log = logging.getLogger("continuity-agent")
 
 # Modules adding subcommands: each has ``register(subparsers)`` and sets ``func(args) -> int``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("agent.reports.cli", "agent.evidence.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("agent.reports.cli", "agent.evidence.cli", "agent.standards_cli")
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -13,6 +13,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
 from agent.reports.config import ReportsConfig
+from agent.standards import Bitrate, SiteClass, WanInterface
+from agent.standards import check_config as check_standards
 from collectors.base import TargetBase
 from collectors.registry import auth_models, collectors
 
@@ -60,6 +62,9 @@ class Site(StrictModel):
     name: str = Field(pattern=NAME_RE)
     class_: str = Field(alias="class", default="default")
     description: str = ""
+    contracted_download: Bitrate | None = None  # bits/s the provider contracted to deliver
+    contracted_upload: Bitrate | None = None
+    wan_interface: WanInterface | None = None  # SNMP target + interface name of the site's WAN link
 
 
 def parse_listen_address(v: str) -> tuple[str, int]:
@@ -97,6 +102,7 @@ class AgentConfig(StrictModel):
     agent: AgentSection
     defaults: Defaults = Defaults()
     sites: list[Site] = Field(default_factory=list)
+    site_classes: dict[str, SiteClass] = Field(default_factory=dict)
     auths: dict[str, AuthConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     reports: ReportsConfig | None = None  # DR test reports (agent/reports, docs/reports.md)
@@ -132,6 +138,7 @@ class AgentConfig(StrictModel):
                     )
             for k, msg in kinds[t.kind].validate_config(t, self):
                 errors.append(f"{key}.{k}: {msg}" if k else f"{key}: {msg}")
+        errors.extend(check_standards(self))
         if errors:
             raise ValueError("\n".join(errors))
         return self

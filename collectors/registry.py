@@ -15,6 +15,8 @@ from collectors.base import Collector
 MODULES: tuple[str, ...] = (
     "collectors.probe",
     "collectors.host",
+    "collectors.link",
+    "collectors.standards",
     "collectors.snmp",
     "collectors.evidence",
 )
