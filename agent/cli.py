@@ -100,9 +100,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.service import Agent
 
     loaded = _load(args.config)
+    web_config = None
+    if args.web_config_file:
+        from agent.webconfig import WebConfigError, load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except WebConfigError as e:
+            _err(str(e))
+            return EXIT_BAD_INPUT
 
     async def main() -> int:
-        agent = Agent(loaded, listen=args.listen_address)
+        agent = Agent(loaded, listen=args.listen_address, web_config=web_config)
         try:
             await agent.start()
         except OSError as e:
@@ -217,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen_address",
         default=None,
         help="HOST:PORT to serve /metrics on (default from config, 127.0.0.1:9072)",
+    )
+    r.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth config in the Prometheus exporter-toolkit format (docs/security.md)",
     )
     r.set_defaults(func=cmd_run)
 

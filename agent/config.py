@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -43,6 +43,8 @@ class AgentSection(StrictModel):
     state_dir: Path = Path("state")
     retention: Duration = 400 * 86400.0
     max_workers: int = Field(default=32, ge=1, le=512)
+    # Secret files readable by group or others: warn (default) or refuse to start.
+    secret_file_mode: Literal["warn", "refuse"] = "warn"  # noqa: S105 - a policy, not a password
 
     @field_validator("listen_address")
     @classmethod
@@ -223,7 +225,15 @@ def load_config(path: str | Path) -> LoadedConfig:
     configtypes.secret_file_warnings.clear()
     tags = set(collectors()) | set(auth_models())
     try:
-        cfg = AgentConfig.model_validate(data, context={"base_dir": str(p.parent.resolve())})
+        agent_raw = data.get("agent")
+        mode = agent_raw.get("secret_file_mode") if isinstance(agent_raw, dict) else None
+        cfg = AgentConfig.model_validate(
+            data,
+            context={
+                "base_dir": str(p.parent.resolve()),
+                "secret_file_mode": mode if mode in ("warn", "refuse") else None,
+            },
+        )
     except ValidationError as e:
         issues: list[ConfigIssue] = []
         for err in e.errors(include_url=False, include_input=False):

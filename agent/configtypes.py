@@ -113,12 +113,14 @@ def _is_secret_annotation(annotation: Any) -> bool:
     return False
 
 
-# Whether group/world-readable secret files are refused (True) or accepted with a warning.
+# Whether group/world-readable secret files are refused (True) or accepted with a warning, when
+# the config does not say (``agent.secret_file_mode: warn | refuse``, passed in the validation
+# context as ``secret_file_mode``).
 SECRET_FILE_MODE_STRICT = False
 secret_file_warnings: list[str] = []
 
 
-def read_secret_file(path: Path, key: str) -> Secret:
+def read_secret_file(path: Path, key: str, strict: bool | None = None) -> Secret:
     try:
         st = path.stat()
         data = path.read_text(encoding="utf-8")
@@ -133,8 +135,8 @@ def read_secret_file(path: Path, key: str) -> Secret:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         mode = stat.S_IMODE(st.st_mode)
         msg = f"secret file {path} ({key}) is readable by group or others (mode {mode:04o}); chmod 600 it"
-        if SECRET_FILE_MODE_STRICT:
-            raise PydanticCustomError("secret_file_mode", msg)
+        if SECRET_FILE_MODE_STRICT if strict is None else strict:
+            raise PydanticCustomError("secret_file_mode", msg + " (agent.secret_file_mode is refuse)")
         secret_file_warnings.append(msg)
     value = data.rstrip("\r\n")
     if not value:
@@ -176,7 +178,9 @@ class StrictModel(BaseModel):
                 )
             if not isinstance(raw, str) or not raw:
                 raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
-            out[name] = read_secret_file(resolve_path(raw, info), key)
+            mode = (info.context or {}).get("secret_file_mode")
+            strict = None if mode is None else mode == "refuse"
+            out[name] = read_secret_file(resolve_path(raw, info), key, strict)
         return out
 
 

@@ -3,18 +3,24 @@ a slow collector never slows a scrape. Handlers only read state snapshots."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
+import http
+import io
 import json
 import logging
+import queue
+import re
+import selectors
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from prometheus_client.exposition import choose_encoder
@@ -24,36 +30,41 @@ from agent import __version__
 from agent.configtypes import scrub
 from collectors.base import HttpRequest, HttpResponse, Route
 
+if TYPE_CHECKING:
+    from agent.webconfig import FailureLimiter
+
 log = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
-MAX_HEADER_LINE = 8 * 1024
-REQUEST_TIMEOUT = 10.0
+MAX_BODY = 64 * 1024  # request bodies (backup pushes are tiny)
+MAX_REQUEST_LINE = 8 * 1024  # longer: 414
+MAX_HEAD = 16 * 1024  # request line + headers; longer: 431
+REQUEST_TIMEOUT = 10.0  # from connect (or the first byte of a keep-alive request) to a whole request
+IDLE_TIMEOUT = 60.0  # keep-alive connection with no request in progress
+WRITE_TIMEOUT = 10.0  # each send of a response
+WORKERS = 16  # threads running handlers
+MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sending its request is dropped
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], app: WebApp) -> None:
-        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-        self.app = app
-        super().__init__(addr, handler)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """Parses and answers one request that the I/O loop has already read whole. Not created by
+    socketserver: :meth:`HttpServer._work` sets the attributes and calls ``handle_one_request``."""
+
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # errors for malformed request lines get a status line
     server_version = f"continuity-agent/{__version__}"
     sys_version = ""
-    timeout = REQUEST_TIMEOUT
+    app: WebApp
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s %s", self.address_string(), scrub(format % args))
 
+    def address_string(self) -> str:
+        return str(self.client_address[0])
+
     def _serve(self, method: str) -> None:
-        app = self.server.app
+        app = self.app
         parts = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
         length_h = headers.get("content-length", "0") or "0"
@@ -63,28 +74,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HttpResponse(400, b"bad Content-Length\n"))
             return
         if length < 0 or length > MAX_BODY:
-            self._send(HttpResponse(413, b"request body too large\n"))
             self.close_connection = True
+            self._send(HttpResponse(413, b"request body too large\n"))
             return
         body = self.rfile.read(length) if length else b""
         req = HttpRequest(
             method=method,
-            path=unquote(parts.path),
+            path=unquote(parts.path, errors="replace"),
             query=dict(parse_qsl(parts.query)),
             headers=headers,
             body=body,
-            client=self.client_address[0],
+            client=str(self.client_address[0]),
         )
         try:
             resp = app.dispatch(req)
         except Exception:
-            log.exception("error serving %s %s", method, parts.path)
+            log.exception("error serving %s %s", method, scrub(parts.path))
             resp = HttpResponse(500, b"internal error\n")
         self._send(resp, head=(method == "HEAD"))
 
     def _send(self, resp: HttpResponse, head: bool = False) -> None:
         body = resp.body
-        extra = dict(resp.headers)
+        extra = {**self.app.headers, **dict(resp.headers)}
         if len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
             body = gzip.compress(body, compresslevel=1)
             extra["Content-Encoding"] = "gzip"
@@ -94,7 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Content-Type-Options", "nosniff")
             for k, v in extra.items():
-                self.send_header(k, v)
+                if k.lower() != "x-content-type-options":
+                    self.send_header(k, v)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if not head:
                 self.wfile.write(body)
@@ -136,13 +150,32 @@ class WebApp:
         self.status_json = status_json
         self.ready = ready
         self.routes: list[Route] = []
+        # Set from --web.config.file (agent.webconfig): basic auth, failed-auth limiter, headers.
         self.auth: Callable[[HttpRequest], HttpResponse | None] | None = None
+        self.limiter: FailureLimiter | None = None
+        self.headers: dict[str, str] = {}
 
     def set_routes(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
 
     def dispatch(self, req: HttpRequest) -> HttpResponse:
-        if self.auth is not None:
+        """Rate limit, authenticate, route. A client that keeps failing authentication (401 or
+        403 with credentials given, to basic auth or to a route's own token check) gets 429."""
+        limiter = self.limiter
+        if limiter is not None:
+            wait = limiter.retry_after(req.client)
+            if wait > 0:
+                return HttpResponse(
+                    429, b"too many failed logins; try again later\n", headers={"Retry-After": str(int(wait) + 1)}
+                )
+        resp = self._dispatch(req)
+        if limiter is not None and resp.status in (401, 403) and req.headers.get("authorization"):
+            limiter.failed(req.client)
+        return resp
+
+    def _dispatch(self, req: HttpRequest) -> HttpResponse:
+        own_auth = any(r.own_auth and req.path.startswith(r.prefix) and req.method == r.method for r in self.routes)
+        if self.auth is not None and not own_auth:
             denied = self.auth(req)
             if denied is not None:
                 return denied
@@ -218,21 +251,364 @@ config {e(st.get("config", {}).get("path", ""))}
 """
 
 
+class _Conn:
+    """One client connection, owned by the I/O loop while reading and by a worker while answered."""
+
+    __slots__ = ("addr", "buf", "deadline", "error", "fd", "keep", "opened", "request", "sock", "state")
+
+    def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.state = state  # "handshake" | "head" | "idle" | "busy"
+        self.buf = b""
+        self.request = b""
+        self.error: tuple[int, str] | None = None
+        self.keep = False  # set by the worker: keep the connection open for another request
+        self.opened = now
+        self.deadline = deadline
+
+
+def frame_request(buf: bytes) -> tuple[str, int, str]:
+    """Find one whole request at the start of ``buf``: ("need", 0, ""), ("ok", length, "") or
+    ("error", status, message). Only framing; the request itself is parsed by http.server."""
+    m = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
+    first_nl = buf.find(b"\n", 0, MAX_REQUEST_LINE + 2)
+    if first_nl < 0 and len(buf) > MAX_REQUEST_LINE:
+        return "error", 414, "request line too long"
+    if m is None:
+        if len(buf) > MAX_HEAD:
+            return "error", 431, "request header fields too large"
+        return "need", 0, ""
+    if m.end() > MAX_HEAD:
+        return "error", 431, "request header fields too large"
+    length: int | None = None
+    for line in buf[: m.start()].split(b"\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return "error", 501, "Transfer-Encoding is not supported; send Content-Length"
+        if name == b"content-length":
+            v = value.strip()
+            if not v.isdigit() or len(v) > 12 or (length is not None and int(v) != length):
+                return "error", 400, "bad Content-Length"
+            length = int(v)
+    if length is not None and length > MAX_BODY:
+        return "error", 413, "request body too large"
+    total = m.end() + (length or 0)
+    if len(buf) < total:
+        return "need", 0, ""
+    return "ok", total, ""
+
+
+class _Writer:
+    """``wfile`` for the handler: every write is a blocking sendall with WRITE_TIMEOUT."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class HttpServer:
-    def __init__(self, app: WebApp, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    """HTTP(S) server with bounded resources: one I/O thread accepts connections, does TLS
+    handshakes without blocking and reads each request whole (with size limits and a deadline),
+    then hands it to a fixed pool of worker threads. A thousand slow or silent clients cost a
+    socket and a small buffer each, never a thread, and cannot delay a scrape."""
+
+    def __init__(
+        self,
+        app: WebApp,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        workers: int = WORKERS,
+        max_connections: int = MAX_CONNECTIONS,
+        allowed_sans: tuple[str, ...] = (),
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.app = app
-        self._server = _Server((host, port), _Handler, app)
-        if ssl_context is not None:
-            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.ssl_context = ssl_context
+        self.allowed_sans = allowed_sans
+        self.max_connections = max_connections
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._lsock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._lsock.bind((host, port))
+            self._lsock.listen(128)
+        except OSError:
+            self._lsock.close()
+            raise
+        self._lsock.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel.register(self._lsock, selectors.EVENT_READ, "listen")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._conns: dict[int, _Conn] = {}
+        self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._worker, name=f"http-{i}", daemon=True) for i in range(max(1, workers))
+        ]
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._lsock.getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
 
     def start(self) -> None:
         self._thread.start()
+        for w in self._workers:
+            w.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._stopping = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for _ in self._workers:
+            self._work.put(None)
+        for w in self._workers:
+            if w.is_alive():
+                w.join(timeout=WRITE_TIMEOUT + 1)
+        for c in list(self._conns.values()):
+            self._close(c)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(self._lsock)
+        self._lsock.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # -- I/O loop ------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                events = self._sel.select(timeout=0.25)
+            except OSError:  # pragma: no cover - selector closed under us
+                return
+            for key, _mask in events:
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                else:
+                    conn = key.data
+                    if isinstance(conn, _Conn) and conn.fd in self._conns:
+                        self._on_event(conn)
+            while True:
+                try:
+                    conn = self._returned.get_nowait()
+                except queue.Empty:
+                    break
+                self._resume(conn)
+            self._sweep()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = self._lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: drop the backlog rather than spin
+                log.warning("http: cannot accept connection: %s", e)
+                return
+            now = time.monotonic()
+            if len(self._conns) >= self.max_connections and not self._evict_one():
+                sock.close()
+                continue
+            sock.setblocking(False)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (ssl.SSLError, OSError):
+                    sock.close()
+                    continue
+                conn = _Conn(sock, addr, "handshake", now, now + self.request_timeout)
+            else:
+                conn = _Conn(sock, addr, "head", now, now + self.request_timeout)
+            self._conns[conn.fd] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict_one(self) -> bool:
+        """At the connection limit: close the oldest connection not being answered."""
+        waiting = [c for c in self._conns.values() if c.state != "busy"]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: (c.state != "idle", c.opened))  # idle keep-alives first
+        self._close(victim)
+        return True
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for c in [c for c in self._conns.values() if c.state != "busy" and now > c.deadline]:
+            log.debug("http %s: closing connection (no whole request in time)", c.addr[0])
+            self._close(c)
+
+    def _close(self, conn: _Conn) -> None:
+        self._conns.pop(conn.fd, None)
+        if conn.state != "busy":
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._sel.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def _on_event(self, conn: _Conn) -> None:
+        if conn.state == "handshake":
+            sock = conn.sock
+            assert isinstance(sock, ssl.SSLSocket)
+            try:
+                sock.do_handshake()
+            except ssl.SSLWantReadError:
+                self._sel.modify(sock, selectors.EVENT_READ, conn)
+                return
+            except ssl.SSLWantWriteError:
+                self._sel.modify(sock, selectors.EVENT_WRITE, conn)
+                return
+            except (ssl.SSLError, OSError) as e:
+                log.debug("http %s: TLS handshake failed: %s", conn.addr[0], e)
+                self._close(conn)
+                return
+            from agent.webconfig import peer_san_allowed
+
+            if self.allowed_sans and not peer_san_allowed(sock.getpeercert(), self.allowed_sans):
+                log.warning("http %s: client certificate has none of the allowed SANs", conn.addr[0])
+                self._close(conn)
+                return
+            conn.state = "head"
+            self._sel.modify(sock, selectors.EVENT_READ, conn)
+        self._read(conn)
+
+    def _read(self, conn: _Conn) -> None:
+        sock = conn.sock
+        limit = MAX_HEAD + MAX_BODY + 4096
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                break
+            except (ssl.SSLError, OSError):
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            if conn.state == "idle":
+                conn.state = "head"
+                conn.deadline = time.monotonic() + self.request_timeout
+            conn.buf += data
+            if len(conn.buf) > limit or not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                break
+        self._try_dispatch(conn)
+
+    def _try_dispatch(self, conn: _Conn) -> None:
+        if not conn.buf:
+            return
+        verdict, n, msg = frame_request(conn.buf)
+        if verdict == "need":
+            return
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._sel.unregister(conn.sock)
+        if verdict == "error":
+            conn.error = (n, msg)
+            conn.buf = b""
+        else:
+            conn.request, conn.buf = conn.buf[:n], conn.buf[n:]
+        conn.state = "busy"
+        self._work.put(conn)
+
+    def _resume(self, conn: _Conn) -> None:
+        """A worker answered a keep-alive request: wait for the next one on this connection."""
+        if not conn.keep or conn.fd not in self._conns or self._stopping:
+            self._close(conn)
+            return
+        try:
+            conn.sock.setblocking(False)
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+        except (OSError, ValueError, KeyError):
+            self._close(conn)
+            return
+        now = time.monotonic()
+        if conn.buf:
+            conn.state = "head"
+            conn.deadline = now + self.request_timeout
+            self._try_dispatch(conn)
+        else:
+            conn.state = "idle"
+            conn.deadline = now + self.idle_timeout
+            if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+                self._read(conn)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            conn = self._work.get()
+            if conn is None:
+                return
+            keep = False
+            try:
+                keep = self._answer(conn)
+            except Exception:
+                log.exception("http %s: error answering request", conn.addr[0])
+            conn.keep = keep
+            self._returned.put(conn)  # only the I/O thread touches the connection table
+            self._wake()
+
+    def _answer(self, conn: _Conn) -> bool:
+        """Answer one request; True if the connection stays open for another."""
+        sock = conn.sock
+        try:
+            sock.settimeout(WRITE_TIMEOUT)
+        except OSError:
+            return False
+        if conn.error is not None:
+            status, msg = conn.error
+            body = (msg + "\n").encode()
+            head = (
+                f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+                f"Server: {_Handler.server_version}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            with contextlib.suppress(OSError):
+                sock.sendall(head + body)
+            log.debug("http %s: %d %s", conn.addr[0], status, msg)
+            return False
+        h = _Handler.__new__(_Handler)
+        h.app = self.app
+        h.request = sock
+        h.connection = sock
+        h.client_address = conn.addr
+        h.rfile = io.BytesIO(conn.request)
+        h.wfile = _Writer(sock)  # type: ignore[assignment]
+        h.close_connection = True
+        try:
+            h.handle_one_request()
+        except OSError:
+            return False
+        conn.request = b""
+        return not h.close_connection

@@ -23,6 +23,7 @@ from agent.exposition import AgentStatus, make_registry
 from agent.http import HttpServer, WebApp
 from agent.runner import run_task
 from agent.state import StateStore
+from agent.webconfig import FailureLimiter, WebConfigError, exposure_warnings, is_loopback, load_web_config
 from collectors.base import Collector, CollectorContext, Route, Task
 from collectors.registry import collectors
 
@@ -56,11 +57,14 @@ class Agent:
         listen: str | None = None,
         clock: Callable[[], float] = time.time,
         ssl_context: Any = None,
+        web_config: Any = None,
     ) -> None:
         self.loaded = loaded
         self.listen = listen or loaded.config.agent.listen_address
         self.clock = clock
-        self.ssl_context = ssl_context
+        # agent.webconfig.WebConfig from --web.config.file: TLS, basic auth, headers.
+        self.web_config = web_config
+        self.ssl_context = ssl_context if ssl_context is not None else getattr(web_config, "ssl_context", None)
         cfg = loaded.config
         self.store = StateStore(cfg.agent.state_dir, retention=cfg.agent.retention, clock=clock)
         self.executor = ThreadPoolExecutor(max_workers=cfg.agent.max_workers, thread_name_prefix="collect")
@@ -169,8 +173,18 @@ class Agent:
             registry.register(extra)
         self.web = WebApp(registry, self.status_json, lambda: self._ready)
         self.web.set_routes(self._routes())
+        self.web.limiter = FailureLimiter()
+        if self.web_config is not None:
+            self.web.auth = self.web_config.auth
+            self.web.headers = dict(self.web_config.headers)
         host, port = parse_listen_address(self.listen)
-        self.http = HttpServer(self.web, host, port, self.ssl_context)
+        self.http = HttpServer(
+            self.web,
+            host,
+            port,
+            self.ssl_context,
+            allowed_sans=tuple(getattr(self.web_config, "allowed_sans", ())),
+        )
         self.http.start()
         self._ready = True
         log.info(
@@ -180,6 +194,26 @@ class Agent:
             self.http.port,
             len(self.collectors),
         )
+        self._log_exposure(host)
+
+    def _log_exposure(self, host: str) -> None:
+        wc = self.web_config
+        if wc is None:
+            log.info(
+                "no --web.config.file: plain HTTP without authentication%s",
+                " (loopback only)" if is_loopback(host) else "",
+            )
+        else:
+            log.info(
+                "web config %s: TLS %s, basic auth %s",
+                wc.path,
+                "on" if wc.tls else "off",
+                f"on ({len(wc.model.basic_auth_users or {})} users)" if wc.auth else "off",
+            )
+            for w in wc.warnings:
+                log.warning("%s", w)
+        for w in exposure_warnings(host, wc):
+            log.warning("%s", w)
 
     def _routes(self) -> list[Route]:
         routes: list[Route] = list(self.extra_routes)
@@ -260,6 +294,7 @@ class Agent:
 
     async def reload(self, path: str | None = None) -> bool:
         """Load the config again. An invalid config is rejected and the old one keeps running."""
+        self._reload_web_config()
         try:
             loaded = load_config(path or self.loaded.path)
         except ConfigError as e:
@@ -282,9 +317,31 @@ class Agent:
         log.info("config reloaded from %s: %d targets", loaded.path, len(self.collectors))
         return True
 
+    def _reload_web_config(self) -> None:
+        """Read --web.config.file again (new certificate, users); a bad file keeps the old one."""
+        old = self.web_config
+        if old is None or self.web is None or self.http is None:
+            return
+        try:
+            new = load_web_config(old.path)
+        except WebConfigError as e:
+            log.error("web config reload rejected, keeping the old one: %s", e)
+            return
+        if new.tls != old.tls:
+            log.error("web config reload: switching TLS on or off needs a restart; keeping the old web config")
+            return
+        self.web_config = new
+        self.http.ssl_context = new.ssl_context
+        self.http.allowed_sans = new.allowed_sans
+        self.web.auth = new.auth
+        self.web.headers = dict(new.headers)
+        for w in new.warnings:
+            log.warning("%s", w)
+        log.info("web config reloaded from %s", new.path)
+
     async def stop(self) -> None:
         self._ready = False
-        if self.scheduler is not None:
+        if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             self.http.stop()

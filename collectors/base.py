@@ -193,3 +193,7 @@ class Route:
     method: str
     prefix: str
     handler: Callable[[HttpRequest], HttpResponse]
+    # The handler checks its own credentials (e.g. the backup push token): the web config's basic
+    # auth is not asked for. Failed attempts (401/403 with an Authorization header) are still
+    # rate limited per client.
+    own_auth: bool = False

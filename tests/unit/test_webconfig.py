@@ -1,0 +1,273 @@
+"""--web.config.file: parsing (every rule and hostile input), SSL contexts, basic auth, the
+failed-auth limiter and the start-up exposure warnings."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.webconfig import (
+    BasicAuth,
+    FailureLimiter,
+    WebConfigError,
+    exposure_warnings,
+    load_web_config,
+    parse_web_config,
+    peer_san_allowed,
+)
+from collectors.base import HttpRequest
+from tests.helpers.tls import bcrypt_hash, make_pki
+
+P = Path("/etc/web.yml")
+
+
+def _basic(user: str, pw: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+
+def _req(auth: str | None) -> HttpRequest:
+    return HttpRequest("GET", "/metrics", {}, {"authorization": auth} if auth else {}, b"", "192.0.2.7")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_empty_file_is_plain_http() -> None:
+    m = parse_web_config("", P)
+    assert m.tls_server_config is None and m.basic_auth_users is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- a\n", "must be a YAML mapping"),
+        ("tls_server_config: {cert_file: a.crt}\n", "tls_server_config.key_file: missing"),
+        ("tls_server_config: {key_file: a.key}\n", "tls_server_config.cert_file: missing"),
+        ("tls_server_config: {cert_file: a, key_file: b, min_version: TLS9}\n", "tls_server_config.min_version"),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n",
+            "max_version: lower than min_version",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_ca_file: ca.crt, client_auth_type: NoClientCert}\n",
+            "without a client auth policy",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}\n",
+            "client_ca_file: required by RequireAndVerifyClientCert",
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAnyClientCert}\n",
+            "is not supported by this agent",
+        ),
+        ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: Bogus}\n", "client_auth_type"),
+        ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [RC5]}\n", "unknown cipher suite 'RC5'"),
+        ("tls_server_config: {cert_file: a, key_file: b, curve_preferences: [P1]}\n", "unknown curve"),
+        ("tls_server_config: {cert_file: a, key_file: b, bogus: 1}\n", "tls_server_config.bogus"),
+        ("tls_server_config: {client_ca_file: ca.crt}\n", "client certificates need TLS"),
+        ("basic_auth_users: {alice: hunter2}\n", "must be a bcrypt hash"),
+        ("basic_auth_users: {'a:b': '$2y$10$" + "a" * 53 + "'}\n", "contains ':'"),
+        ("http_server_config: {headers: {Server: x}}\n", "cannot be set"),
+        ("http_server_config: {headers: {X-Frame-Options: \"deny\\r\\nSet-Cookie: a\"}}\n", "line break"),
+        ("unknown: 1\n", "unknown: Extra inputs are not permitted"),
+        ("tls_server_config: [\n", "invalid YAML: line"),
+    ],
+)
+def test_bad_web_config_is_one_clear_error(text: str, expected: str) -> None:
+    with pytest.raises(WebConfigError) as ei:
+        parse_web_config(text, P)
+    msg = str(ei.value)
+    assert expected in msg
+    assert msg.startswith(f"{P}: ")
+    assert "\n" not in msg
+    assert "hunter2" not in msg
+
+
+def test_plain_text_password_is_not_echoed() -> None:
+    with pytest.raises(WebConfigError) as ei:
+        parse_web_config("basic_auth_users: {alice: s3cr3t-plain-pw}\n", P)
+    assert "s3cr3t-plain-pw" not in str(ei.value)
+
+
+def test_tls_context_and_mutual_tls(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "web.yml"
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": str(pki.server_cert),
+                    "key_file": str(pki.server_key),
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                    "client_ca_file": str(pki.ca),
+                    "min_version": "TLS13",
+                    "client_allowed_sans": ["prometheus.example"],
+                },
+                "http_server_config": {"headers": {"strict-transport-security": "max-age=60"}},
+                "basic_auth_users": {"prom": bcrypt_hash("pw")},
+            }
+        )
+    )
+    wc = load_web_config(f)
+    assert wc.ssl_context is not None
+    assert wc.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert wc.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert wc.headers == {"Strict-Transport-Security": "max-age=60"}
+    assert wc.allowed_sans == ("prometheus.example",)
+    assert wc.auth is not None
+
+
+def test_relative_paths_resolve_beside_the_file(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "s.crt").write_bytes(pki.server_cert.read_bytes())
+    (tmp_path / "s.key").write_bytes(pki.server_key.read_bytes())
+    (tmp_path / "s.key").chmod(0o600)
+    f = tmp_path / "web.yml"
+    f.write_text("tls_server_config: {cert_file: s.crt, key_file: s.key, cipher_suites: [TLS_AES_128_GCM_SHA256]}\n")
+    wc = load_web_config(f)
+    assert wc.tls and wc.warnings == ()
+
+
+def test_missing_or_mismatched_key_is_one_error(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "web.yml"
+    f.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {tmp_path}/nope.key}}\n")
+    with pytest.raises(WebConfigError, match=r"tls_server_config.key_file: cannot read .*nope.key"):
+        load_web_config(f)
+    f.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.client_key}}}\n")
+    with pytest.raises(WebConfigError, match="cannot load certificate/key"):
+        load_web_config(f)
+    with pytest.raises(WebConfigError, match="cannot read web config"):
+        load_web_config(tmp_path / "absent.yml")
+
+
+def test_world_readable_key_is_warned(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    key = tmp_path / "k.key"
+    key.write_bytes(pki.server_key.read_bytes())
+    key.chmod(0o644)
+    f = tmp_path / "web.yml"
+    f.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {key}}}\n")
+    assert any("readable by others" in w for w in load_web_config(f).warnings)
+
+
+def test_basic_auth_checks_bcrypt_and_caches() -> None:
+    auth = BasicAuth({"prom": bcrypt_hash("right"), "other": bcrypt_hash("x")})
+    assert auth(_req(_basic("prom", "right"))) is None
+    assert auth(_req(_basic("prom", "right"))) is None  # from the cache
+    assert len(auth._cache) == 1
+    for bad in (
+        _basic("prom", "wrong"),
+        _basic("nobody", "right"),
+        _basic("prom", "right" + "x" * 100),
+        "Basic !!!notbase64",
+        "Bearer right",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
+        "",
+    ):
+        resp = auth(_req(bad))
+        assert resp is not None and resp.status == 401, bad
+        assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+    assert auth(_req(None)) is not None
+    assert len(auth._cache) == 1
+
+
+def test_go_style_2y_hashes_are_accepted() -> None:
+    h = bcrypt_hash("pw").replace("$2b$", "$2y$")
+    parse_web_config(f"basic_auth_users: {{u: '{h}'}}\n", P)
+    assert BasicAuth({"u": h}).check(_basic("u", "pw")) == "u"
+
+
+def test_limiter_blocks_after_burst_and_recovers() -> None:
+    now = [1000.0]
+    lim = FailureLimiter(burst=3, rate=0.5, clock=lambda: now[0])
+    for _ in range(3):
+        assert lim.retry_after("10.0.0.1") == 0
+        lim.failed("10.0.0.1")
+    assert lim.retry_after("10.0.0.1") > 0
+    assert lim.retry_after("10.0.0.2") == 0  # per client
+    now[0] += 2.0  # one token back
+    assert lim.retry_after("10.0.0.1") == 0
+    lim.failed("10.0.0.1")
+    assert lim.retry_after("10.0.0.1") > 0
+    # IPv6: one /64 is one client.
+    for i in range(3):
+        lim.failed(f"2001:db8::{i + 1}")
+    assert lim.retry_after("2001:db8::ffff") > 0
+    assert lim.retry_after("2001:db8:0:1::1") == 0
+
+
+def test_limiter_memory_is_bounded() -> None:
+    lim = FailureLimiter(burst=1, rate=0.001, max_clients=100)
+    for i in range(1000):
+        lim.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(lim._buckets) == 100
+
+
+def test_peer_san_check() -> None:
+    cert = {"subjectAltName": (("DNS", "prometheus.example"), ("IP Address", "10.0.0.5"))}
+    assert peer_san_allowed(cert, ())
+    assert peer_san_allowed(cert, ("10.0.0.5",))
+    assert not peer_san_allowed(cert, ("other",))
+    assert not peer_san_allowed(None, ("other",))
+
+
+def test_exposure_warnings(tmp_path: Path) -> None:
+    assert exposure_warnings("127.0.0.1", None) == []
+    assert exposure_warnings("::1", None) == []
+    assert "without TLS or authentication" in exposure_warnings("0.0.0.0", None)[0]
+    f = tmp_path / "w.yml"
+    f.write_text(f"basic_auth_users: {{u: '{bcrypt_hash('p')}'}}\n")
+    assert "in clear" in exposure_warnings("10.0.0.1", load_web_config(f))[0]
+
+
+# -- hostile input ---------------------------------------------------------------------------------
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30), st.binary(max_size=10)
+)
+_keys = st.sampled_from(
+    [
+        "tls_server_config", "http_server_config", "basic_auth_users", "cert_file", "key_file", "client_auth_type",
+        "client_ca_file", "min_version", "max_version", "cipher_suites", "headers", "http2", "x",
+    ]
+)  # fmt: skip
+_docs = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=5)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_docs)
+def test_any_structure_gives_a_model_or_one_clear_error(doc: object) -> None:
+    try:
+        text = yaml.safe_dump(doc)
+    except yaml.YAMLError:
+        return
+    try:
+        parse_web_config(text, P)
+    except WebConfigError as e:
+        assert str(e).startswith(f"{P}: ") and "\n" not in str(e)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300))
+def test_any_bytes_give_a_model_or_one_clear_error(raw: bytes) -> None:
+    try:
+        parse_web_config(raw, P)
+    except WebConfigError as e:
+        assert str(e).startswith(f"{P}: ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.text(max_size=200))
+def test_any_authorization_header_is_refused_without_error(header: str) -> None:
+    auth = BasicAuth({"u": "$2b$04$CwyoZMbnt73/KOczocMsGumpc7ZbnQwrUfMOIbcKWbksHoF7SmJPe"})
+    assert auth.check(header) is None or header.strip().lower().startswith("basic")
