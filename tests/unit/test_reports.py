@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -461,16 +462,19 @@ def test_sources_fall_back_to_the_evidence_target(tmp_path: Path) -> None:
         "agent": {"site": "hq"},
         "targets": [
             {"name": "dr-evidence", "kind": "evidence", "runbooks_dir": "rb", "evidence_dir": "ev"},
-            {"name": "exchange", "kind": "backup", "type": "files", "backup": "exchange-db", "rpo": "24h",
-             "directory": "/srv/dumps"},
-            {"name": "intranet-files", "kind": "backup", "type": "files", "rpo": "24h", "directory": "/srv/www"},
         ],
         "reports": {"evidence_dir": "other-ev"},
     }))
     cfg = load_config(p).config
     src = sources(cfg)
     assert src.runbooks_dir == tmp_path / "rb" and src.evidence_dir == tmp_path / "other-ev"
-    assert _configured_backups(cfg) == {"exchange-db", "intranet-files"}
+    # Backup targets: the `backup` label value, defaulting to the target name.
+    targets = [
+        SimpleNamespace(kind="backup", name="exchange", backup="exchange-db"),
+        SimpleNamespace(kind="backup", name="intranet-files", backup=None),
+        SimpleNamespace(kind="probe", name="web"),
+    ]
+    assert _configured_backups(SimpleNamespace(targets=targets)) == {"exchange-db", "intranet-files"}
 
 
 def test_shipped_example_config_loads() -> None:
