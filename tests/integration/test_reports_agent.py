@@ -85,8 +85,12 @@ def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             return len(list(out.glob("dr-*"))) == 3 and agent.report_job.last_success is not None
 
         wait_until(written, timeout=60, what="scheduled report")
-        yield {"agent": agent, "port": port, "out": out, "before": before, "metrics_before": metrics_before,
-               "job": job, "url": f"http://127.0.0.1:{port}", "loop": loop}
+        next_run = agent.scheduler.get_job("reports:dr").next_run_time
+        # The event loop is idle from here on, so nothing else is scheduled; undo the patch now so
+        # no other test sharing this worker process sees the fake clock.
+        mp.undo()
+        yield {"next_run": next_run, "agent": agent, "port": port, "out": out, "before": before,
+               "metrics_before": metrics_before, "job": job, "url": f"http://127.0.0.1:{port}", "loop": loop}
     finally:
         loop.run_until_complete(agent.stop())
         loop.close()
@@ -102,7 +106,7 @@ def test_cron_schedule_makes_the_report_at_the_scheduled_time(scheduled: dict[st
     assert doc["meta"]["at"] == "2025-03-31T07:30:00Z"
     assert doc["summary"]["measured_seconds"] == 22 * 3600
     # The next run is the next day at 07:30.
-    assert scheduled["agent"].scheduler.get_job("reports:dr").next_run_time == datetime(2025, 4, 1, 7, 30, tzinfo=UTC)
+    assert scheduled["next_run"] == datetime(2025, 4, 1, 7, 30, tzinfo=UTC)
 
 
 def test_report_metrics_exposed(scheduled: dict[str, Any]) -> None:
