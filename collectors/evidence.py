@@ -30,6 +30,7 @@ from agent.evidence import EvidenceInputError, HashCache, VerificationReport, fi
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
 
 INVALID_INPUT = "invalid_input"
+UNKNOWN_BACKUP = "unknown_backup"
 RPO_NOT_MET = frozenset({"stale", "failed", "never_ran"})
 RPO_MET = frozenset({"fresh", "late"})
 BACKUP_STATE = "continuity_backup_state"
@@ -205,7 +206,7 @@ class EvidenceCollector(Collector):
     kind = "evidence"
     config_model = EvidenceTarget
     METRICS = METRICS
-    REASONS = (INVALID_INPUT,)
+    REASONS = (INVALID_INPUT, UNKNOWN_BACKUP)
     target: EvidenceTarget
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -228,17 +229,22 @@ class EvidenceCollector(Collector):
             raise CollectorError(INVALID_INPUT, f"{t.name}: {first}{more}") from None
         states = backup_states(self.ctx.store)
         out = report_samples(rep, states)
-        configured = {x.name for x in getattr(self.ctx.config, "targets", []) if getattr(x, "kind", "") == "backup"}
-        for s in rep.systems:
-            for b in s.backups:
-                if self.ctx.config is not None and b not in configured and b not in states:
-                    out.partial_errors.append(
-                        (
-                            INVALID_INPUT,
-                            f"{t.name}: runbook {s.runbook} names backup {b!r}, which is not a "
-                            "backup target in the agent config",
-                        )
+        if self.ctx.config is not None:
+            configured: set[str] = set()
+            for x in getattr(self.ctx.config, "targets", []):
+                if getattr(x, "kind", "") == "backup":
+                    configured.add(x.name)
+                    if getattr(x, "backup", None):
+                        configured.add(x.backup)
+            missing = sorted({b for s in rep.systems for b in s.backups if b not in configured and b not in states})
+            if missing:
+                out.partial_errors.append(
+                    (
+                        UNKNOWN_BACKUP,
+                        f"{t.name}: runbooks name backups that are not backup targets in the agent config "
+                        f"(no RPO state for them): {', '.join(missing)}",
                     )
+                )
         out.info.update(
             {
                 "ok": rep.ok,
