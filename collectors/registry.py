@@ -19,6 +19,8 @@ MODULES: tuple[str, ...] = (
     "collectors.standards",
     "collectors.snmp",
     "collectors.evidence",
+    "collectors.ssh",
+    "collectors.backup",
 )
 
 

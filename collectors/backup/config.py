@@ -1,0 +1,251 @@
+"""Config of a ``kind: backup`` target: one backup, its RPO, and optional integrity check and
+restore test. Keys that do not apply to the target's ``type`` are errors, not silently ignored."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from agent.configtypes import NAME_RE, Duration, Secret, StrictModel, resolve_path
+from collectors.base import TargetBase
+from collectors.commands import ENV_NAME_RE
+
+BackupType = Literal["restic", "borg", "files", "command", "push"]
+
+_SUBSET_RE = re.compile(r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$")
+EVIDENCE_ID_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # ids in runbooks and evidence records
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CRON_FIELDS = 5
+
+
+def _check_cron(v: str | None) -> str | None:
+    if v is None:
+        return v
+    if len(v.split()) != _CRON_FIELDS:
+        raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(v, timezone="UTC")
+    except ValueError as e:
+        raise ValueError(f"cron {v!r}: {e}") from None
+    return v
+
+
+class SnapshotGroup(StrictModel):
+    """restic snapshot filters: the snapshots of one backup job."""
+
+    host: str | None = None
+    paths: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+
+class IntegrityCheck(StrictModel):
+    """``restic check`` / ``borg check`` on its own, slower schedule."""
+
+    interval: Duration = 7 * 86400.0
+    cron: str | None = None
+    timeout: Duration = 6 * 3600.0
+    read_data_subset: str | None = None  # restic: "5%", "1/10", "500M"
+    verify_data: bool = False  # borg: --verify-data (reads every chunk)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return _check_cron(v)
+
+    @field_validator("read_data_subset")
+    @classmethod
+    def _subset(cls, v: str | None) -> str | None:
+        if v is not None and not _SUBSET_RE.match(v):
+            raise ValueError(f"read_data_subset {v!r} must look like 5%, 1/10 or 500M")
+        return v
+
+
+class EvidenceConfig(StrictModel):
+    """Where a restore test records its result as recovery-test evidence (docs/backups.md)."""
+
+    dir: Path
+    runbook: str = Field(pattern=EVIDENCE_ID_RE)
+    runbook_version: int = Field(ge=1)
+    runbooks_dir: Path | None = None  # needed to seal (the record carries the runbook's sha256)
+    step: str = Field(default="restore-from-backup", pattern=EVIDENCE_ID_RE)  # a recovery_steps id of the runbook
+    validation: str = Field(default="restore-verified", pattern=EVIDENCE_ID_RE)  # a validation id of the runbook
+    operator: str = Field(default="continuity-agent", min_length=1, max_length=200)
+    seal: bool = True
+
+    @field_validator("dir", "runbooks_dir")
+    @classmethod
+    def _resolve(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else resolve_path(v, info)
+
+    @model_validator(mode="after")
+    def _sealing(self) -> EvidenceConfig:
+        if self.seal and self.runbooks_dir is None:
+            raise ValueError("sealing a record needs runbooks_dir (or set seal: false and seal by hand)")
+        return self
+
+
+class RestoreTest(StrictModel):
+    """Restore paths or a sample of files from the latest snapshot into a scratch directory on
+    the backup host, verify, time, clean up."""
+
+    interval: Duration = 7 * 86400.0
+    cron: str | None = None
+    timeout: Duration = 3600.0
+    paths: list[str] = Field(default_factory=list)
+    sample_files: int = Field(default=0, ge=0, le=1000)
+    checksums: dict[str, str] = Field(default_factory=dict)  # snapshot path -> sha256
+    scratch_dir: str = "/var/tmp"
+    evidence: EvidenceConfig | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return _check_cron(v)
+
+    @field_validator("scratch_dir")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/") or "\0" in v:
+            raise ValueError("scratch_dir must be an absolute path")
+        return v.rstrip("/") or "/"
+
+    @field_validator("checksums")
+    @classmethod
+    def _sums(cls, v: dict[str, str]) -> dict[str, str]:
+        for path, digest in v.items():
+            if not _SHA256_RE.match(digest):
+                raise ValueError(f"checksum for {path!r} must be 64 lower-case hex digits (sha256)")
+        return v
+
+    @model_validator(mode="after")
+    def _what(self) -> RestoreTest:
+        if not self.paths and not self.sample_files and not self.checksums:
+            raise ValueError("restore_test needs paths, checksums or sample_files")
+        return self
+
+
+_PER_TYPE: dict[str, set[str]] = {
+    "restic": {
+        "repository",
+        "password_file",
+        "group",
+        "binary",
+        "host",
+        "port",
+        "auth",
+        "env",
+        "integrity",
+        "restore_test",
+    },
+    "borg": {
+        "repository",
+        "password_file",
+        "archive_glob",
+        "binary",
+        "host",
+        "port",
+        "auth",
+        "env",
+        "integrity",
+        "restore_test",
+    },
+    "files": {"directory", "pattern", "recursive", "min_size", "host", "port", "auth"},
+    "command": {"command", "host", "port", "auth", "env"},
+    "push": {"token"},
+}
+_ALL_SPECIFIC = set().union(*_PER_TYPE.values())
+
+
+class BackupTarget(TargetBase):
+    kind: Literal["backup"]
+    type: BackupType
+    backup: str | None = Field(default=None, pattern=NAME_RE)  # label value; defaults to name
+    rpo: Duration
+    grace: Duration = 0.0
+    size_drop_fraction: float | None = Field(default=0.5, gt=0.0, lt=1.0)
+    # where: local when host is absent
+    host: str | None = Field(default=None, min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    auth: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    # restic / borg
+    repository: str | None = None
+    password_file: str | None = None  # path on the host the command runs on
+    group: SnapshotGroup | None = None
+    archive_glob: str | None = None
+    binary: str | None = None
+    # files
+    directory: str | None = None
+    pattern: str = "*"
+    recursive: bool = False
+    min_size: int = Field(default=1, ge=0)
+    # command
+    command: list[str] | None = None
+    # push
+    token: Secret | None = None
+    # side tasks
+    integrity: IntegrityCheck | None = None
+    restore_test: RestoreTest | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not re.match(ENV_NAME_RE, k):
+                raise ValueError(f"env name {k!r} is not a valid environment variable name")
+            if "\0" in val:
+                raise ValueError(f"env {k} contains a NUL byte")
+        return v
+
+    @field_validator("rpo")
+    @classmethod
+    def _rpo(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("rpo must be more than 0s")
+        return v
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("grace must not be negative")
+        return v
+
+    @model_validator(mode="after")
+    def _per_type(self) -> BackupTarget:
+        t = self.type
+        extra = sorted({k for k in self.model_fields_set if k in _ALL_SPECIFIC} - _PER_TYPE[t])
+        if extra:
+            raise ValueError(f"{', '.join(extra)} do{'es' if len(extra) == 1 else ''} not apply to type {t}")
+        if t in ("restic", "borg") and not self.repository:
+            raise ValueError(f"type {t} needs repository")
+        if t == "files":
+            if not self.directory or not self.directory.startswith("/"):
+                raise ValueError("type files needs directory, an absolute path")
+            if "/" in self.pattern or not self.pattern:
+                raise ValueError("pattern matches file names: it must not be empty or contain '/'")
+        if t == "command" and not self.command:
+            raise ValueError("type command needs command, an argv list such as [/usr/local/bin/check, --json]")
+        if t == "push" and self.token is None:
+            raise ValueError("type push needs token (token_file: /path or token: ${ENV})")
+        if (self.host is None) != (self.auth is None):
+            raise ValueError("host and auth go together: give both for SSH, neither for local")
+        if self.port is not None and self.host is None:
+            raise ValueError("port needs host")
+        if self.password_file is not None and not self.password_file.startswith("/"):
+            raise ValueError("password_file must be an absolute path on the host the command runs on")
+        if self.integrity is not None:
+            if self.integrity.read_data_subset and t != "restic":
+                raise ValueError("integrity.read_data_subset applies to restic only")
+            if self.integrity.verify_data and t != "borg":
+                raise ValueError("integrity.verify_data applies to borg only")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.backup or self.name

@@ -1,0 +1,383 @@
+"""The SSH transport (paramiko) shared by collectors that run commands on a remote host.
+
+Auth (``auths.<name>`` with ``type: ssh``): key authentication only, the key's passphrase from a
+file or ``${ENV}``, no agent, no agent forwarding, a known_hosts file that must list the host,
+and paramiko's ``RejectPolicy``: an unknown host or a changed host key fails the connection
+before authentication, so no command ever runs, and is reported as reason ``host_key``.
+
+paramiko blocks, so every network step runs in the agent's worker threads through
+``ctx.run_blocking``, each with its own timeout (socket timeouts, channel timeouts and deadline
+loops): a worker thread cannot be cancelled, so it must end by itself. If the calling task is
+cancelled, closing the connection makes the thread's next read return at once.
+
+Commands are argv lists joined with :func:`shlex.join`, so config values never reach the remote
+shell unquoted. One connection is opened per run (the first command opens it, the commands of
+the run reuse it) and closed at the end of the run and on any error. An asyncio semaphore per
+host bounds concurrent sessions (``max_sessions``) so a site's server is never flooded.
+
+Reasons: ``unreachable``, ``timeout``, ``auth``, ``host_key``, ``command_failed``,
+``output_too_large``, ``bad_output`` (the last three from :mod:`collectors.commands`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import paramiko
+from pydantic import Field, ValidationInfo, field_validator
+
+from agent.configtypes import Duration, Secret, StrictModel, resolve_path, scrub
+from collectors.base import AUTH, TIMEOUT, UNREACHABLE, CollectorContext, CollectorError
+from collectors.commands import (
+    BAD_OUTPUT,
+    COMMAND_FAILED,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_LINES,
+    OUTPUT_TOO_LARGE,
+    Capture,
+    CommandResult,
+    OutputLimits,
+    TailBuffer,
+    describe,
+)
+
+HOST_KEY = "host_key"
+REASONS: tuple[str, ...] = (UNREACHABLE, TIMEOUT, AUTH, HOST_KEY, COMMAND_FAILED, OUTPUT_TOO_LARGE, BAD_OUTPUT)
+
+POLL = 0.2  # seconds a blocking read waits before re-checking the deadline
+
+
+class SshAuth(StrictModel):
+    """``auths.<name>`` for SSH. Paths are relative to the config file."""
+
+    type: Literal["ssh"]
+    user: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+    key_file: Path
+    passphrase: Secret | None = None
+    known_hosts: Path
+    port: int = Field(default=22, ge=1, le=65535)
+    connect_timeout: Duration = 10.0
+    auth_timeout: Duration = 10.0
+    max_sessions: int = Field(default=2, ge=1, le=16)
+    max_output_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024, le=1024**3)
+    max_output_lines: int = Field(default=DEFAULT_MAX_LINES, ge=1, le=100_000_000)
+
+    @field_validator("key_file", "known_hosts")
+    @classmethod
+    def _existing_file(cls, v: Path, info: ValidationInfo) -> Path:
+        p = resolve_path(v, info)
+        if not p.is_file():
+            raise ValueError(f"{info.field_name} {p} does not exist or is not a file")
+        return p
+
+    @field_validator("connect_timeout", "auth_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0s")
+        return v
+
+    def limits(self) -> OutputLimits:
+        return OutputLimits(self.max_output_bytes, self.max_output_lines)
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    pass
+
+
+class _Reject(paramiko.MissingHostKeyPolicy):
+    """RejectPolicy with its own exception type, so an unknown host is told apart from other
+    handshake failures."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(f"{hostname} not found in known_hosts")
+
+
+def _load_key(auth: SshAuth, where: str) -> paramiko.PKey:
+    # PKey.from_path hands the passphrase to cryptography, which wants bytes (the stub says str).
+    password: Any = auth.passphrase.reveal().encode("utf-8") if auth.passphrase is not None else None
+    try:
+        return paramiko.PKey.from_path(auth.key_file, password)
+    except paramiko.PasswordRequiredException:
+        raise CollectorError(
+            AUTH, f"{where}: key file {auth.key_file} is encrypted; set passphrase_file in the auth"
+        ) from None
+    except (paramiko.SSHException, ValueError, TypeError) as e:
+        raise CollectorError(
+            AUTH, f"{where}: cannot load key file {auth.key_file}: {scrub(str(e)) or type(e).__name__}"
+        ) from None
+    except OSError as e:
+        raise CollectorError(AUTH, f"{where}: cannot read key file {auth.key_file}: {e.strerror or e}") from None
+
+
+class SshConnection:
+    """One blocking SSH connection. Every method runs in a worker thread."""
+
+    def __init__(self, auth: SshAuth, host: str, port: int, where: str) -> None:
+        self.auth = auth
+        self.host = host
+        self.port = port
+        self.where = where
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def connect(self, deadline: float) -> None:
+        auth = self.auth
+        budget = min(auth.connect_timeout, deadline - time.monotonic())
+        if budget <= 0:
+            raise CollectorError(TIMEOUT, f"{self.where}: no time left to connect")
+        pkey = _load_key(auth, self.where)
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=budget)
+        except TimeoutError:
+            raise CollectorError(TIMEOUT, f"{self.where}: TCP connect timed out after {budget:.1f}s") from None
+        except OSError as e:
+            raise CollectorError(UNREACHABLE, f"{self.where}: cannot connect: {e.strerror or e}") from None
+        client = paramiko.SSHClient()
+        try:
+            client.get_host_keys().load(str(auth.known_hosts))
+        except (OSError, paramiko.SSHException) as e:
+            sock.close()
+            raise CollectorError(
+                HOST_KEY, f"{self.where}: cannot read known_hosts {auth.known_hosts}: {e}; no command was run"
+            ) from None
+        client.set_missing_host_key_policy(_Reject())
+        with self._lock:
+            if self._closed:
+                sock.close()
+                raise CollectorError(TIMEOUT, f"{self.where}: connection abandoned")
+            self._client = client
+        t0 = time.monotonic()
+        remaining = max(0.1, deadline - t0)
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=auth.user,
+                pkey=pkey,
+                sock=sock,
+                timeout=min(budget, remaining),
+                banner_timeout=min(budget, remaining),
+                auth_timeout=min(auth.auth_timeout, remaining),
+                channel_timeout=min(budget, remaining),
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException:
+            self.close()
+            raise CollectorError(
+                HOST_KEY,
+                f"{self.where}: host key does not match {auth.known_hosts} (host reinstalled, or someone "
+                "in the middle); no command was run",
+            ) from None
+        except _UnknownHostKey:
+            self.close()
+            raise CollectorError(
+                HOST_KEY, f"{self.where}: host is not in known_hosts {auth.known_hosts}; no command was run"
+            ) from None
+        except paramiko.AuthenticationException:
+            self.close()
+            raise CollectorError(
+                AUTH, f"{self.where}: the server refused key {auth.key_file} for user {auth.user}"
+            ) from None
+        except TimeoutError:
+            self.close()
+            raise CollectorError(TIMEOUT, f"{self.where}: SSH handshake timed out") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            self.close()
+            text = str(e)
+            if "banner" in text.lower() and time.monotonic() - t0 >= min(budget, remaining) * 0.9:
+                raise CollectorError(TIMEOUT, f"{self.where}: no SSH banner within {budget:.1f}s") from None
+            raise CollectorError(
+                UNREACHABLE, f"{self.where}: SSH handshake failed: {scrub(text) or type(e).__name__}"
+            ) from None
+
+    def run(self, command: str, argv: Sequence[str], timeout: float, limits: OutputLimits) -> CommandResult:
+        """Run one command string; read stdout (capped) and stderr (tail) until exit or deadline."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        if transport is None or not transport.is_active():
+            raise CollectorError(UNREACHABLE, f"{self.where}: connection lost")
+        try:
+            chan = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
+        except paramiko.ChannelException as e:
+            raise CollectorError(UNREACHABLE, f"{self.where}: server refused a session: {e.text}") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            if time.monotonic() >= deadline:
+                raise CollectorError(TIMEOUT, f"{self.where}: opening a session timed out") from None
+            raise CollectorError(UNREACHABLE, f"{self.where}: cannot open a session: {e}") from None
+        out = Capture(limits, self.where, argv)
+        err = TailBuffer()
+        try:
+            chan.settimeout(POLL)
+            chan.exec_command(command)
+            chan.shutdown_write()  # stdin at EOF: nothing waits for a prompt answer
+            while True:
+                while chan.recv_stderr_ready():
+                    err.feed(chan.recv_stderr(65536))
+                if time.monotonic() >= deadline:
+                    raise self._timeout(argv, timeout)
+                try:
+                    data = chan.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                out.feed(data)
+            while not chan.exit_status_ready():
+                while chan.recv_stderr_ready():
+                    err.feed(chan.recv_stderr(65536))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timeout(argv, timeout)
+                chan.status_event.wait(min(POLL, left))
+            while chan.recv_stderr_ready():
+                err.feed(chan.recv_stderr(65536))
+            status = chan.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            if self._closed:
+                raise CollectorError(TIMEOUT, f"{self.where}: connection closed while `{describe(argv)}` ran") from None
+            raise CollectorError(UNREACHABLE, f"{self.where}: connection failed during a command: {e}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                chan.close()
+        return CommandResult(tuple(argv), status, out.value(), err.value(), time.monotonic() - t0)
+
+    def _timeout(self, argv: Sequence[str], timeout: float) -> CollectorError:
+        return CollectorError(TIMEOUT, f"{self.where}: `{describe(argv)}` did not finish within {timeout:.1f}s")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+    """The command line for the remote shell: every word quoted; environment via ``env``; a
+    working directory via a fixed ``sh -c`` script taking the directory as ``$1``."""
+    words = list(argv)
+    if env:
+        words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
+    if cwd is not None:
+        words = ["sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh", cwd, *words]
+    return shlex.join(words)
+
+
+def _slots(ctx: CollectorContext, host: str, port: int, size: int) -> asyncio.Semaphore:
+    table: dict[tuple[str, int], asyncio.Semaphore] = ctx.shared.setdefault("ssh.host_slots", {})
+    sem = table.get((host, port))
+    if sem is None:
+        sem = table[(host, port)] = asyncio.Semaphore(size)
+    return sem
+
+
+class SshRunner:
+    """A :class:`collectors.commands.CommandRunner` over SSH: ``async with`` opens nothing; the
+    first command connects, the next ones reuse the connection; leaving the block (or any error)
+    closes it. Holds one of the host's session slots while connected."""
+
+    def __init__(
+        self,
+        ctx: CollectorContext,
+        auth: SshAuth,
+        host: str,
+        port: int | None = None,
+        *,
+        deadline: float | None = None,
+        limits: OutputLimits | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.auth = auth
+        self.host = host
+        self.port = port or auth.port
+        self.deadline = deadline
+        self.limits = limits or auth.limits()
+        self.where = f"{auth.user}@{host}:{self.port}"
+        self._conn: SshConnection | None = None
+        self._slot: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> SshRunner:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Closing only shuts sockets; do it without waiting so a cancelled run returns at once.
+            # The worker thread still reading sees the closed channel and ends.
+            conn.close()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
+    def _left(self, timeout: float) -> float:
+        left = timeout
+        if self.deadline is not None:
+            left = min(left, self.deadline - time.monotonic())
+        if left <= 0:
+            raise CollectorError(TIMEOUT, f"{self.where}: no time left to run the next command")
+        return left
+
+    async def _connection(self, budget: float) -> SshConnection:
+        if self._conn is not None:
+            return self._conn
+        slot = _slots(self.ctx, self.host, self.port, self.auth.max_sessions)
+        try:
+            async with asyncio.timeout(budget):
+                await slot.acquire()
+        except TimeoutError:
+            raise CollectorError(
+                TIMEOUT, f"{self.where}: all {self.auth.max_sessions} SSH sessions to this host stayed busy"
+            ) from None
+        self._slot = slot
+        conn = SshConnection(self.auth, self.host, self.port, self.where)
+        self._conn = conn
+        try:
+            await self.ctx.run_blocking(conn.connect, time.monotonic() + budget)
+        except BaseException:
+            self._drop()
+            raise
+        return conn
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        limits: OutputLimits | None = None,
+    ) -> CommandResult:
+        argv = tuple(argv)
+        t0 = time.monotonic()
+        conn = await self._connection(self._left(timeout))
+        budget = self._left(timeout - (time.monotonic() - t0))
+        command = remote_command(argv, env, cwd)
+        try:
+            return await self.ctx.run_blocking(conn.run, command, argv, budget, limits or self.limits)
+        except BaseException:
+            self._drop()  # closed on error: never reuse a connection in an unknown state
+            raise
+
+
+COLLECTORS: list[Any] = []
+AUTH_MODELS = [SshAuth]
