@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="also measure v2c through pysnmp (v2c_engine: pysnmp)")
     args = ap.parse_args(argv)
     exporter = shutil.which("prometheus-snmp-exporter") or "/usr/bin/prometheus-snmp-exporter"
-    if not Path(exporter).exists() or not shutil.which("snmpd") and not Path("/usr/sbin/snmpd").exists():
+    if not Path(exporter).exists() or not (shutil.which("snmpd") or Path("/usr/sbin/snmpd").exists()):
         print("snmp bench needs snmpd and prometheus-snmp-exporter (make system-deps)", file=sys.stderr)
         raise SystemExit(2)
     results: dict[str, dict[str, float]] = {}
@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results[name] = r
                 print(f"{name:20s} {r['walks'] / r['wall']:8.1f} walks/s  "
                       f"{1000 * r['cpu'] / max(1, r['walks']):6.2f} ms CPU/walk  "
-                      f"failed {r['failed']:.0f}  snmpd CPU {1000 * r['device_cpu'] / max(1, r['walks']):5.2f} ms/walk  "
+                      f"failed {r['failed']:.0f}  "
+                      f"snmpd CPU {1000 * r['device_cpu'] / max(1, r['walks']):5.2f} ms/walk  "
                       f"series/walk {r['samples']:.0f}", flush=True)
         finally:
             devs.stop()
@@ -370,8 +371,8 @@ def _cpu(r: dict[str, float]) -> float:
 
 
 def _write(results: dict[str, dict[str, float]], args: argparse.Namespace, version: str) -> None:
-    rows = ["| Client | Version | device walks/s | CPU ms per walk | failed walks | snmpd CPU ms per walk | series per walk |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| Client | Version | device walks/s | CPU ms per walk | failed walks | snmpd CPU ms per walk "
+            "| series per walk |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         who, ver = name.rsplit(" ", 1) if not name.endswith(")") else (name, "v2c")
         client = "continuity-agent" + (" (pysnmp v2c)" if "pysnmp" in name else "") if who.startswith("agent") \

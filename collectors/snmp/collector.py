@@ -194,6 +194,7 @@ class SnmpCollector(Collector):
         out = Collected()
         t = self.target
         scalars, columns = self._plan()
+        self.session.new_run()
         res = WalkResult()
         fallback: WalkResult | None = None
         failure: tuple[str, str] | None = None

@@ -74,7 +74,7 @@ class _Decoder(types.SimpleNamespace):
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
 
-    def decode(self, substrate: Any, asn1Spec: Any = None, **kw: Any) -> Any:  # noqa: N803 - pyasn1's name
+    def decode(self, substrate: Any, asn1Spec: Any = None, **kw: Any) -> Any:
         if _pending and isinstance(asn1Spec, self._scoped_cls) and isinstance(substrate, bytes | bytearray):
             data = bytes(substrate)
             parts = _split_scoped(data)
@@ -110,14 +110,15 @@ class _Encoder(types.SimpleNamespace):
 
     def encode(self, value: Any, *args: Any, **kw: Any) -> Any:
         if _outgoing and isinstance(value, self._scoped_cls):
+            sp: Any = value
             try:
-                pdu = value.getComponentByPosition(2).getComponent()
+                pdu = sp.getComponentByPosition(2).getComponent()
                 mine = _outgoing.get(int(self._request_id(pdu)))
             except Exception:  # noqa: BLE001 - anything odd: let pyasn1 do it
                 mine = None
             if mine is not None:
                 stats["encoded"] += 1
-                return ber.encode_scoped_pdu(bytes(value[0]), bytes(value[1]), mine)
+                return ber.encode_scoped_pdu(bytes(sp[0]), bytes(sp[1]), mine)
         return self._original.encode(value, *args, **kw)
 
 

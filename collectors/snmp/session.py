@@ -106,6 +106,9 @@ class Session(ABC):
     async def close(self) -> None:  # noqa: B027 - optional
         pass
 
+    def new_run(self) -> None:  # noqa: B027 - optional
+        """Called at the start of each collection."""
+
 
 def _status_failure(status: int, index: int, oids: list[OID]) -> SnmpFailure:
     name = ber.ERROR_STATUS_NAMES[status] if 0 <= status < len(ber.ERROR_STATUS_NAMES) else f"error {status}"
@@ -284,6 +287,7 @@ class PysnmpSession(Session):
         self._transport: Any = None
         self._names: tuple[str, str] | None = None
         self._lock: asyncio.Lock | None = None
+        self._diagnosed = False
         # v3 replies to our requests get their varbinds decoded by the agent's codec (fastpdu).
         self.fast_v3 = isinstance(auth, SnmpV3Auth) and fast_v3 and fastpdu.install()
         # Our own request encoding is spliced in where USM encodes the ScopedPDU to encrypt it.
@@ -386,6 +390,11 @@ class PysnmpSession(Session):
                 err, status, index, vbs = await fut
         if err:
             reason, message = classify_error_indication(err)
+            if reason == TIMEOUT and not self._diagnosed:
+                self._diagnosed = True
+                found = await self._diagnose_silence()
+                if found is not None:
+                    reason, message = found
             raise SnmpFailure(reason, message)
         if status:
             if status == 2 and kind != "bulk" and 0 < index <= len(oids):  # v1 noSuchName
@@ -396,6 +405,53 @@ class PysnmpSession(Session):
             tag, v = from_pyasn1(val)
             out.append((tuple(name), tag, v))
         return out
+
+    def new_run(self) -> None:
+        self._diagnosed = False
+
+    async def _diagnose_silence(self) -> tuple[str, str] | None:
+        """An authPriv request met silence. net-snmp (and others) drop a message they cannot
+        decrypt instead of sending the usmStatsDecryptionErrors report, so a wrong priv password
+        looks like a dead device. Ask once with the same user at authNoPriv: any authenticated
+        answer (data, or an access error) proves the device is up and the auth key right, so
+        the privacy settings are wrong. A short-lived engine of its own is used, so the shared
+        engine's USM table never holds the downgraded user."""
+        a = self.auth
+        if not isinstance(a, SnmpV3Auth) or a.security_level != "authPriv" or a.auth_password is None:
+            return None
+        from pysnmp.hlapi.v3arch.asyncio import SnmpEngine, get_cmd
+        from pysnmp.hlapi.v3arch.asyncio import auth as hauth
+        from pysnmp.hlapi.v3arch.asyncio.context import ContextData
+        from pysnmp.proto.rfc1902 import ObjectName
+        from pysnmp.smi.rfc1902 import ObjectIdentity, ObjectType
+
+        if self._transport is None:
+            return None
+        engine = SnmpEngine()
+        try:
+            probe = hauth.UsmUserData(a.username, authKey=a.auth_password.reveal(),
+                                      authProtocol=getattr(hauth, _AUTH_PROTOCOLS[a.auth_protocol]))
+            tgt = type(self._transport)
+            target = await tgt.create(self._transport.transport_address, timeout=self.timeout, retries=0)
+            err, status, _idx, _vbs = await get_cmd(
+                engine, probe, target, ContextData(contextName=self.context_name.encode()),
+                ObjectType(ObjectIdentity(ObjectName((1, 3, 6, 1, 2, 1, 1, 3, 0)))), lookupMib=False)
+        except Exception:  # noqa: BLE001 - a failed diagnosis leaves the timeout as it was
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                engine.close_dispatcher()
+        if err:
+            reason, _m = classify_error_indication(err)
+            if reason in (TIMEOUT, DECRYPTION_ERROR):
+                return None
+            if reason == UNSUPPORTED_SECURITY_LEVEL:
+                return DECRYPTION_ERROR, _MESSAGES[DECRYPTION_ERROR].replace(
+                    "(usmStatsDecryptionErrors)", "(no answer to authPriv; the device authenticates this user)")
+            return reason, _MESSAGES.get(reason, str(err))
+        return DECRYPTION_ERROR, ("decryption failed: wrong priv_password or priv_protocol (no answer to "
+                                  "authPriv, while an authNoPriv request with the same user was "
+                                  f"{'answered' if not status else 'authenticated and refused'})")
 
     async def get(self, oids: list[OID]) -> list[VarBind]:
         # v1 reports a missing object as noSuchName for the whole request: drop it and ask again.

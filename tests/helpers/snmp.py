@@ -11,9 +11,12 @@ import asyncio
 import bisect
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -130,21 +133,34 @@ def snmpd(tmp_path: Path, *, nports: int = 1, extra: str = "", args: list[str] |
 def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
     """snmpsim-command-responder serving ``{community: .snmprec file or text}`` on one port.
     snmpsim picks the recording by community name (the file's base name)."""
-    need("snmpsim-command-responder")
     port = udp_port()
-    data = tmp_path / "snmpsim-data"
+    # snmpsim refuses to run as root; it then runs as nobody, which must read the data and write
+    # its cache: those live in a world-readable directory of their own (tmp_path is 0700).
+    root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="snmpsim-")) if root else tmp_path
+    base.chmod(0o755)
+    data, cache = base / "data", base / "cache"
     data.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    cache.chmod(0o777)
     for community, src in recordings.items():
         text = Path(src).read_text() if isinstance(src, Path) else src
         (data / f"{community}.snmprec").write_text(text)
+        (data / f"{community}.snmprec").chmod(0o644)
     log = tmp_path / "snmpsim.log"
-    exe = Path(os.environ.get("VIRTUAL_ENV", str(ROOT / ".venv"))) / "bin" / "snmpsim-command-responder"
+    exe = Path(sys.executable).parent / "snmpsim-command-responder"
     if not exe.exists():
         exe = Path(need("snmpsim-command-responder"))
+    user = ["--process-user=nobody", "--process-group=nogroup"] if root else []
+    # After dropping to nobody, snmpsim can no longer import from a Python installed under
+    # /root; load the one lazily imported module it needs (its index database) beforehand.
+    boot = ("import sys, dbm, dbm.dumb, encodings.latin_1, encodings.ascii, encodings.hex_codec; dbm._defaultmod = dbm.dumb; dbm._modules = {'dbm.dumb': dbm.dumb}; "
+            "from snmpsim.commands.responder import main; sys.argv[0] = 'snmpsim-command-responder'; "
+            "sys.exit(main())")
     with open(log, "wb") as lf:
         proc = subprocess.Popen(
-            [str(exe), f"--data-dir={data}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
-             f"--cache-dir={tmp_path / 'snmpsim-cache'}", "--log-level=error"],
+            [sys.executable, "-c", boot, f"--data-dir={data}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
+             f"--cache-dir={cache}", "--log-level=error", *user],
             stdout=lf, stderr=subprocess.STDOUT,
         )
     try:
@@ -152,6 +168,8 @@ def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
         yield port
     finally:
         _stop(proc)
+        if root:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 # -- a scriptable v2c agent -----------------------------------------------------------------------
@@ -170,6 +188,7 @@ class FakeAgent:
     max_reply_varbinds: int = 1000
     port: int = 0
     pdus: list[int] = field(default_factory=list)  # PDU tag of every request received
+    _index: tuple[Any, list[ber.OID]] = (None, [])
 
     def reply(self, req: ber.Response) -> bytes | None:
         if req.community != self.community:
@@ -196,9 +215,13 @@ class FakeAgent:
         return ber.encode_response(self.community, req.request_id, out[: self.max_reply_varbinds])
 
     def _next(self, oid: ber.OID) -> ber.VarBind:
-        if self.behaviour == "loop":  # answers every GETNEXT with the same, non-increasing OID
-            return (oid[:-1] + (1,), ber.INTEGER, 1) if len(oid) > 2 else (oid, ber.INTEGER, 1)
-        i = bisect.bisect_right([o for o, _t, _v in self.mib], oid)
+        scalar = oid[:7] == (1, 3, 6, 1, 2, 1, 1) or oid in ((1, 3, 6, 1, 2, 1, 2, 1), (1, 3, 6, 1, 2, 1, 2, 1, 0))
+        if self.behaviour == "loop" and not scalar:
+            # Inside a table, every GETNEXT is answered with the table's first row again.
+            return ((*oid[:10], 1) if len(oid) >= 11 else (*oid, 1)), ber.INTEGER, 1
+        if self._index[0] is not self.mib:
+            self._index = (self.mib, [o for o, _t, _v in self.mib])
+        i = bisect.bisect_right(self._index[1], oid)
         if i >= len(self.mib):
             return (oid, ber.END_OF_MIB_VIEW, None)
         return self.mib[i]
