@@ -154,7 +154,8 @@ def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
     user = ["--process-user=nobody", "--process-group=nogroup"] if root else []
     # After dropping to nobody, snmpsim can no longer import from a Python installed under
     # /root; load the one lazily imported module it needs (its index database) beforehand.
-    boot = ("import sys, dbm, dbm.dumb, encodings.latin_1, encodings.ascii, encodings.hex_codec; dbm._defaultmod = dbm.dumb; dbm._modules = {'dbm.dumb': dbm.dumb}; "
+    boot = ("import sys, dbm, dbm.dumb, encodings.latin_1, encodings.ascii, encodings.hex_codec; "
+            "dbm._defaultmod = dbm.dumb; dbm._modules = {'dbm.dumb': dbm.dumb}; "
             "from snmpsim.commands.responder import main; sys.argv[0] = 'snmpsim-command-responder'; "
             "sys.exit(main())")
     with open(log, "wb") as lf:
