@@ -65,9 +65,24 @@ VERSION_V1 = 0
 VERSION_V2C = 1
 
 ERROR_STATUS_NAMES = (
-    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess", "wrongType",
-    "wrongLength", "wrongEncoding", "wrongValue", "noCreation", "inconsistentValue",
-    "resourceUnavailable", "commitFailed", "undoFailed", "authorizationError", "notWritable",
+    "noError",
+    "tooBig",
+    "noSuchName",
+    "badValue",
+    "readOnly",
+    "genErr",
+    "noAccess",
+    "wrongType",
+    "wrongLength",
+    "wrongEncoding",
+    "wrongValue",
+    "noCreation",
+    "inconsistentValue",
+    "resourceUnavailable",
+    "commitFailed",
+    "undoFailed",
+    "authorizationError",
+    "notWritable",
     "inconsistentName",
 )
 
@@ -88,6 +103,7 @@ class Response:
 
 
 # -- OIDs -----------------------------------------------------------------------------------------
+
 
 def parse_oid(text: str) -> OID:
     """``"1.3.6.1.2.1.1.3.0"`` (leading dot allowed) -> tuple. Raises ValueError."""
@@ -185,6 +201,7 @@ def decode_oid(body: bytes) -> OID:
 
 # -- encoding -------------------------------------------------------------------------------------
 
+
 def _tlv(tag: int, body: bytes) -> bytes:
     n = len(body)
     if n < 0x80:
@@ -210,12 +227,17 @@ _NULL = b"\x05\x00"
 
 
 def _varbind_list(oids: list[OID] | tuple[OID, ...]) -> bytes:
-    return _tlv(SEQUENCE, b"".join(_tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, encode_oid_body(o)) + _NULL)
-                                   for o in oids))
+    return _tlv(SEQUENCE, b"".join(_tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, encode_oid_body(o)) + _NULL) for o in oids))
 
 
-def encode_pdu(pdu_type: int, request_id: int, oids: list[OID] | tuple[OID, ...], *,
-               non_repeaters: int = 0, max_repetitions: int = 0) -> bytes:
+def encode_pdu(
+    pdu_type: int,
+    request_id: int,
+    oids: list[OID] | tuple[OID, ...],
+    *,
+    non_repeaters: int = 0,
+    max_repetitions: int = 0,
+) -> bytes:
     """A Get/GetNext/GetBulk request PDU. For GetBulk the two integers replace error status and
     index (RFC 3416 section 3)."""
     if pdu_type == GET_BULK_REQUEST:
@@ -226,8 +248,14 @@ def encode_pdu(pdu_type: int, request_id: int, oids: list[OID] | tuple[OID, ...]
 
 
 def encode_request(
-    pdu_type: int, community: bytes, request_id: int, oids: list[OID] | tuple[OID, ...],
-    *, non_repeaters: int = 0, max_repetitions: int = 0, version: int = VERSION_V2C,
+    pdu_type: int,
+    community: bytes,
+    request_id: int,
+    oids: list[OID] | tuple[OID, ...],
+    *,
+    non_repeaters: int = 0,
+    max_repetitions: int = 0,
+    version: int = VERSION_V2C,
 ) -> bytes:
     """A v1/v2c request message."""
     pdu = encode_pdu(pdu_type, request_id, oids, non_repeaters=non_repeaters, max_repetitions=max_repetitions)
@@ -255,17 +283,25 @@ def encode_value(tag: int, value: Any) -> bytes:
 
 
 def encode_response(
-    community: bytes, request_id: int, varbinds: list[VarBind], *, error_status: int = 0,
-    error_index: int = 0, version: int = VERSION_V2C,
+    community: bytes,
+    request_id: int,
+    varbinds: list[VarBind],
+    *,
+    error_status: int = 0,
+    error_index: int = 0,
+    version: int = VERSION_V2C,
 ) -> bytes:
-    vbl = b"".join(_tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, encode_oid_body(o)) + encode_value(t, v))
-                   for o, t, v in varbinds)
-    pdu = _tlv(RESPONSE, encode_int(request_id) + encode_int(error_status) + encode_int(error_index)
-               + _tlv(SEQUENCE, vbl))
+    vbl = b"".join(
+        _tlv(SEQUENCE, _tlv(OBJECT_IDENTIFIER, encode_oid_body(o)) + encode_value(t, v)) for o, t, v in varbinds
+    )
+    pdu = _tlv(
+        RESPONSE, encode_int(request_id) + encode_int(error_status) + encode_int(error_index) + _tlv(SEQUENCE, vbl)
+    )
     return _tlv(SEQUENCE, encode_int(version) + _tlv(OCTET_STRING, community) + pdu)
 
 
 # -- decoding -------------------------------------------------------------------------------------
+
 
 def _header(data: bytes, pos: int, end: int, want: int | None) -> tuple[int, int, int]:
     """(tag, body_start, body_end) of the TLV at ``pos``; the body must fit before ``end``."""
@@ -282,7 +318,7 @@ def _header(data: bytes, pos: int, end: int, want: int | None) -> tuple[int, int
             raise MalformedReply("unsupported length encoding")
         if pos + k > end:
             raise MalformedReply("truncated length")
-        n = int.from_bytes(data[pos:pos + k], "big")
+        n = int.from_bytes(data[pos : pos + k], "big")
         pos += k
     if pos + n > end:
         raise MalformedReply("length runs past the end of the message")
@@ -348,7 +384,7 @@ def _decode(data: bytes) -> Response:
             k = n & 0x7F
             if k == 0 or k > 3 or pos + k > vend:
                 raise MalformedReply("bad variable binding length")
-            n = int.from_bytes(data[pos:pos + k], "big")
+            n = int.from_bytes(data[pos : pos + k], "big")
             pos += k
         vbend = pos + n
         if vbend > vend:
@@ -362,7 +398,7 @@ def _decode(data: bytes) -> Response:
             k = n & 0x7F
             if k == 0 or k > 3 or pos + k > vbend:
                 raise MalformedReply("bad OID length")
-            n = int.from_bytes(data[pos:pos + k], "big")
+            n = int.from_bytes(data[pos : pos + k], "big")
             pos += k
         oend = pos + n
         if oend > vbend:
@@ -382,7 +418,7 @@ def _decode(data: bytes) -> Response:
             k = n & 0x7F
             if k == 0 or k > 3 or pos + k > vbend:
                 raise MalformedReply("bad value length")
-            n = int.from_bytes(data[pos:pos + k], "big")
+            n = int.from_bytes(data[pos : pos + k], "big")
             pos += k
         e = pos + n
         if e != vbend:

@@ -40,49 +40,99 @@ _IFX = parse_oid("1.3.6.1.2.1.31.1.1.1")
 IF_DESCR, IF_SPEED, IF_ADMIN, IF_OPER = (*_IF, 2), (*_IF, 5), (*_IF, 7), (*_IF, 8)
 IF_IN_OCTETS, IF_IN_DISCARDS, IF_IN_ERRORS = (*_IF, 10), (*_IF, 13), (*_IF, 14)
 IF_OUT_OCTETS, IF_OUT_DISCARDS, IF_OUT_ERRORS = (*_IF, 16), (*_IF, 19), (*_IF, 20)
-IF_NAME, IF_HC_IN, IF_HC_OUT, IF_HIGH_SPEED, IF_ALIAS = ((*_IFX, 1), (*_IFX, 6), (*_IFX, 10), (*_IFX, 15),
-                                                         (*_IFX, 18))
-IF_MIB_COLUMNS = [IF_NAME, IF_DESCR, IF_ALIAS, IF_ADMIN, IF_OPER, IF_SPEED, IF_HIGH_SPEED,
-                  IF_HC_IN, IF_HC_OUT, IF_IN_ERRORS, IF_OUT_ERRORS, IF_IN_DISCARDS, IF_OUT_DISCARDS]
+IF_NAME, IF_HC_IN, IF_HC_OUT, IF_HIGH_SPEED, IF_ALIAS = ((*_IFX, 1), (*_IFX, 6), (*_IFX, 10), (*_IFX, 15), (*_IFX, 18))
+IF_MIB_COLUMNS = [
+    IF_NAME,
+    IF_DESCR,
+    IF_ALIAS,
+    IF_ADMIN,
+    IF_OPER,
+    IF_SPEED,
+    IF_HIGH_SPEED,
+    IF_HC_IN,
+    IF_HC_OUT,
+    IF_IN_ERRORS,
+    IF_OUT_ERRORS,
+    IF_IN_DISCARDS,
+    IF_OUT_DISCARDS,
+]
 IF_MIB_COLUMNS_V1 = [c for c in IF_MIB_COLUMNS if c not in (IF_HC_IN, IF_HC_OUT)] + [IF_IN_OCTETS, IF_OUT_OCTETS]
 GAUGE32_MAX = 0xFFFFFFFF
 
 IFACE = ("interface", "alias")
 METRICS = (
-    MetricSpec("continuity_device_up", "gauge",
-               "1 if the SNMP device answered this run (sysUpTime read), 0 if not; the reason is in "
-               "continuity_target_errors_total."),
-    MetricSpec("continuity_device_uptime_seconds", "gauge",
-               "Time since the device's SNMP agent (re)started, from sysUpTime; going back means a "
-               "restart, and counters restarted with it.", "seconds"),
-    MetricSpec("continuity_interface_up", "gauge", "1 if the interface is operationally up (ifOperStatus up), "
-               "else 0.", labels=IFACE),
-    MetricSpec("continuity_interface_admin_up", "gauge", "1 if the interface is administratively up "
-               "(ifAdminStatus up), else 0.", labels=IFACE),
-    MetricSpec("continuity_interface_speed_bits_per_second", "gauge",
-               "Interface speed as the device reports it (ifHighSpeed, or ifSpeed).", "bits_per_second",
-               labels=IFACE),
-    MetricSpec("continuity_interface_receive_bytes_total", "counter",
-               "Bytes received, as the device counts them (ifHCInOctets, or 32-bit ifInOctets).", "bytes",
-               labels=IFACE),
-    MetricSpec("continuity_interface_transmit_bytes_total", "counter",
-               "Bytes sent, as the device counts them (ifHCOutOctets, or 32-bit ifOutOctets).", "bytes",
-               labels=IFACE),
-    MetricSpec("continuity_interface_errors_total", "counter",
-               "Packets with errors (ifInErrors, ifOutErrors).", labels=(*IFACE, "direction")),
-    MetricSpec("continuity_interface_discards_total", "counter",
-               "Packets discarded without an error, e.g. for lack of buffers (ifInDiscards, ifOutDiscards).",
-               labels=(*IFACE, "direction")),
+    MetricSpec(
+        "continuity_device_up",
+        "gauge",
+        "1 if the SNMP device answered this run (sysUpTime read), 0 if not; the reason is in "
+        "continuity_target_errors_total.",
+    ),
+    MetricSpec(
+        "continuity_device_uptime_seconds",
+        "gauge",
+        "Time since the device's SNMP agent (re)started, from sysUpTime; going back means a "
+        "restart, and counters restarted with it.",
+        "seconds",
+    ),
+    MetricSpec(
+        "continuity_interface_up",
+        "gauge",
+        "1 if the interface is operationally up (ifOperStatus up), else 0.",
+        labels=IFACE,
+    ),
+    MetricSpec(
+        "continuity_interface_admin_up",
+        "gauge",
+        "1 if the interface is administratively up (ifAdminStatus up), else 0.",
+        labels=IFACE,
+    ),
+    MetricSpec(
+        "continuity_interface_speed_bits_per_second",
+        "gauge",
+        "Interface speed as the device reports it (ifHighSpeed, or ifSpeed).",
+        "bits_per_second",
+        labels=IFACE,
+    ),
+    MetricSpec(
+        "continuity_interface_receive_bytes_total",
+        "counter",
+        "Bytes received, as the device counts them (ifHCInOctets, or 32-bit ifInOctets).",
+        "bytes",
+        labels=IFACE,
+    ),
+    MetricSpec(
+        "continuity_interface_transmit_bytes_total",
+        "counter",
+        "Bytes sent, as the device counts them (ifHCOutOctets, or 32-bit ifOutOctets).",
+        "bytes",
+        labels=IFACE,
+    ),
+    MetricSpec(
+        "continuity_interface_errors_total",
+        "counter",
+        "Packets with errors (ifInErrors, ifOutErrors).",
+        labels=(*IFACE, "direction"),
+    ),
+    MetricSpec(
+        "continuity_interface_discards_total",
+        "counter",
+        "Packets discarded without an error, e.g. for lack of buffers (ifInDiscards, ifOutDiscards).",
+        labels=(*IFACE, "direction"),
+    ),
 )
 
-_EXCEPTION_REASONS = {ber.NO_SUCH_OBJECT: NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE: NO_SUCH_INSTANCE,
-                      ber.END_OF_MIB_VIEW: END_OF_MIB_VIEW}
+_EXCEPTION_REASONS = {
+    ber.NO_SUCH_OBJECT: NO_SUCH_OBJECT,
+    ber.NO_SUCH_INSTANCE: NO_SUCH_INSTANCE,
+    ber.END_OF_MIB_VIEW: END_OF_MIB_VIEW,
+}
 _NUMERIC = (ber.INTEGER, ber.COUNTER32, ber.GAUGE32, ber.TIMETICKS, ber.COUNTER64)
 
 
 def mapping_spec(m: OidMapping) -> MetricSpec:
-    return MetricSpec(m.metric_name, m.type, m.help or f"SNMP OID {m.oid} (mapped in the agent config).",
-                      labels=m.labels)
+    return MetricSpec(
+        m.metric_name, m.type, m.help or f"SNMP OID {m.oid} (mapped in the agent config).", labels=m.labels
+    )
 
 
 def _text(v: tuple[int, Any] | None) -> str:
@@ -118,11 +168,19 @@ class SnmpCollector(Collector):
         self.sh.users += 1
         self._closed = False
         self.budget = max(0.05, timeout * 0.9 - 0.05)
-        self.request_timeout = (t.request_timeout if t.request_timeout is not None
-                                else min(5.0, max(0.1, self.budget / (t.retries + 1))))
+        self.request_timeout = (
+            t.request_timeout if t.request_timeout is not None else min(5.0, max(0.1, self.budget / (t.retries + 1)))
+        )
         self.session: Session = self._make_session()
-        self._filters = [[re.compile(p) for p in ps] for ps in (
-            t.interfaces.include, t.interfaces.exclude, t.interfaces.alias_include, t.interfaces.alias_exclude)]
+        self._filters = [
+            [re.compile(p) for p in ps]
+            for ps in (
+                t.interfaces.include,
+                t.interfaces.exclude,
+                t.interfaces.alias_include,
+                t.interfaces.alias_exclude,
+            )
+        ]
         self._scalar_maps = [m for m in t.metrics if not m.index_label]
         self._table_maps = [m for m in t.metrics if m.index_label]
         problems = register_dynamic([mapping_spec(m) for m in t.metrics])
@@ -133,8 +191,9 @@ class SnmpCollector(Collector):
     def _make_session(self) -> Session:
         t, a = self.target, self.auth
         if isinstance(a, SnmpV2cAuth) and t.v2c_engine == "builtin":
-            return BuiltinV2cSession(self.sh, t.host, t.port, a.community.reveal().encode(),
-                                     timeout=self.request_timeout, retries=t.retries)
+            return BuiltinV2cSession(
+                self.sh, t.host, t.port, a.community.reveal().encode(), timeout=self.request_timeout, retries=t.retries
+            )
         return PysnmpSession(self.sh, t, a, timeout=self.request_timeout, retries=t.retries)
 
     @classmethod
@@ -157,9 +216,13 @@ class SnmpCollector(Collector):
                     continue
                 for om in other.metrics:
                     if om.metric_name == spec.name and mapping_spec(om) != spec:
-                        out.append((f"metrics[{i}].name",
-                                    f"{spec.name} is mapped differently on target {other.name!r} "
-                                    "(type, help and labels must match)"))
+                        out.append(
+                            (
+                                f"metrics[{i}].name",
+                                f"{spec.name} is mapped differently on target {other.name!r} "
+                                "(type, help and labels must match)",
+                            )
+                        )
                         break
         return out
 
@@ -200,17 +263,30 @@ class SnmpCollector(Collector):
         failure: tuple[str, str] | None = None
         try:
             async with asyncio.timeout(self.budget):
-                await walk(self.session, scalars, columns, max_repetitions=t.max_repetitions,
-                           max_oids=t.max_oids_per_request, max_rows=t.max_interfaces,
-                           rows_hint=IF_NUMBER, result=res)
+                await walk(
+                    self.session,
+                    scalars,
+                    columns,
+                    max_repetitions=t.max_repetitions,
+                    max_oids=t.max_oids_per_request,
+                    max_rows=t.max_interfaces,
+                    rows_hint=IF_NUMBER,
+                    result=res,
+                )
                 if res.failure is None and "if_mib" in t.modules and not self.v1 and self._needs_32bit(res):
                     fallback = WalkResult()
-                    await walk(self.session, [], [IF_IN_OCTETS, IF_OUT_OCTETS], max_repetitions=t.max_repetitions,
-                               max_oids=t.max_oids_per_request, max_rows=t.max_interfaces,
-                               rows_hint=None, result=fallback)
+                    await walk(
+                        self.session,
+                        [],
+                        [IF_IN_OCTETS, IF_OUT_OCTETS],
+                        max_repetitions=t.max_repetitions,
+                        max_oids=t.max_oids_per_request,
+                        max_rows=t.max_interfaces,
+                        rows_hint=None,
+                        result=fallback,
+                    )
         except TimeoutError:
-            failure = ("timeout", f"no complete answer within {self.budget:.1f}s "
-                                  f"({res.requests} request(s) answered)")
+            failure = ("timeout", f"no complete answer within {self.budget:.1f}s ({res.requests} request(s) answered)")
         if res.failure is not None:
             failure = (res.failure.reason, res.failure.message)
         elif fallback is not None and fallback.failure is not None:
@@ -224,24 +300,32 @@ class SnmpCollector(Collector):
         rows = set(res.tables.get(IF_DESCR, {})) | set(res.tables.get(IF_NAME, {}))
         return bool(rows) and any(idx not in hc_in for idx in rows)
 
-    def _build(self, out: Collected, res: WalkResult, fallback: WalkResult | None,
-               failure: tuple[str, str] | None) -> None:
+    def _build(
+        self, out: Collected, res: WalkResult, fallback: WalkResult | None, failure: tuple[str, str] | None
+    ) -> None:
         t = self.target
         problems: dict[str, list[str]] = defaultdict(list)
         for reason, msg in res.problems + (fallback.problems if fallback else []):
             problems[reason].append(msg)
         uptime = res.scalars.get(SYS_UPTIME)
         up = uptime is not None and uptime[0] == ber.TIMETICKS and isinstance(uptime[1], int)
-        out.info.update({"host": f"{t.host}:{t.port}", "engine": self._engine_name(),
-                         "requests": res.requests + (fallback.requests if fallback else 0),
-                         "getbulk_requests": self.session.bulk_requests,
-                         "varbinds": res.varbinds + (fallback.varbinds if fallback else 0)})
+        out.info.update(
+            {
+                "host": f"{t.host}:{t.port}",
+                "engine": self._engine_name(),
+                "requests": res.requests + (fallback.requests if fallback else 0),
+                "getbulk_requests": self.session.bulk_requests,
+                "varbinds": res.varbinds + (fallback.varbinds if fallback else 0),
+            }
+        )
         if not up:
             out.add("continuity_device_up", 0)
             if failure is None:
                 got = uptime[0] if uptime else ber.NO_SUCH_OBJECT
-                failure = (_EXCEPTION_REASONS.get(got, MALFORMED_REPLY),
-                           "device answered but sysUpTime.0 is missing or not TimeTicks")
+                failure = (
+                    _EXCEPTION_REASONS.get(got, MALFORMED_REPLY),
+                    "device answered but sysUpTime.0 is missing or not TimeTicks",
+                )
             out.partial_errors.append((failure[0], f"{t.name}: {failure[1]}"))
             return
         assert uptime is not None
@@ -249,8 +333,10 @@ class SnmpCollector(Collector):
         secs = uptime[1] / 100.0
         out.add("continuity_device_uptime_seconds", secs)
         if self._last_uptime is not None and secs < self._last_uptime:
-            out.info["restart_detected"] = (f"sysUpTime went back from {self._last_uptime:.0f}s to {secs:.0f}s: "
-                                            "device or agent restarted; its counters restarted too")
+            out.info["restart_detected"] = (
+                f"sysUpTime went back from {self._last_uptime:.0f}s to {secs:.0f}s: "
+                "device or agent restarted; its counters restarted too"
+            )
         self._last_uptime = secs
         out.info["sys_name"] = _text(res.scalars.get(SYS_NAME))
         out.info["uptime_seconds"] = secs
@@ -269,8 +355,9 @@ class SnmpCollector(Collector):
             return "builtin-v2c"
         return "pysnmp-" + ("v1" if isinstance(a, SnmpV1Auth) else "v2c" if isinstance(a, SnmpV2cAuth) else "v3")
 
-    def _interfaces(self, out: Collected, res: WalkResult, fallback: WalkResult | None,
-                    problems: dict[str, list[str]]) -> None:
+    def _interfaces(
+        self, out: Collected, res: WalkResult, fallback: WalkResult | None, problems: dict[str, list[str]]
+    ) -> None:
         tb = res.tables
         fb = fallback.tables if fallback else {}
         indexes: set[OID] = set()
@@ -283,8 +370,11 @@ class SnmpCollector(Collector):
             return
         names: dict[OID, str] = {}
         for idx in indexes:
-            names[idx] = (_text(tb[IF_NAME].get(idx)) if IF_NAME in tb else "") or _text(tb[IF_DESCR].get(idx)) \
+            names[idx] = (
+                (_text(tb[IF_NAME].get(idx)) if IF_NAME in tb else "")
+                or _text(tb[IF_DESCR].get(idx))
                 or f"ifIndex{_index_label(idx)}"
+            )
         counts: dict[str, int] = defaultdict(int)
         for n in names.values():
             counts[n] += 1
@@ -299,15 +389,24 @@ class SnmpCollector(Collector):
             admin = _num(tb[IF_ADMIN].get(idx)) if IF_ADMIN in tb else None
             oper = _num(tb[IF_OPER].get(idx)) if IF_OPER in tb else None
             speed = self._speed(tb, idx)
-            keep = ((not inc or any(p.fullmatch(name) for p in inc))
-                    and not any(p.fullmatch(name) for p in exc)
-                    and (not ainc or any(p.fullmatch(alias) for p in ainc))
-                    and not any(p.fullmatch(alias) for p in aexc)
-                    and (f.include_admin_down or admin != 2))
-            listing.append({"index": _index_label(idx), "interface": name, "alias": alias,
-                            "admin": {1: "up", 2: "down", 3: "testing"}.get(admin or 0, str(admin)),
-                            "oper": _OPER.get(oper or 0, str(oper)), "speed_bits_per_second": speed,
-                            "exposed": keep})
+            keep = (
+                (not inc or any(p.fullmatch(name) for p in inc))
+                and not any(p.fullmatch(name) for p in exc)
+                and (not ainc or any(p.fullmatch(alias) for p in ainc))
+                and not any(p.fullmatch(alias) for p in aexc)
+                and (f.include_admin_down or admin != 2)
+            )
+            listing.append(
+                {
+                    "index": _index_label(idx),
+                    "interface": name,
+                    "alias": alias,
+                    "admin": {1: "up", 2: "down", 3: "testing"}.get(admin or 0, str(admin)),
+                    "oper": _OPER.get(oper or 0, str(oper)),
+                    "speed_bits_per_second": speed,
+                    "exposed": keep,
+                }
+            )
             if not keep:
                 continue
             lb = {"interface": name, "alias": alias}
@@ -358,8 +457,10 @@ class SnmpCollector(Collector):
                     problems[NO_SUCH_OBJECT].append(f"{m.oid} ({m.metric_name}) not read")
                 continue
             if v[0] in ber.EXCEPTIONS:
-                problems[_EXCEPTION_REASONS[v[0]]].append(f"{m.oid} ({m.metric_name}): device has no such "
-                                                          f"{'instance' if v[0] == ber.NO_SUCH_INSTANCE else 'object'}")
+                problems[_EXCEPTION_REASONS[v[0]]].append(
+                    f"{m.oid} ({m.metric_name}): device has no such "
+                    f"{'instance' if v[0] == ber.NO_SUCH_INSTANCE else 'object'}"
+                )
                 continue
             self._emit(out, m, v, {}, problems)
         for m in self._table_maps:
@@ -373,8 +474,9 @@ class SnmpCollector(Collector):
                 self._emit(out, m, rows[idx], {m.index_label: _index_label(idx)}, problems)
 
     @staticmethod
-    def _emit(out: Collected, m: OidMapping, v: tuple[int, Any], labels: dict[str, str],
-              problems: dict[str, list[str]]) -> None:
+    def _emit(
+        out: Collected, m: OidMapping, v: tuple[int, Any], labels: dict[str, str], problems: dict[str, list[str]]
+    ) -> None:
         num: float | None = None
         if v[0] in _NUMERIC and isinstance(v[1], int):
             num = float(v[1])

@@ -106,7 +106,7 @@ class OidMapping(StrictModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if v.startswith(METRIC_PREFIX):
-            v = v[len(METRIC_PREFIX):]
+            v = v[len(METRIC_PREFIX) :]
         if not _SUFFIX_RE.match(v) or len(v) > 100:
             raise ValueError(f"metric name {v!r} must be lower_snake_case (a-z, 0-9, _), starting with a letter")
         return v

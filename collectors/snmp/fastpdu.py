@@ -78,8 +78,13 @@ class _Decoder(types.SimpleNamespace):
         if _pending and isinstance(asn1Spec, self._scoped_cls) and isinstance(substrate, bytes | bytearray):
             data = bytes(substrate)
             parts = _split_scoped(data)
-            if (parts is not None and parts[2] == ber.RESPONSE and parts[3] in _pending
-                    and 0 <= parts[4] < len(ber.ERROR_STATUS_NAMES) and 0 <= parts[5] <= ber.MAX_VARBINDS):
+            if (
+                parts is not None
+                and parts[2] == ber.RESPONSE
+                and parts[3] in _pending
+                and 0 <= parts[4] < len(ber.ERROR_STATUS_NAMES)
+                and 0 <= parts[5] <= ber.MAX_VARBINDS
+            ):
                 engine_id, ctx_name, _tag, rid, status, index, pdu_bytes = parts
                 try:
                     # Reuse the v2c message decoder on a synthetic message wrapping the PDU bytes.
@@ -150,8 +155,9 @@ def install() -> bool:
         sp.setComponentByPosition(0, engine_id)
         sp.setComponentByPosition(1, ctx_name)
         sp.setComponentByPosition(2)
-        sp.getComponentByPosition(2).setComponentByType(pdu.tagSet, pdu, verifyConstraints=False,
-                                                        matchTags=False, matchConstraints=False)
+        sp.getComponentByPosition(2).setComponentByType(
+            pdu.tagSet, pdu, verifyConstraints=False, matchTags=False, matchConstraints=False
+        )
         return sp
 
     service.decoder = _Decoder(pyasn1_decoder, ScopedPDU, build)

@@ -36,9 +36,21 @@ SNMP_ERROR = "snmp_error"
 UNREACHABLE = "unreachable"
 
 REASONS = (
-    TIMEOUT, UNKNOWN_USER_NAME, WRONG_DIGEST, DECRYPTION_ERROR, NOT_IN_TIME_WINDOW, UNKNOWN_ENGINE_ID,
-    UNSUPPORTED_SECURITY_LEVEL, NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW, MALFORMED_REPLY,
-    OID_NOT_INCREASING, LIMIT_EXCEEDED, SNMP_ERROR, UNREACHABLE,
+    TIMEOUT,
+    UNKNOWN_USER_NAME,
+    WRONG_DIGEST,
+    DECRYPTION_ERROR,
+    NOT_IN_TIME_WINDOW,
+    UNKNOWN_ENGINE_ID,
+    UNSUPPORTED_SECURITY_LEVEL,
+    NO_SUCH_OBJECT,
+    NO_SUCH_INSTANCE,
+    END_OF_MIB_VIEW,
+    MALFORMED_REPLY,
+    OID_NOT_INCREASING,
+    LIMIT_EXCEEDED,
+    SNMP_ERROR,
+    UNREACHABLE,
 )
 
 MAX_CONCURRENT_REQUESTS = 256  # global bound on SNMP requests in flight, all targets together
@@ -129,8 +141,7 @@ async def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
 class BuiltinV2cSession(Session):
     """v2c through the agent's own codec and shared UDP socket."""
 
-    def __init__(self, sh: SnmpShared, host: str, port: int, community: bytes, *,
-                 timeout: float, retries: int) -> None:
+    def __init__(self, sh: SnmpShared, host: str, port: int, community: bytes, *, timeout: float, retries: int) -> None:
         super().__init__()
         self.sh = sh
         self.host, self.port = host, port
@@ -160,8 +171,10 @@ class BuiltinV2cSession(Session):
         except OSError as e:
             raise SnmpFailure(UNREACHABLE, f"cannot send to {self.host}:{self.port}: {e.strerror or e}") from None
         if resp.version != ber.VERSION_V2C or resp.pdu_type != ber.RESPONSE:
-            raise SnmpFailure(MALFORMED_REPLY, f"reply is not a v2c Response PDU (version {resp.version}, "
-                                               f"PDU tag 0x{resp.pdu_type:02x})")
+            raise SnmpFailure(
+                MALFORMED_REPLY,
+                f"reply is not a v2c Response PDU (version {resp.version}, PDU tag 0x{resp.pdu_type:02x})",
+            )
         if resp.error_status:
             raise _status_failure(resp.error_status, resp.error_index, oids)
         return resp.varbinds
@@ -211,7 +224,7 @@ _MESSAGES = {
     NOT_IN_TIME_WINDOW: "message outside the device's time window (usmStatsNotInTimeWindows)",
     UNKNOWN_ENGINE_ID: "device reported an unknown engine ID (usmStatsUnknownEngineIDs)",
     UNSUPPORTED_SECURITY_LEVEL: "device does not support this security level for the user "
-                                "(usmStatsUnsupportedSecLevels)",
+    "(usmStatsUnsupportedSecLevels)",
 }
 
 
@@ -240,14 +253,21 @@ def from_pyasn1(value: Any) -> tuple[int, Any]:
 
 
 _AUTH_PROTOCOLS = {
-    "MD5": "usmHMACMD5AuthProtocol", "SHA": "usmHMACSHAAuthProtocol",
-    "SHA224": "usmHMAC128SHA224AuthProtocol", "SHA256": "usmHMAC192SHA256AuthProtocol",
-    "SHA384": "usmHMAC256SHA384AuthProtocol", "SHA512": "usmHMAC384SHA512AuthProtocol",
+    "MD5": "usmHMACMD5AuthProtocol",
+    "SHA": "usmHMACSHAAuthProtocol",
+    "SHA224": "usmHMAC128SHA224AuthProtocol",
+    "SHA256": "usmHMAC192SHA256AuthProtocol",
+    "SHA384": "usmHMAC256SHA384AuthProtocol",
+    "SHA512": "usmHMAC384SHA512AuthProtocol",
 }
 _PRIV_PROTOCOLS = {
-    "DES": "usmDESPrivProtocol", "AES": "usmAesCfb128Protocol", "AES128": "usmAesCfb128Protocol",
-    "AES192": "usmAesBlumenthalCfb192Protocol", "AES256": "usmAesBlumenthalCfb256Protocol",
-    "AES192C": "usmAesCfb192Protocol", "AES256C": "usmAesCfb256Protocol",
+    "DES": "usmDESPrivProtocol",
+    "AES": "usmAesCfb128Protocol",
+    "AES128": "usmAesCfb128Protocol",
+    "AES192": "usmAesBlumenthalCfb192Protocol",
+    "AES256": "usmAesBlumenthalCfb256Protocol",
+    "AES192C": "usmAesCfb192Protocol",
+    "AES256C": "usmAesCfb256Protocol",
 }
 
 
@@ -273,30 +293,44 @@ def auth_data(auth: SnmpV1Auth | SnmpV2cAuth | SnmpV3Auth) -> Any:
 class PysnmpSession(Session):
     """pysnmp's command generators on the shared SnmpEngine (message-level API, no MIB lookups)."""
 
-    def __init__(self, sh: SnmpShared, target: SnmpTarget, auth: SnmpV1Auth | SnmpV2cAuth | SnmpV3Auth, *,
-                 timeout: float, retries: int, fast_v3: bool = True) -> None:
+    def __init__(
+        self,
+        sh: SnmpShared,
+        target: SnmpTarget,
+        auth: SnmpV1Auth | SnmpV2cAuth | SnmpV3Auth,
+        *,
+        timeout: float,
+        retries: int,
+        fast_v3: bool = True,
+    ) -> None:
         super().__init__()
         self.sh = sh
         self.target = target
         self.auth = auth
         self.bulk = not isinstance(auth, SnmpV1Auth)
         self.timeout, self.retries = timeout, retries
-        self.context_name = (target.context_name if target.context_name is not None
-                             else getattr(auth, "context_name", "")) or ""
+        self.context_name = (
+            target.context_name if target.context_name is not None else getattr(auth, "context_name", "")
+        ) or ""
         self._auth_data = auth_data(auth)
         self._transport: Any = None
         self._names: tuple[str, str] | None = None
-        self._lock: asyncio.Lock | None = None
         self._diagnosed = False
         # v3 replies to our requests get their varbinds decoded by the agent's codec (fastpdu).
         self.fast_v3 = isinstance(auth, SnmpV3Auth) and fast_v3 and fastpdu.install()
         # Our own request encoding is spliced in where USM encodes the ScopedPDU to encrypt it.
         self.fast_encode = self.fast_v3 and isinstance(auth, SnmpV3Auth) and auth.security_level == "authPriv"
         if isinstance(auth, SnmpV3Auth):
-            creds = sh.usm_credentials.setdefault(auth.username, set())
-            creds.add(auth)
-            if len(creds) > 1:
-                self._lock = sh.usm_locks.setdefault(auth.username, asyncio.Lock())
+            sh.usm_credentials.setdefault(auth.username, set()).add(auth)
+
+    @property
+    def _lock(self) -> asyncio.Lock | None:
+        """Held around each request while another target uses the same v3 user name with other
+        credentials (looked up per request: the other target may have been added later)."""
+        a = self.auth
+        if not isinstance(a, SnmpV3Auth) or len(self.sh.usm_credentials.get(a.username, ())) < 2:
+            return None
+        return self.sh.usm_locks.setdefault(a.username, asyncio.Lock())
 
     async def _setup(self) -> tuple[Any, str]:
         from pysnmp.hlapi.v3arch.asyncio import Udp6TransportTarget, UdpTransportTarget
@@ -316,8 +350,9 @@ class PysnmpSession(Session):
         return engine, addr_name
 
     async def _run(self, kind: str, oids: list[OID], nr: int = 0, mr: int = 0) -> list[VarBind]:
-        if self._lock is not None:
-            async with self._lock:
+        lock = self._lock
+        if lock is not None:
+            async with lock:
                 return await self._run_unlocked(kind, oids, nr, mr)
         return await self._run_unlocked(kind, oids, nr, mr)
 
@@ -361,8 +396,17 @@ class PysnmpSession(Session):
                     v2c.apiPDU.set_varbinds(pdu, vb_pysnmp)
                     cb_ctx = (cb, None)
                 fast_rid = int(v2c.apiPDU.get_request_id(pdu))
-                mine = (ber.encode_pdu(ber.GET_BULK_REQUEST if kind == "bulk" else ber.GET_REQUEST, fast_rid, oids,
-                                       non_repeaters=nr, max_repetitions=mr) if self.fast_encode else None)
+                mine = (
+                    ber.encode_pdu(
+                        ber.GET_BULK_REQUEST if kind == "bulk" else ber.GET_REQUEST,
+                        fast_rid,
+                        oids,
+                        non_repeaters=nr,
+                        max_repetitions=mr,
+                    )
+                    if self.fast_encode
+                    else None
+                )
                 fastpdu.register(fast_rid, mine)
                 try:
                     gen.send_pdu(engine, addr_name, None, ctx_name, pdu, gen.process_response_varbinds, cb_ctx)
@@ -380,7 +424,8 @@ class PysnmpSession(Session):
             elif kind == "bulk":
                 self.bulk_requests += 1
                 cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(
-                    engine, addr_name, None, ctx_name, nr, mr, vb_in, cb)
+                    engine, addr_name, None, ctx_name, nr, mr, vb_in, cb
+                )
                 err, status, index, vbs = await fut
             elif kind == "next":
                 cmdgen.NextCommandGeneratorSingleRun().send_varbinds(engine, addr_name, None, ctx_name, vb_in, cb)
@@ -429,13 +474,21 @@ class PysnmpSession(Session):
             return None
         engine = SnmpEngine()
         try:
-            probe = hauth.UsmUserData(a.username, authKey=a.auth_password.reveal(),
-                                      authProtocol=getattr(hauth, _AUTH_PROTOCOLS[a.auth_protocol]))
+            probe = hauth.UsmUserData(
+                a.username,
+                authKey=a.auth_password.reveal(),
+                authProtocol=getattr(hauth, _AUTH_PROTOCOLS[a.auth_protocol]),
+            )
             tgt = type(self._transport)
             target = await tgt.create(self._transport.transport_address, timeout=self.timeout, retries=0)
             err, status, _idx, _vbs = await get_cmd(
-                engine, probe, target, ContextData(contextName=self.context_name.encode()),
-                ObjectType(ObjectIdentity(ObjectName((1, 3, 6, 1, 2, 1, 1, 3, 0)))), lookupMib=False)
+                engine,
+                probe,
+                target,
+                ContextData(contextName=self.context_name.encode()),
+                ObjectType(ObjectIdentity(ObjectName((1, 3, 6, 1, 2, 1, 1, 3, 0)))),
+                lookupMib=False,
+            )
         except Exception:  # noqa: BLE001 - a failed diagnosis leaves the timeout as it was
             return None
         finally:
@@ -447,11 +500,14 @@ class PysnmpSession(Session):
                 return None
             if reason == UNSUPPORTED_SECURITY_LEVEL:
                 return DECRYPTION_ERROR, _MESSAGES[DECRYPTION_ERROR].replace(
-                    "(usmStatsDecryptionErrors)", "(no answer to authPriv; the device authenticates this user)")
+                    "(usmStatsDecryptionErrors)", "(no answer to authPriv; the device authenticates this user)"
+                )
             return reason, _MESSAGES.get(reason, str(err))
-        return DECRYPTION_ERROR, ("decryption failed: wrong priv_password or priv_protocol (no answer to "
-                                  "authPriv, while an authNoPriv request with the same user was "
-                                  f"{'answered' if not status else 'authenticated and refused'})")
+        return DECRYPTION_ERROR, (
+            "decryption failed: wrong priv_password or priv_protocol (no answer to "
+            "authPriv, while an authNoPriv request with the same user was "
+            f"{'answered' if not status else 'authenticated and refused'})"
+        )
 
     async def get(self, oids: list[OID]) -> list[VarBind]:
         # v1 reports a missing object as noSuchName for the whole request: drop it and ask again.

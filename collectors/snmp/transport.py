@@ -58,7 +58,8 @@ class V2cTransport:
             try:
                 local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(self), local_addr=local, family=family)
+                    lambda: _Protocol(self), local_addr=local, family=family
+                )
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     try:
@@ -107,8 +108,9 @@ class V2cTransport:
         except MalformedReply as e:
             fut.set_exception(e)
 
-    async def request(self, addr: Addr, family: int, build: Callable[[int], bytes], *,
-                      timeout: float, retries: int) -> Response:
+    async def request(
+        self, addr: Addr, family: int, build: Callable[[int], bytes], *, timeout: float, retries: int
+    ) -> Response:
         """Send ``build(request_id)`` to ``addr``; resend the same datagram on timeout."""
         ep = await self._endpoint(family)
         loop = asyncio.get_running_loop()

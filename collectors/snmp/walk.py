@@ -39,7 +39,7 @@ class WalkResult:
 
 
 def _chunks(items: list[OID], n: int) -> list[list[OID]]:
-    return [items[i:i + n] for i in range(0, len(items), n)]
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
 async def walk(
@@ -65,8 +65,16 @@ async def walk(
     return res
 
 
-async def _walk(session: Session, res: WalkResult, scalars: list[OID], columns: list[OID],
-                max_repetitions: int, max_oids: int, max_rows: int, rows_hint: OID | None) -> None:
+async def _walk(
+    session: Session,
+    res: WalkResult,
+    scalars: list[OID],
+    columns: list[OID],
+    max_repetitions: int,
+    max_oids: int,
+    max_rows: int,
+    rows_hint: OID | None,
+) -> None:
     active: dict[OID, OID] = {c: c for c in columns}  # column -> last OID seen
     # Instances ending in .0 can be read as GETBULK non-repeaters (GETNEXT of the parent);
     # anything else, and everything on v1, is read with GET.
@@ -91,18 +99,18 @@ async def _walk(session: Session, res: WalkResult, scalars: list[OID], columns: 
         res.varbinds += len(vbs)
         for want, (oid, tag, value) in zip(chunk, vbs, strict=False):
             if oid != want:
-                raise SnmpFailure(MALFORMED_REPLY, f"GET for {ber.format_oid(want)} answered "
-                                                   f"{ber.format_oid(oid)}")
+                raise SnmpFailure(MALFORMED_REPLY, f"GET for {ber.format_oid(want)} answered {ber.format_oid(oid)}")
             res.scalars[want] = (tag, value)
             hint_from(oid, tag, value)
 
     while active or nonrep:
         if res.requests >= budget:
-            res.problems.append((LIMIT_EXCEEDED, f"walk stopped after {res.requests} requests "
-                                                 f"({len(active)} column(s) unfinished)"))
+            res.problems.append(
+                (LIMIT_EXCEEDED, f"walk stopped after {res.requests} requests ({len(active)} column(s) unfinished)")
+            )
             return
-        nr = nonrep[:max_oids - 1] if active and max_oids > 1 else nonrep[:max_oids]
-        nonrep = nonrep[len(nr):]
+        nr = nonrep[: max_oids - 1] if active and max_oids > 1 else nonrep[:max_oids]
+        nonrep = nonrep[len(nr) :]
         room = max_oids - len(nr)
         # Served columns move to the end of ``active``, so this takes turns through them.
         cols = list(active)[:room] if room > 0 else []
@@ -129,7 +137,7 @@ async def _walk(session: Session, res: WalkResult, scalars: list[OID], columns: 
                 hint_from(oid, tag, value)
             else:
                 res.scalars[s] = (ber.NO_SUCH_OBJECT if tag != ber.END_OF_MIB_VIEW else tag, None)
-        rest = vbs[len(nr):]
+        rest = vbs[len(nr) :]
         k = len(cols)
         if not k:
             continue
@@ -140,12 +148,12 @@ async def _walk(session: Session, res: WalkResult, scalars: list[OID], columns: 
             continue
         rows = -(-len(rest) // k)
         for i, col in enumerate(cols):
-            _take_column(res, active, col, [rest[r * k + i] for r in range(rows) if r * k + i < len(rest)],
-                         max_rows)
+            _take_column(res, active, col, [rest[r * k + i] for r in range(rows) if r * k + i < len(rest)], max_rows)
 
 
-async def _next_round(session: Session, res: WalkResult, active: dict[OID, OID], cols: list[OID],
-                      max_rows: int) -> None:
+async def _next_round(
+    session: Session, res: WalkResult, active: dict[OID, OID], cols: list[OID], max_rows: int
+) -> None:
     if not cols:
         return
     vbs = await session.getnext([active[c] for c in cols])
@@ -165,14 +173,20 @@ def _take_column(res: WalkResult, active: dict[OID, OID], col: OID, vbs: list[An
             return
         if oid <= last:
             del active[col]
-            res.problems.append((OID_NOT_INCREASING, f"agent returned {ber.format_oid(oid)} after "
-                                                     f"{ber.format_oid(last)}: OIDs not increasing, "
-                                                     f"walk of {ber.format_oid(col)} stopped"))
+            res.problems.append(
+                (
+                    OID_NOT_INCREASING,
+                    f"agent returned {ber.format_oid(oid)} after "
+                    f"{ber.format_oid(last)}: OIDs not increasing, "
+                    f"walk of {ber.format_oid(col)} stopped",
+                )
+            )
             return
         if len(table) >= max_rows:
             del active[col]
-            res.problems.append((LIMIT_EXCEEDED, f"{ber.format_oid(col)} has more than {max_rows} rows "
-                                                 f"(max_interfaces); walk cut off"))
+            res.problems.append(
+                (LIMIT_EXCEEDED, f"{ber.format_oid(col)} has more than {max_rows} rows (max_interfaces); walk cut off")
+            )
             return
         if tag not in ber.EXCEPTIONS:
             table[oid[n:]] = (tag, value)

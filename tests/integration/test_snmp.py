@@ -359,3 +359,34 @@ def test_collect_once_prints_interfaces(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "# interfaces:" in out.stdout and '"interface": "p2"' in out.stdout and '"alias": "alias 2"' in out.stdout
     assert 'continuity_interface_up{alias="alias 2",interface="p2"} 0' in out.stdout
+
+
+def test_same_v3_user_with_different_credentials_share_one_engine(tmp_path: Path) -> None:
+    """pysnmp's USM keeps one key set per user name: targets using the same name with different
+    passwords take turns instead of corrupting each other's requests."""
+    with snmpd(tmp_path) as d:
+        targets = "".join(f"  - {{name: good{i}, kind: snmp, host: 127.0.0.1, port: {d.port}, auth: v3}}\n"
+                          for i in range(3))
+        targets += (f"  - {{name: bad, kind: snmp, host: 127.0.0.1, port: {d.port}, auth: v3-bad-auth,"
+                    " retries: 0, request_timeout: 1s}\n")
+        loaded = load_config(config(tmp_path, targets))
+
+        async def run_all() -> dict[str, Any]:
+            with ThreadPoolExecutor(2) as ex:
+                ctx = CollectorContext(auths=loaded.config.auths, executor=ex, state_dir=tmp_path, shared={})
+                cols = build_collectors(loaded, ctx)
+                outs = await asyncio.gather(*(c.collect() for c in cols.values()))
+                outs2 = await asyncio.gather(*(c.collect() for c in cols.values()))
+                assert len(ctx.shared) == 1
+                for c in cols.values():
+                    await c.close()
+                assert "snmp" not in ctx.shared  # the last close releases the shared engine
+                return dict(zip(cols, outs2, strict=True)) | {f"first-{k}": v for k, v in zip(cols, outs, strict=True)}
+
+        res = asyncio.run(run_all())
+    for name, out in res.items():
+        up = next(s.value for s in out.samples if s.name == "continuity_device_up")
+        if name.endswith("bad"):
+            assert up == 0 and [r for r, _m in out.partial_errors] == ["wrong_digest"], (name, out.partial_errors)
+        else:
+            assert up == 1 and not out.partial_errors, (name, out.partial_errors)

@@ -181,7 +181,7 @@ class RandomSession(Session):
         if choice == 0:
             raise SnmpFailure("timeout", "drawn timeout")
         if choice == 1:  # echo well-formed values for the requested OIDs
-            return [(o + (self.draw(st.integers(0, 3)),), t, v)
+            return [((*o, self.draw(st.integers(0, 3))), t, v)
                     for o, (t, v) in zip(oids, self.draw(st.lists(values, min_size=len(oids), max_size=len(oids))),
                                          strict=True)]
         return [(o, t, v) for o, (t, v) in self.draw(st.lists(st.tuples(oids_near(oids), values), max_size=60))]
