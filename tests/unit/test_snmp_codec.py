@@ -312,3 +312,11 @@ def test_catalogue_declares_every_snmp_metric() -> None:
         assert name in cat
     assert cat["continuity_interface_errors_total"].labels == ("interface", "alias", "direction")
     assert cat["continuity_interface_up"].labels == ("interface", "alias")
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("SNMP_COMMUNITY", "SNMP_AUTH_PASSWORD", "SNMP_PRIV_PASSWORD"):
+        monkeypatch.setenv(k, "example-secret-value")
+    loaded = load_config(Path(__file__).resolve().parents[2] / "deploy" / "examples" / "snmp.yml")
+    kinds = {t.kind for t in loaded.config.targets}
+    assert kinds == {"snmp"} and len(loaded.config.targets) == 3
