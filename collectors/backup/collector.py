@@ -455,7 +455,7 @@ class BackupCollector(Collector):
             rec.get("last_attempt_ok"),
             rec.get("size_bytes"),
             rec.get("prev_size_bytes"),
-            rec.get("successes"),
+            None,  # a push says nothing about restore points held
             detail=str(rec.get("message") or ""),
         )
 

@@ -104,4 +104,6 @@ def make_routes(agent: Any) -> list[Route]:
         log.info("backup push %s/%s from %s", name, action, req.client)
         return _json(200, {"backup": name, "recorded": action, "at": now})
 
-    return [Route("POST", PREFIX, handle)]
+    # The token is this route's own credential: the web config's basic auth does not apply (a push
+    # carries one Authorization header), failed attempts are still rate limited per client.
+    return [Route("POST", PREFIX, handle, own_auth=True)]

@@ -45,7 +45,8 @@ class RestoreOutcome:
 
     def summary(self) -> str:
         if self.ok:
-            return f"restored and verified {len(self.files)} file(s) from {self.snapshot} in {self.duration:.1f}s"
+            snap = self.snapshot[:8] if self.tool == "restic" else self.snapshot
+            return f"restored and verified {len(self.files)} file(s) from {snap} in {self.duration:.1f}s"
         return "; ".join(self.problems[:3]) or "restore test failed"
 
 

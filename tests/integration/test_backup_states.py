@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ from agent.state import StateStore
 from collectors.base import CollectorContext
 from tests.helpers.backups import where, write_agent_config
 from tests.helpers.collect import assert_declared, collect, value
-from tests.helpers.common import agent_process, http_get, metric_value, wait_until
+from tests.helpers.common import agent_process, http_get, metric_value, need, wait_until
 from tests.helpers.sshd import Sshd, start_sshd
 
 MODES = ["local", "ssh"]
@@ -295,6 +296,11 @@ def test_push_endpoint(tmp_path: Path) -> None:
         assert metric_value(text, "continuity_backup_size_bytes", backup="veeam-nightly") == 123456
         assert post(agent.url + "/api/v1/backup/veeam-nightly/fail", token)[0] == 200
         wait_until(lambda: state(agent.metrics()) == "failed", 15, what="fail push seen")
+        text = agent.metrics()
+        lint = subprocess.run(
+            [need("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
         log = agent.log()
     assert token not in log
     # Restart: the pushes were stored and are still there.
@@ -303,3 +309,29 @@ def test_push_endpoint(tmp_path: Path) -> None:
         text = agent.metrics()
         assert metric_value(text, "continuity_backup_last_success_timestamp_seconds", backup="veeam-nightly") == last
         assert metric_value(text, "continuity_backup_state", backup="other", state="never_ran") == 1
+
+
+def test_ssh_failures_are_unknown_with_their_reason(sshd: Sshd, tmp_path: Path) -> None:
+    from tests.helpers.sshd import keygen
+
+    marker = tmp_path / "ran"
+    cmd = ["sh", "-c", f'touch {marker}; echo \'{{"ok": true, "last_success": 1}}\'']
+    cfg = write_agent_config(
+        tmp_path / "agent.yml", [{"name": "t", "type": "command", "command": cmd, **where("ssh", sshd)}], sshd
+    )
+    text = cfg.read_text()
+    other = keygen(tmp_path / "other_host")
+    (tmp_path / "kh-replaced").write_text(sshd.known_hosts_line(other.with_suffix(".pub")))
+    wrong = keygen(tmp_path / "wrong_user_key")
+    before = sshd.accepted()
+    for variant, reason in (
+        (text.replace(str(sshd.known_hosts), str(tmp_path / "kh-replaced")), "host_key"),
+        (text.replace(str(sshd.user_key), str(wrong)), "auth"),
+    ):
+        cfg.write_text(variant)
+        r = collect(cfg, "t")
+        assert state_of(r) == "unknown"
+        assert [p[0] for p in r.partial_errors] == [reason]
+    assert not marker.exists() and sshd.accepted() == before  # nothing ran, nobody logged in
+    cfg.write_text(text)
+    assert state_of(collect(cfg, "t")) == "stale" and marker.exists()  # the control: same config, right keys

@@ -366,3 +366,51 @@ def test_push_handler(tmp_path: Path) -> None:
     h(req("/api/v1/backup/p/fail", "tok-123456"))
     rec = BackupKV.of(agent.shared, None).get(key("p", "push"))
     assert rec is not None and rec["last_attempt_ok"] is False and rec["last_success"] == NOW
+
+
+def test_push_route_bypasses_basic_auth_but_not_its_token(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from agent.http import WebApp
+    from collectors.base import HttpResponse
+
+    agent = push_agent(tmp_path)
+    app = WebApp(CollectorRegistry(), dict, lambda: True)
+    app.set_routes(make_routes(agent))
+    app.auth = lambda r: HttpResponse(401, b"basic auth required\n")
+    assert app.dispatch(HttpRequest("GET", "/metrics", {}, {}, b"", "x")).status == 401
+    assert app.dispatch(req("/api/v1/backup/p/success")).body != b"basic auth required\n"
+    assert app.dispatch(req("/api/v1/backup/p/success")).status == 401
+    assert app.dispatch(req("/api/v1/backup/p/success", "nope")).status == 403
+    assert app.dispatch(req("/api/v1/backup/p/success", "tok-123456")).status == 200
+
+
+def test_example_config_passes_check_config(tmp_path: Path) -> None:
+    """deploy/examples/backup.yml, unchanged, next to the key and secret files it names."""
+    import re
+    import shutil
+
+    from tests.helpers.common import ROOT
+
+    src = ROOT / "deploy" / "examples" / "backup.yml"
+    text = src.read_text()
+    cfg = tmp_path / "backup.yml"
+    shutil.copy(src, cfg)
+    for rel in re.findall(r"(?:_file|known_hosts):\s*(\S+)", text):
+        if rel.startswith("/"):
+            continue
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("example-secret-value\n")
+        p.chmod(0o600)
+    loaded = load_config(cfg)
+    targets = {t.name: t for t in loaded.config.targets}
+    assert {t.type for t in targets.values()} == {"restic", "borg", "files", "command", "push"}
+    assert loaded.warnings == ()
+    # names the shipped runbooks use
+    assert {"file-shares", "gis-data", "sql-full-nightly", "payroll-bacs-archive", "crm-attachments"} <= set(targets)
+    ev = targets["file-shares"].restore_test.evidence
+    runbook = yaml.safe_load((ROOT / "runbooks" / f"{ev.runbook}.yml").read_text())
+    assert ev.runbook_version == runbook["version"]
+    assert ev.step in {s["id"] for s in runbook["recovery_steps"]}
+    assert ev.validation in {v["id"] for v in runbook["validation"]}
