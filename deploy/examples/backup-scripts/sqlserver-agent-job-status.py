@@ -46,7 +46,7 @@ def literal(text: str) -> str:
 
 def query(job: str, database: str | None) -> str:
     started = EPOCH.format("msdb.dbo.agent_datetime(h.run_date, h.run_time)")
-    q = (  # noqa: S608 - names go in as escaped N'...' literals
+    q = (
         "SET NOCOUNT ON;\n"
         f"SELECT TOP 200 'run', {started} + (h.run_duration / 10000) * 3600 + (h.run_duration / 100 % 100) * 60"
         " + h.run_duration % 100, h.run_status\n"
@@ -55,8 +55,9 @@ def query(job: str, database: str | None) -> str:
         " ORDER BY h.instance_id DESC;\n"
     )
     if database:
-        q += (  # noqa: S608 - names go in as escaped N'...' literals
-            f"SELECT TOP 1 'size', {EPOCH.format('b.backup_finish_date')}, CAST(b.backup_size AS bigint)\n"
+        # The database name goes in as an escaped N'...' literal.
+        q += (
+            f"SELECT TOP 1 'size', {EPOCH.format('b.backup_finish_date')}, CAST(b.backup_size AS bigint)\n"  # noqa: S608
             f"  FROM msdb.dbo.backupset b WHERE b.database_name = {literal(database)} AND b.type = 'D'\n"
             " ORDER BY b.backup_finish_date DESC;\n"
             f"SELECT 'count', COUNT(*), 0 FROM msdb.dbo.backupset WHERE database_name = {literal(database)}"
