@@ -46,7 +46,9 @@ test-fast: venv system-deps
 bench: venv system-deps
 	$(BIN)/python -m bench.run
 
+# 200 mixed targets, half blackholed or hanging, 10 minutes; curves in docs/soak.png (needs root).
 soak: venv system-deps
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.soak --minutes 10
 
 clean:

@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 
 JobKey = tuple[str, str]  # (target, task)
 
+
+class _DropCancelled(logging.Filter):
+    """A run cancelled at shutdown (or a reload) is abandoned, not failed: APScheduler would log it
+    as an error with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
+
 # Modules with ``install(agent)`` adding non-target jobs, metrics collectors and HTTP routes.
 AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service",)
 
