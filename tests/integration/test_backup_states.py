@@ -335,3 +335,80 @@ def test_ssh_failures_are_unknown_with_their_reason(sshd: Sshd, tmp_path: Path) 
     assert not marker.exists() and sshd.accepted() == before  # nothing ran, nobody logged in
     cfg.write_text(text)
     assert state_of(collect(cfg, "t")) == "stale" and marker.exists()  # the control: same config, right keys
+
+
+def test_jobs_of_one_repository_never_overlap(tmp_path: Path) -> None:
+    """Main check, integrity check and restore test of one repository take turns (a stand-in
+    restic logs when each invocation starts and ends); a main check that finds the repository busy
+    reports its previous facts instead of waiting out its timeout."""
+    log = tmp_path / "calls.log"
+    now = time.time()
+    snap = {"id": "a" * 64, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))}
+    fake = tmp_path / "restic"
+    fake.write_text(f"""#!/bin/sh
+echo "start $*" >> {log}
+case "$*" in
+  *" check"*) sleep "${{CHECK_SLEEP:-0.3}}" ;;
+  *) sleep 0.3 ;;
+esac
+echo "end" >> {log}
+case "$*" in
+  *snapshots*) echo '[{json.dumps(snap)}]' ;;
+  *stats*) echo '{{"total_size": 1000}}' ;;
+  *ls*) echo '{{"struct_type": "snapshot"}}' ;;
+  *) echo 'no errors were found' ;;
+esac
+""")
+    fake.chmod(0o755)
+    target = {
+        "name": "r",
+        "type": "restic",
+        "repository": str(tmp_path / "repo"),
+        "binary": str(fake),
+        "timeout": "3s",
+        "integrity": {"interval": "1d", "timeout": "1m"},
+        "restore_test": {"interval": "1d", "timeout": "1m", "sample_files": 1, "scratch_dir": str(tmp_path)},
+    }
+    cfg = write_agent_config(tmp_path / "agent.yml", [target, {**target, "name": "r2"}])
+    loaded = load_config(cfg)
+
+    async def main() -> dict[str, Any]:
+        with ThreadPoolExecutor(8) as ex:
+            c = CollectorContext(auths={}, executor=ex, state_dir=tmp_path, shared={})
+            cols = build_collectors(loaded, c)
+            jobs = [run_task(col, t, site="hq") for col in cols.values() for t in col.tasks()]
+            results = await asyncio.gather(*jobs)
+            return {f"{r.target}/{r.task}": r for r in results}
+
+    res = asyncio.run(main())
+    assert len(res) == 6 and all(r.ok for r in res.values()), {k: r.message for k, r in res.items()}
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 12
+    for i in range(0, len(lines), 2):  # strictly start, end, start, end...: never two at once
+        assert lines[i].startswith("start") and lines[i + 1] == "end", lines
+
+    # Busy: a long integrity check holds the repository; the main check reuses its last facts.
+    os.environ["CHECK_SLEEP"] = "4"
+    try:
+
+        async def busy() -> tuple[Any, Any, Any]:
+            with ThreadPoolExecutor(8) as ex:
+                c = CollectorContext(auths={}, executor=ex, state_dir=tmp_path, shared={})
+                col = build_collectors(loaded, c)["r"]
+                main_task, integrity = col.tasks()[0], col.tasks()[1]
+                first = await run_task(col, main_task, site="hq")
+                check = asyncio.create_task(run_task(col, integrity, site="hq"))
+                await asyncio.sleep(0.5)
+                second = await run_task(col, main_task, site="hq")
+                return first, second, await check
+
+        first, second, check = asyncio.run(busy())
+    finally:
+        del os.environ["CHECK_SLEEP"]
+    assert state_of(first) == "fresh" and state_of(second) == "fresh"
+    assert "repository busy" in second.info["note"]
+    assert second.duration < 3
+    assert value(second, "continuity_backup_last_success_timestamp_seconds") == value(
+        first, "continuity_backup_last_success_timestamp_seconds"
+    )
+    assert value(check, "continuity_backup_integrity_ok") == 1
