@@ -391,3 +391,29 @@ def test_same_v3_user_with_different_credentials_share_one_engine(tmp_path: Path
             assert up == 0 and [r for r, _m in out.partial_errors] == ["wrong_digest"], (name, out.partial_errors)
         else:
             assert up == 1 and not out.partial_errors, (name, out.partial_errors)
+
+
+V3_COMBOS = [  # (net-snmp createUser auth, priv, our auth_protocol, priv_protocol)
+    ("MD5", "DES", "MD5", "DES"),
+    ("SHA", "AES", "SHA", "AES"),
+    ("SHA-224", "AES-192", "SHA224", "AES192"),
+    ("SHA-512", "AES-256", "SHA512", "AES256"),
+]
+
+
+def test_v3_auth_and_priv_protocols(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    users = "".join(f"createUser u{i} {a} auth-pass-{i} {p} priv-pass-{i}\nrouser u{i} priv\n"
+                    for i, (a, p, _a, _p) in enumerate(V3_COMBOS))
+    auths = "auths:\n" + "".join(
+        f"  a{i}: {{type: snmp_v3, username: u{i}, auth_protocol: {a}, auth_password: \"${{V3A{i}}}\", "
+        f"priv_protocol: {p}, priv_password: \"${{V3P{i}}}\"}}\n" for i, (_x, _y, a, p) in enumerate(V3_COMBOS))
+    for i in range(len(V3_COMBOS)):
+        monkeypatch.setenv(f"V3A{i}", f"auth-pass-{i}")
+        monkeypatch.setenv(f"V3P{i}", f"priv-pass-{i}")
+    with snmpd(tmp_path, extra=users) as d:
+        cfg = config(tmp_path, "".join(f"  - {{name: t{i}, kind: snmp, host: 127.0.0.1, port: {d.port}, auth: a{i}}}\n"
+                                       for i in range(len(V3_COMBOS))), auths=auths)
+        results = [collect(cfg, f"t{i}") for i in range(len(V3_COMBOS))]
+    for combo, r in zip(V3_COMBOS, results, strict=True):
+        assert value(r, "continuity_device_up") == 1 and not r.partial_errors, (combo, r.partial_errors)
+        assert value(r, "continuity_interface_up", interface="lo") == 1, combo
