@@ -178,7 +178,7 @@ class Agent:
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         self.scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._install(self.loaded)
-        self.scheduler.start()
+        # The scheduler starts after the HTTP server, so probes of the agent itself find it up.
         registry = make_registry(self.store, self.status)
         for extra in self.extra_metrics:
             registry.register(extra)
@@ -197,6 +197,7 @@ class Agent:
             allowed_sans=tuple(getattr(self.web_config, "allowed_sans", ())),
         )
         self.http.start()
+        self.scheduler.start()
         self._ready = True
         log.info(
             "continuity-agent %s listening on %s:%d with %d targets",
@@ -243,18 +244,22 @@ class Agent:
             for task in col.tasks():
                 key = (name, task.name)
                 self.tasks[key] = (col, task)
+                first: dict[str, Any] = {}
                 if task.cron:
                     trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
                     grace = 3600
                 else:
-                    start = self._first_run(key, task, now.timestamp(), rng)
-                    trigger = IntervalTrigger(
-                        seconds=task.interval, start_date=datetime.fromtimestamp(start).astimezone()
-                    )
+                    start = datetime.fromtimestamp(self._first_run(key, task, now.timestamp(), rng)).astimezone()
+                    trigger = IntervalTrigger(seconds=task.interval, start_date=start)
+                    # Explicit first run: otherwise a job added before the scheduler starts gets its
+                    # first run computed at start, and a start_date already past by then is rounded
+                    # up to a whole interval later (a 6-hourly task would wait 6 hours).
+                    first["next_run_time"] = start
                     grace = max(1, int(task.interval))
                 self.scheduler.add_job(
                     self._run_job,
                     trigger,
+                    **first,
                     args=(key,),
                     id=job_id(key),
                     name=job_id(key),

@@ -62,3 +62,29 @@ def test_log_format_json(tmp_path: Path) -> None:
     for line in r.stderr.splitlines():
         rec = json.loads(line)  # every log line is one JSON object
         assert {"ts", "level", "logger", "msg"} <= set(rec)
+
+
+def test_long_interval_task_runs_soon_after_start(tmp_path: Path) -> None:
+    """A 6-hour task must not wait 6 hours for its first run because the scheduler started a
+    moment after the job was added."""
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0'}\n"
+        "defaults: {interval: 6h, timeout: 5s, start_jitter: 0}\n"
+        "targets:\n" + "".join(f"  - {{name: h{i}, kind: host}}\n" for i in range(20))
+    )
+    loaded = load_config(cfg)
+
+    async def main() -> int:
+        agent = Agent(loaded)
+        await agent.start()
+        await asyncio.sleep(0.3)  # the scheduler starts after the jobs were added
+        for _ in range(50):
+            if all(agent.store.latest(f"h{i}") is not None for i in range(20)):
+                break
+            await asyncio.sleep(0.1)
+        n = sum(agent.store.latest(f"h{i}") is not None for i in range(20))
+        await agent.stop()
+        return n
+
+    assert asyncio.run(main()) == 20
