@@ -196,7 +196,7 @@ def _format_loc(loc: tuple[int | str, ...], tags: set[str]) -> str:
         elif part.startswith("function-") or part.startswith("tagged-union"):
             continue
         else:
-            out += ("." if out else "") + part
+            out += ("." if out else "") + (part if part.isprintable() else repr(part))
         prev = part
     return out
 
@@ -220,6 +220,8 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {where}{problem}")]) from None
     except (UnicodeDecodeError, ValueError) as e:
         raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {e}")]) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue(fname, "", "invalid YAML: nested too deeply")]) from None
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with at least an 'agent' section")])
     configtypes.secret_file_warnings.clear()
@@ -234,6 +236,8 @@ def load_config(path: str | Path) -> LoadedConfig:
                 "secret_file_mode": mode if mode in ("warn", "refuse") else None,
             },
         )
+    except RecursionError:
+        raise ConfigError([ConfigIssue(fname, "", "config is nested too deeply")]) from None
     except ValidationError as e:
         issues: list[ConfigIssue] = []
         for err in e.errors(include_url=False, include_input=False):

@@ -338,7 +338,8 @@ def parse_iperf3(text: str, what: str) -> IperfResult:
     if not isinstance(data, dict):
         raise CollectorError(BAD_REPLY, f"{what}: iperf3 JSON is not an object")
     err = data.get("error")
-    if isinstance(err, str) and err:
+    if isinstance(err, str) and err.strip():
+        err = " ".join(err.split())[:300]  # one line, bounded: it goes into the error message
         if "busy" in err.lower():
             raise IperfBusy(err)
         if (
@@ -356,13 +357,14 @@ def parse_iperf3(text: str, what: str) -> IperfResult:
         nbytes = max(int(recv.get("bytes", 0)), int(sent.get("bytes", 0)))
         seconds = float(recv.get("seconds", 0.0))
         retr = sent.get("retransmits")
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise CollectorError(
             BAD_REPLY, f"{what}: iperf3 JSON has no end.sum_received.bits_per_second"
         ) from None
     if not math.isfinite(bps) or bps < 0:
         raise CollectorError(BAD_REPLY, f"{what}: iperf3 reported throughput {bps!r}")
-    return IperfResult(bps, nbytes, seconds, int(retr) if isinstance(retr, int | float) else None)
+    retrans = int(retr) if isinstance(retr, int | float) and math.isfinite(retr) else None
+    return IperfResult(bps, nbytes, seconds, retrans)
 
 
 def find_iperf3(command: str) -> str:
