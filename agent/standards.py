@@ -8,9 +8,10 @@ hysteresis: a criterion changes verdict only after ``hysteresis`` (K) consecutiv
 say so. A criterion is evaluated only when a *new* measurement arrived, so a throughput test run
 four times a day counts once per test, however often the evaluation itself runs.
 
-Availability is time-weighted from the link target's result history in SQLite: each run's
-outcome holds until the next run, for at most two run intervals; time with no runs (agent down)
-is unknown and left out of both numerator and denominator.
+Availability is time-weighted from the history in SQLite of the link target's ``reachability``
+records (did a burst get any reply): each run's outcome holds until the next run, for at most two
+run intervals; time with no runs (agent down) is unknown and left out of both numerator and
+denominator.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agent.configtypes import NAME_RE, Duration, StrictModel, resolve_path
-from collectors.base import TIMEOUT, UNREACHABLE, Sample
+from collectors.base import Sample
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig, Site
@@ -105,7 +106,9 @@ def _ratio(v: object) -> float:
             "ratio", "expected a ratio 0-1 or a percentage like 99.5%, got {v}", {"v": repr(v)}
         )
     if not 0.0 <= r <= 1.0:
-        raise PydanticCustomError("ratio", "ratio must be between 0 and 1 (0% and 100%), got {v}", {"v": repr(v)})
+        raise PydanticCustomError(
+            "ratio", "ratio must be between 0 and 1 (0% and 100%), got {v}", {"v": repr(v)}
+        )
     return r
 
 
@@ -126,7 +129,9 @@ def _clock_time(v: object) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         v = f"{v // 60:02d}:{v % 60:02d}"
     if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}", v.strip()):
-        raise PydanticCustomError("clock_time", 'expected a time of day like "08:00", got {v}', {"v": repr(v)})
+        raise PydanticCustomError(
+            "clock_time", 'expected a time of day like "08:00", got {v}', {"v": repr(v)}
+        )
     h, m = (int(x) for x in v.strip().split(":"))
     if not (0 <= h <= 24 and 0 <= m <= 59) or (h == 24 and m):
         raise PydanticCustomError("clock_time", "{v} is not a time of day (00:00-24:00)", {"v": repr(v)})
@@ -560,6 +565,9 @@ class EvaluatorState:
 
 
 KV_KEY = "standards.state"
+# The link collector records whether each burst got any reply under this task name; availability
+# is computed from its history.
+REACHABILITY_TASK = "reachability"
 
 # --------------------------------------------------------------------------------------------------
 # Evaluation
@@ -667,7 +675,9 @@ class Evaluator:
             self.state.availability = AvailabilityCalc()
 
     def _history(self, target: str, since: float, until: float) -> list[Row]:
-        return self.store.history(target, since, until) if self.store is not None else []
+        return (
+            self.store.history(target, since, until, task=REACHABILITY_TASK) if self.store is not None else []
+        )
 
     def sites(self) -> list[Site]:
         from agent.config import Site
@@ -725,8 +735,7 @@ class Evaluator:
                     v = _sample_value(main.samples, name, **labels)
                     if v is not None:
                         obs[crit] = (v, main.started)
-            elif main is not None and main.reason in (UNREACHABLE, TIMEOUT):
-                obs["loss"] = (1.0, main.started)
+            elif main is not None:
                 rep.notes.append(f"last burst failed: {main.message}")
             tp = snap.last_success.get((link.name, "throughput"))
             if tp is not None:
@@ -736,8 +745,11 @@ class Evaluator:
                     )
                     if v is not None:
                         obs[direction] = (v, tp.started)
-            if main is not None:
-                self._availability(site, cls, link, now, main.started, rep, obs)
+            reach = snap.latest.get((link.name, REACHABILITY_TASK))
+            if reach is not None:
+                if not reach.ok:
+                    rep.notes.append(reach.message or "far end not answering")
+                self._availability(site, cls, link, now, reach.started, rep, obs)
         if site.wan_interface is not None and snap is not None:
             self._snmp(site, snap, rep, obs, advance)
         states = (

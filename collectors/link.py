@@ -2,8 +2,9 @@
 
 Main task: a bounded burst of N probes to the site's far end — ICMP echo, or TCP connect or UDP
 echo where ICMP is not allowed — giving RTT min/avg/max, jitter (mean absolute difference of
-consecutive RTTs, RFC 3550 style) and loss ratio. A burst with no reply at all is a failed
-collection (reason ``unreachable``): the site's link is down, which is what availability counts.
+consecutive RTTs, RFC 3550 style) and loss ratio. A burst with no reply at all is still a
+measurement (loss 1.0, no RTT); each burst also records whether the far end answered at all as a
+result of task ``reachability`` in the state history, which availability is computed from.
 
 Task ``throughput`` (optional, its own schedule): iperf3 upload and download (``-R``) against a
 council-owned iperf3 server, parsed from ``iperf3 -J``. Capped per site: at most
@@ -32,6 +33,8 @@ from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from agent.configtypes import Duration, StrictModel
+from agent.standards import REACHABILITY_TASK
+from agent.state import Result
 from collectors import icmp
 from collectors.base import (
     BAD_REPLY,
@@ -472,6 +475,7 @@ class LinkCollector(Collector):
     async def collect(self) -> Collected:
         t = self.target
         out = Collected()
+        started, t0 = self.ctx.clock(), time.perf_counter()
         if t.method == "icmp":
             rtts = await icmp.ping(t.host, t.count, t.packet_interval, t.packet_timeout, size=t.packet_size)
         else:
@@ -492,20 +496,41 @@ class LinkCollector(Collector):
                     )
         st = summarise(rtts)
         out.info.update({"method": t.method, "sent": st.sent, "received": st.received, "rtts": list(rtts)})
-        if st.received == 0:
-            raise CollectorError(
-                UNREACHABLE,
-                f"{t.name}: no reply to any of {st.sent} {t.method} probes to {t.host} (loss 1.0)",
-            )
+        self._record_reachability(started, time.perf_counter() - t0, st)
         c = self.site_class
-        assert st.rtt_min is not None and st.rtt_avg is not None and st.rtt_max is not None
-        out.add("continuity_link_rtt_seconds", st.rtt_min, stat="min", **{"class": c})
-        out.add("continuity_link_rtt_seconds", st.rtt_avg, stat="avg", **{"class": c})
-        out.add("continuity_link_rtt_seconds", st.rtt_max, stat="max", **{"class": c})
+        if st.rtt_min is not None and st.rtt_avg is not None and st.rtt_max is not None:
+            out.add("continuity_link_rtt_seconds", st.rtt_min, stat="min", **{"class": c})
+            out.add("continuity_link_rtt_seconds", st.rtt_avg, stat="avg", **{"class": c})
+            out.add("continuity_link_rtt_seconds", st.rtt_max, stat="max", **{"class": c})
         if st.jitter is not None:
             out.add("continuity_link_jitter_seconds", st.jitter, **{"class": c})
         out.add("continuity_link_loss_ratio", st.loss, **{"class": c})
         return out
+
+    def _record_reachability(self, started: float, duration: float, st: BurstStats) -> None:
+        """Whether the far end answered at all, as a result of task ``reachability`` in the state
+        history: availability is computed from it. A burst with no reply is still a measurement
+        (loss 1.0) for the main task; this record is what makes it count as downtime."""
+        store = self.ctx.store
+        if store is None:
+            return
+        t = self.target
+        up = st.received > 0
+        store.put(
+            Result(
+                target=t.name,
+                task=REACHABILITY_TASK,
+                kind=self.kind,
+                site=self.site,
+                started=started,
+                duration=duration,
+                ok=up,
+                reason=None if up else UNREACHABLE,
+                message=None
+                if up
+                else f"{t.name}: no reply to any of {st.sent} {t.method} probes to {t.host} (loss 1.0)",
+            )
+        )
 
     # -- throughput ----------------------------------------------------------------------------------
     def _ledger(self) -> list[list[float]]:

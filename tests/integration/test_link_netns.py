@@ -142,18 +142,33 @@ def test_blocked_far_end_is_total_loss_and_fails_availability(tmp_path: Path) ->
                 bad.append(asyncio.run(rig.run("branch-link")))
                 v = asyncio.run(rig.verdicts())["branch"]
             text = rig.metrics()
+            reach = rig.store.latest("branch-link", "reachability")
+            ip = p.ns_ip
         finally:
             rig.close()
     for r in bad:
-        assert not r.ok and r.reason == "unreachable"
-        assert "no reply to any of 5 icmp probes" in (r.message or "") and "loss 1.0" in (r.message or "")
+        # Still a measurement: loss 1.0, no RTT, the collection itself fine.
+        assert r.ok, r.message
+        assert value(r, "continuity_link_loss_ratio") == 1.0
+        assert value(r, "continuity_link_rtt_seconds", stat="avg") is None
+        assert (r.info["sent"], r.info["received"]) == (5, 0)
+    assert reach is not None and not reach.ok and reach.reason == "unreachable"
+    assert reach.message == f"branch-link: no reply to any of 5 icmp probes to {ip} (loss 1.0)"
     assert v["loss"]["value"] == 1.0 and v["loss"]["verdict"] == "failed"
     assert v["availability"]["value"] < 0.99 and v["availability"]["verdict"] == "failed"
     assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="availability") == 0
     assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="loss") == 0
     assert metric_value(text, "continuity_site_standard_met_all", site="branch") == 0
-    assert metric_value(text, "continuity_target_up", target="branch-link") == 0
-    assert metric_value(text, "continuity_link_loss_ratio", target="branch-link") is None  # stale, gone
+    assert metric_value(text, "continuity_link_loss_ratio", target="branch-link") == 1.0
+    assert metric_value(text, "continuity_target_up", target="branch-link") == 1
+    # When the far end last answered: the good burst before the block.
+    last = metric_value(
+        text, "continuity_task_last_success_timestamp_seconds", target="branch-link", task="reachability"
+    )
+    assert last == pytest.approx(good.started, abs=2)
+    assert (
+        metric_value(text, "continuity_target_errors_total", target="branch-link", reason="unreachable") == 2
+    )
 
 
 THROUGHPUT = """
@@ -356,7 +371,7 @@ def test_whole_agent_exposes_link_and_standard(tmp_path: Path) -> None:
                 what="loss criterion failed",
             )
             text = agent.metrics()
-            assert metric_value(text, "continuity_target_up", target="branch-link") == 0
+            assert metric_value(text, "continuity_link_loss_ratio", target="branch-link") == 1.0
         out = subprocess.run(
             [
                 str(Path(sys.executable).parent / "continuity-agent"),

@@ -304,7 +304,16 @@ def test_availability_from_the_state_history_with_a_fixed_clock(tmp_path: Path) 
     try:
         for started, dur, ok in synthetic_week():
             store.put(
-                Result("branch-link", "", "link", "branch", started, dur, ok, None if ok else "unreachable")
+                Result(
+                    "branch-link",
+                    "reachability",
+                    "link",
+                    "branch",
+                    started,
+                    dur,
+                    ok,
+                    None if ok else "unreachable",
+                )
             )
         store.flush()
         ev = Evaluator(cfg, store, clock=lambda: now)
@@ -340,17 +349,21 @@ def test_hysteresis_needs_k_agreeing_evaluations() -> None:
     assert one.verdict is False
 
 
-def link_result(started: float, *, rtt: float = 0.01, loss: float = 0.0, ok: bool = True) -> Result:
-    samples = [
-        Sample("continuity_link_rtt_seconds", rtt, {"class": "library", "stat": "avg"}),
-        Sample("continuity_link_jitter_seconds", 0.001, {"class": "library"}),
-        Sample("continuity_link_loss_ratio", loss, {"class": "library"}),
-    ]
-    if not ok:
-        return Result(
-            "branch-link", "", "link", "branch", started, 1.0, False, "unreachable", "no reply (loss 1.0)"
-        )
+def link_result(started: float, *, rtt: float = 0.01, loss: float = 0.0) -> Result:
+    samples = [Sample("continuity_link_loss_ratio", loss, {"class": "library"})]
+    if loss < 1.0:
+        samples += [
+            Sample("continuity_link_rtt_seconds", rtt, {"class": "library", "stat": "avg"}),
+            Sample("continuity_link_jitter_seconds", 0.001, {"class": "library"}),
+        ]
     return Result("branch-link", "", "link", "branch", started, 1.0, True, samples=samples)
+
+
+def reach_result(started: float, ok: bool = True) -> Result:
+    reason, msg = (
+        (None, None) if ok else ("unreachable", "branch-link: no reply to any of 5 icmp probes (loss 1.0)")
+    )
+    return Result("branch-link", "reachability", "link", "branch", started, 1.0, ok, reason, msg)
 
 
 def throughput_result(started: float, down: float, up: float = 5e6) -> Result:
@@ -401,7 +414,7 @@ def test_restored_link_recovers_after_k(tmp_path: Path) -> None:
     assert history == [None, False, False, True, True, True]
 
 
-def test_failed_burst_counts_as_total_loss_and_failed_throughput_is_no_verdict(tmp_path: Path) -> None:
+def test_unanswered_burst_is_total_loss_and_failed_throughput_is_no_verdict(tmp_path: Path) -> None:
     cfg = load_config(make_config(tmp_path, k=1)).config
     t = ts("2024-04-02T10:00")
     store = StateStore(None)
@@ -409,7 +422,8 @@ def test_failed_burst_counts_as_total_loss_and_failed_throughput_is_no_verdict(t
     store.put(link_result(t))
     store.put(throughput_result(t, 50e6))
     assert verdicts(ev)["loss"] is True and verdicts(ev)["download"] is True
-    store.put(link_result(t + 60, ok=False))
+    store.put(link_result(t + 60, loss=1.0))
+    store.put(reach_result(t + 60, ok=False))
     # A busy iperf3 server: the throughput run failed, the last good measurement stands.
     store.put(
         Result("branch-link", "throughput", "link", "branch", t + 60, 1.0, False, "server_busy", "busy")
@@ -420,6 +434,7 @@ def test_failed_burst_counts_as_total_loss_and_failed_throughput_is_no_verdict(t
     assert crit["download"].value == 50e6 and crit["download"].verdict is True
     assert crit["rtt"].value is None and crit["rtt"].verdict is True  # no new rtt: verdict unchanged
     assert rep.met_all is False
+    assert "branch-link: no reply to any of 5 icmp probes (loss 1.0)" in rep.notes
 
 
 def test_state_survives_a_restart_through_the_store_kv(tmp_path: Path) -> None:
@@ -549,3 +564,23 @@ def test_sites_without_state_or_classes(tmp_path: Path, capsys: pytest.CaptureFi
     q = write_config(tmp_path, "agent: {site: hq}\n", "plain.yml")
     assert main(["sites", "--config", str(q)]) == 2
     assert "no site_classes" in capsys.readouterr().err
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers.common import ROOT
+
+    monkeypatch.setenv("SNMP_COMMUNITY", "example-community")
+    path = ROOT / "deploy" / "examples" / "link.yml"
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+    cfg = load_config(path).config
+    hours = cfg.site_classes["library_branch"].service_hours
+    assert (
+        hours is not None
+        and dt.date(2026, 12, 28) in hours.holidays
+        and dt.date(2026, 12, 24) in hours.holidays
+    )
+    assert {s.name: s.class_ for s in cfg.sites} == {
+        "hq": "main_office",
+        "library-north": "library_branch",
+        "depot-east": "depot",
+    }

@@ -1,0 +1,108 @@
+"""Negotiated speed against the contract, from a real net-snmp snmpd through the real SNMP
+collector: the loopback interface made to report 10 Mbit/s (snmpd ``override``) on a site
+contracted for 100 Mbit/s fails ``negotiated_speed`` after K evaluations and shows both numbers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.state import StateStore
+from tests.helpers.collect import write_config
+from tests.helpers.common import metric_value
+from tests.helpers.linkrig import Rig
+from tests.helpers.snmp import snmpd
+
+pytestmark = pytest.mark.integration
+
+# lo is ifIndex 1 on Linux. ifHighSpeed in Mbit/s, ifSpeed in bit/s.
+OVERRIDE = "override .1.3.6.1.2.1.31.1.1.1.15.1 gauge 10\noverride .1.3.6.1.2.1.2.2.1.5.1 gauge 10000000"
+
+CONFIG = """
+agent: {{site: hq, state_dir: {state}}}
+auths:
+  v2: {{type: snmp_v2c, community: "${{TEST_SNMP_COMMUNITY}}"}}
+sites:
+  - {{name: hq, class: office}}
+  - name: branch
+    class: library
+    contracted_download: 100Mbit/s
+    contracted_upload: 20Mbit/s
+    wan_interface: {{snmp_target: branch-router, interface: lo}}
+site_classes:
+  office: {{}}
+  library: {{hysteresis: 2}}
+targets:
+  - {{name: standards, kind: standards}}
+  - {{name: branch-router, kind: snmp, site: branch, host: 127.0.0.1, port: {port}, auth: v2,
+      interfaces: {{include: [lo]}}}}
+"""
+
+
+def test_negotiated_speed_below_contract_from_real_snmpd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with snmpd(tmp_path, extra=OVERRIDE) as agent:
+        monkeypatch.setenv("TEST_SNMP_COMMUNITY", agent.community)
+        path = write_config(tmp_path, CONFIG.format(state=tmp_path / "state", port=agent.port))
+        rig = Rig(path, StateStore(tmp_path / "state"))
+        try:
+
+            async def poll_and_evaluate() -> list[str]:
+                # One event loop throughout, as in the agent (the SNMP transport belongs to its loop).
+                out = []
+                for _ in range(2):
+                    r = await rig.run("branch-router")
+                    assert r.ok and not r.partial_errors, (r.message, r.partial_errors)
+                    out.append((await rig.verdicts())["branch"]["negotiated_speed"])
+                return out
+
+            seen = asyncio.run(poll_and_evaluate())
+            verdicts = [v["verdict"] for v in seen]
+            v = seen[-1]
+            text = rig.metrics()
+            info = rig.store.latest("standards").info["sites"]  # type: ignore[union-attr]
+            rig.store.set_kv("standards.state", rig.ctx.shared["standards.state"].to_json())
+        finally:
+            rig.close()
+    assert verdicts == ["unknown", "failed"]
+    assert (v["threshold"], v["value"]) == (100e6, 10e6)
+    branch = next(s for s in info if s["site"] == "branch")
+    assert branch["negotiated_bits_per_second"] == 10e6
+    assert branch["contracted_bits_per_second"] == {"download": 100e6, "upload": 20e6}
+    assert set(branch["utilisation_ratio"]) == {"download", "upload"}
+    assert all(u >= 0 for u in branch["utilisation_ratio"].values())
+    assert (
+        metric_value(
+            text, "continuity_interface_speed_bits_per_second", target="branch-router", interface="lo"
+        )
+        == 10e6
+    )
+    assert (
+        metric_value(text, "continuity_site_standard_met", site="branch", criterion="negotiated_speed") == 0
+    )
+    assert (
+        metric_value(text, "continuity_site_standard_threshold", site="branch", criterion="negotiated_speed")
+        == 100e6
+    )
+    assert (
+        metric_value(text, "continuity_site_standard_value", site="branch", criterion="negotiated_speed")
+        == 10e6
+    )
+    assert (
+        metric_value(text, "continuity_link_contracted_bits_per_second", site="branch", direction="download")
+        == 100e6
+    )
+    assert (
+        metric_value(text, "continuity_link_utilisation_ratio", site="branch", direction="download")
+        is not None
+    )
+
+    assert main(["sites", "--config", str(path), "--site", "branch"]) == 1
+    out = capsys.readouterr().out
+    assert "contracted download 100Mbit/s, upload 20Mbit/s" in out and "WAN negotiated 10Mbit/s" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("negotiated_speed"))
+    assert ">= 100Mbit/s" in row and "10Mbit/s" in row and row.rstrip().endswith("FAILED")
