@@ -227,7 +227,8 @@ def build_config(
         add(healthy, f"ok-icmp-{i}", "kind: probe, module: icmp, host: 127.0.0.1")
     for i in range(5):
         add(healthy, f"ok-host-{i}", "kind: host")
-    n_snmp = 15 if ("snmp" in kinds and snmp_port) else 0
+    n_backup = 5 if "backup" in kinds else 0
+    n_snmp = 15 - n_backup if ("snmp" in kinds and snmp_port) else 0
     n_link = 15 if "link" in kinds else 0
     for i in range(n_snmp):
         add(healthy, f"ok-snmp-{i}", f"kind: snmp, host: 127.0.0.1, port: {snmp_port}, auth: soak_v2c")
@@ -237,6 +238,12 @@ def build_config(
             f"ok-link-{i}",
             "kind: link, host: 127.0.0.1, method: icmp, count: 5, packet_interval: 50ms, standards: false",
         )
+    if n_backup:
+        backups = work / "backups"
+        backups.mkdir(exist_ok=True)
+        (backups / "nightly.tar").write_bytes(b"x" * 4096)
+    for i in range(n_backup):
+        add(healthy, f"ok-backup-{i}", f"kind: backup, type: files, rpo: 24h, directory: {work / 'backups'}")
     for i in range(100 - len(healthy)):
         add(healthy, f"ok-tcp2-{i}", f"kind: probe, module: tcp, host: 127.0.0.1, port: {http_port}")
 
@@ -248,13 +255,17 @@ def build_config(
         add(faulty, f"bh-http-{i}", f"kind: probe, module: http, url: 'http://{ns}:{9000 + i}/'")
     for i in range(10):
         add(faulty, f"bh-icmp-{i}", f"kind: probe, module: icmp, host: {ns}")
-    bh_snmp = 10 if "snmp" in kinds else 0
+    bh_backup = 5 if "backup" in kinds else 0
+    bh_snmp = 10 - bh_backup if "snmp" in kinds else 0
     bh_link = 5 if "link" in kinds else 0
     for i in range(bh_snmp):
         add(faulty, f"bh-snmp-{i}", f"kind: snmp, host: {ns}, port: {1161 + i}, auth: soak_v2c")
     for i in range(bh_link):
         add(faulty, f"bh-link-{i}", f"kind: link, host: {ns}, method: icmp, count: 5, standards: false")
-    for i in range(50 - 35 - bh_snmp - bh_link):
+    for i in range(bh_backup):  # restic over SSH to a host that never answers
+        add(faulty, f"bh-backup-{i}", f"kind: backup, type: restic, rpo: 24h, repository: /srv/restic, host: {ns}, "
+            "auth: soak_ssh, password_file: /etc/restic.pw")  # fmt: skip
+    for i in range(50 - 35 - bh_snmp - bh_link - bh_backup):
         add(faulty, f"bh-tcp2-{i}", f"kind: probe, module: tcp, host: {ns}, port: {7000 + i}")
 
     # Hanging: 50 on loopback.
@@ -268,7 +279,18 @@ def build_config(
     (work / "community").chmod(0o600)
     auths = ""
     if "snmp" in kinds:
-        auths = f"auths:\n  soak_v2c: {{type: snmp_v2c, community_file: {work / 'community'}}}\n"
+        auths += f"  soak_v2c: {{type: snmp_v2c, community_file: {work / 'community'}}}\n"
+    if "backup" in kinds:
+        key = work / "soak_key"
+        if not key.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+        (work / "known_hosts").write_text(f"{ns} " + " ".join(key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+        auths += (
+            f"  soak_ssh: {{type: ssh, user: soak, key_file: {key}, known_hosts: {work / 'known_hosts'}, "
+            "connect_timeout: 2s, auth_timeout: 2s}\n"
+        )
+    if auths:
+        auths = "auths:\n" + auths
     text = (
         f"agent: {{site: soak, state_dir: {state}, max_workers: 32}}\n"
         f"defaults: {{interval: {interval:g}s, timeout: {interval * 0.6:g}s, start_jitter: 1.0}}\n"
