@@ -71,7 +71,7 @@ class Site(StrictModel):
 
 def parse_listen_address(v: str) -> tuple[str, int]:
     host, sep, port = v.rpartition(":")
-    if not sep or not port.isdigit() or not (0 < int(port) < 65536):
+    if not sep or not port.isdigit() or not (0 <= int(port) < 65536):
         raise ValueError(f"listen address {v!r} must be HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
 
