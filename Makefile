@@ -5,16 +5,31 @@ BIN    := $(VENV)/bin
 CONFIG ?= deploy/examples/demo.yml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck bench soak docs system-deps venv clean check-config
+.PHONY: lock audit run test test-fast lint typecheck bench soak docs system-deps venv clean check-config
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Reinstall when the project metadata changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+# Reinstall when the project metadata or the lock changes. Every dependency (runtime, test, bench)
+# comes from requirements.lock, pinned with hashes; the project itself is installed without deps.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# Re-pin after changing dependencies in pyproject.toml (needs the package index).
+lock: $(BIN)/python
+	$(BIN)/pip install -q pip-tools
+	$(BIN)/pip-compile -q --generate-hashes --allow-unsafe --extra test --extra bench --strip-extras \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -o requirements.lock pyproject.toml
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/python deploy/tools/licences.py
+
+# Known vulnerabilities in the lock (says plainly what could not be checked offline), licences current.
+audit: venv
+	$(BIN)/python deploy/tools/audit_deps.py
+	$(BIN)/python deploy/tools/licences.py --check
 
 venv: $(VENV)/.installed
 
@@ -36,7 +51,7 @@ typecheck: venv
 docs: venv
 	$(BIN)/python -m agent.docs > docs/metrics.md
 
-test: venv system-deps lint typecheck
+test: venv system-deps lint typecheck audit
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # Without the slow suites (soaks, shaped links, the 50-target run).
@@ -48,7 +63,6 @@ bench: venv system-deps
 
 # 200 mixed targets, half blackholed or hanging, 10 minutes; curves in docs/soak.png (needs root).
 soak: venv system-deps
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.soak --minutes 10
 
 clean:
