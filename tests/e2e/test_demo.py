@@ -23,6 +23,7 @@ def test_demo_config_shows_probe_and_host_metrics(tmp_path: Path) -> None:
                 m = agent.metrics()
                 return (
                     metric_value(m, "continuity_probe_success", target="agent-self-http") == 1.0
+                    and metric_value(m, "continuity_probe_success", target="agent-self-tcp") is not None
                     and metric_value(m, "continuity_host_memory_total_bytes", target="this-host") is not None
                 )
 
