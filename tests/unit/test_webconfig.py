@@ -271,3 +271,10 @@ def test_any_bytes_give_a_model_or_one_clear_error(raw: bytes) -> None:
 def test_any_authorization_header_is_refused_without_error(header: str) -> None:
     auth = BasicAuth({"u": "$2b$04$CwyoZMbnt73/KOczocMsGumpc7ZbnQwrUfMOIbcKWbksHoF7SmJPe"})
     assert auth.check(header) is None or header.strip().lower().startswith("basic")
+
+
+def test_shipped_example_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "web-config.yml"
+    m = parse_web_config(example.read_text(), example)
+    assert m.tls_server_config is not None and m.tls_server_config.cert_file
+    assert m.basic_auth_users and all(h.startswith("$2") for h in m.basic_auth_users.values())
