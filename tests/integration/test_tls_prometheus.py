@@ -236,3 +236,29 @@ def test_non_loopback_without_tls_or_auth_warns(tmp_path: Path) -> None:
     with agent_process(cfg) as a:
         wait_until(lambda: "loopback only" in a.log(), timeout=10, what="start-up message")
         assert "without TLS or authentication" not in a.log()
+
+
+def test_sighup_rereads_the_web_config(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    webdir = tmp_path / "web"
+    webdir.mkdir()
+    web = _web_config(webdir, pki)
+    agent, port, log = _start_agent(tmp_path, web)
+    url = f"https://127.0.0.1:{port}/metrics"
+    try:
+        wait_until(lambda: _https(url, pki, ("prometheus", PASSWORD))[0] == 200, timeout=30, what="agent up")
+        cfg = yaml.safe_load(web.read_text())
+        cfg["basic_auth_users"] = {"rotated": bcrypt_hash("new-pw-2", rounds=4)}
+        web.write_text(yaml.safe_dump(cfg))
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: _https(url, pki, ("rotated", "new-pw-2"))[0] == 200, timeout=20, what="new user")
+        assert _https(url, pki, ("prometheus", PASSWORD))[0] == 401
+        # A broken web config on reload is rejected; the running one stays.
+        web.write_text("basic_auth_users: {x: not-a-hash}\n")
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: "web config reload rejected" in log.read_text(), timeout=20, what="rejection logged")
+        assert _https(url, pki, ("rotated", "new-pw-2"))[0] == 200
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(10)
