@@ -181,6 +181,11 @@ def _thread_count() -> int:
 
 
 def test_a_thousand_slow_clients_neither_exhaust_threads_nor_delay_a_scrape(tmp_path: Path) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # 1000 client sockets and up to 512 server ones live in this one process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
     srv = HttpServer(_app(), "127.0.0.1", 0, request_timeout=30.0, max_connections=512)
     srv.start()
     threads_before = _thread_count()
