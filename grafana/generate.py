@@ -428,11 +428,15 @@ def backups() -> Dashboard:
         ("RPO", q(f"max by ({by}) (continuity_backup_rpo_seconds{{{s}}})", table=True)),
         ("Size", q(f"max by ({by}) (continuity_backup_size_bytes{{{s}}})", table=True)),
         ("Snapshots", q(f"max by ({by}) (continuity_backup_snapshots{{{s}}})", table=True)),
+        # 1 when the latest success shrank past the backup's size_drop_fraction (alert BackupSizeDropped).
+        ("Size drop", q(f"max by ({by}) (continuity_backup_size_drop{{{s}}})", table=True)),
     ], hide=("Value #A",), overrides=[
         column("state", mappings=value_map({k: (k.replace("_", " "), c) for k, c in BACKUP_STATES.items()}),
                cell="color-background"),
         column("Last success", unit="dateTimeAsIso"), column("Last attempt", unit="dateTimeAsIso"),
         column("RPO", unit="s"), column("Size", unit="bytes"),
+        column("Size drop", mappings=value_map({"0": ("No", "green"), "1": ("Shrank", "red")}),
+               cell="color-background"),
     ]), 24, 10)
     d.add(timeseries("Age of last success vs RPO",
                      q(f"time() - continuity_backup_last_success_timestamp_seconds{{{s}}}", "{{backup}} age"),
@@ -449,7 +453,9 @@ def backups() -> Dashboard:
         ("Last success", q(f"max by ({by}) (continuity_backup_restore_test_last_success_timestamp_seconds{{{s}}})"
                            " * 1000", table=True)),
         ("Duration", q(f"max by ({by}) (continuity_backup_restore_test_duration_seconds{{{s}}})", table=True)),
-    ], overrides=[column("Last success", unit="dateTimeAsIso"), column("Duration", unit="s")]), 8, 8)
+        ("OK", q(f"max by ({by}) (continuity_backup_restore_test_ok{{{s}}})", table=True)),
+    ], overrides=[column("Last success", unit="dateTimeAsIso"), column("Duration", unit="s"),
+                  column("OK", mappings=YES_NO, thresholds=OK_BAD, cell="color-background")]), 8, 8)
     return d
 
 

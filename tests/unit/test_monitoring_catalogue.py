@@ -1,41 +1,17 @@
 """Every ``continuity_*`` metric the alert rules, their promtool tests and the Grafana dashboards use
 exists in the metric catalogue (agent.catalogue.catalogue(), read at test time), and every label they
-match on is one the metric really has.
-
-Collectors land at different times. A metric named in its issue whose collector has not landed yet
-goes in PENDING_METRICS below, by collector; the lead empties the list as collectors land. A pending
-name that has meanwhile appeared in the catalogue is reported as a warning (remove it from the list);
-its labels are then checked like any other metric's.
+match on is one the metric really has. Every collector has landed: there is no list of pending names.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 
 import pytest
 import yaml
 
 from agent.catalogue import catalogue, exposed_labels
 from tests.helpers.promql import RULE_TESTS_DIR, dashboard_exprs, metric_names, rule_exprs, selector_labels
-
-# Names exactly as written in issue 5 (backup), whose collector has not landed; remove as they land.
-# (snmp, issue 4, and link, issue 6, have landed.)
-PENDING_METRICS: dict[str, set[str]] = {
-    "backup (issue 5)": {
-        "continuity_backup_last_success_timestamp_seconds",
-        "continuity_backup_last_attempt_timestamp_seconds",
-        "continuity_backup_size_bytes",
-        "continuity_backup_snapshots",
-        "continuity_backup_rpo_seconds",
-        "continuity_backup_state",
-        "continuity_backup_integrity_check_last_success_timestamp_seconds",
-        "continuity_backup_integrity_ok",
-        "continuity_backup_restore_test_last_success_timestamp_seconds",
-        "continuity_backup_restore_test_duration_seconds",
-    },
-}
-PENDING = set().union(*PENDING_METRICS.values())
 
 # Labels Prometheus adds to every scraped series, and the external label partner councils set.
 SCRAPE_LABELS = {"job", "instance", "council"}
@@ -65,20 +41,8 @@ def test_rules_and_dashboards_use_metrics() -> None:
 
 def test_every_metric_used_is_in_the_catalogue() -> None:
     cat = catalogue()
-    missing = sorted(
-        f"{where}: {name}"
-        for where, expr in _uses()
-        for name in metric_names(expr)
-        if name not in cat and name not in PENDING
-    )
-    assert not missing, "metrics used but not in the catalogue (and not pending):\n" + "\n".join(missing)
-    landed = sorted(PENDING & set(cat))
-    if landed:
-        warnings.warn(
-            "now in the catalogue, remove from PENDING_METRICS in tests/unit/test_monitoring_catalogue.py: "
-            + ", ".join(landed),
-            stacklevel=1,
-        )
+    missing = sorted(f"{where}: {name}" for where, expr in _uses() for name in metric_names(expr) if name not in cat)
+    assert not missing, "metrics used but not in the catalogue:\n" + "\n".join(missing)
 
 
 def test_every_label_matched_exists_on_the_metric() -> None:
@@ -87,7 +51,7 @@ def test_every_label_matched_exists_on_the_metric() -> None:
         for name, labels in selector_labels(expr):
             allowed = _allowed_labels(name)
             if allowed is None:
-                continue  # pending: checked once it lands
+                continue  # not in the catalogue: test_every_metric_used_is_in_the_catalogue says so
             extra = labels - allowed
             if extra:
                 bad.append(f"{where}: {name} has no label(s) {sorted(extra)} (has {sorted(allowed)})")
@@ -113,8 +77,7 @@ def test_promtool_test_inputs_look_like_real_series() -> None:
                     continue
                 seen += 1
                 if name not in catalogue():
-                    if name not in PENDING:
-                        bad.append(f"{path.name}: {name} is not in the catalogue")
+                    bad.append(f"{path.name}: {name} is not in the catalogue")
                     continue
                 allowed = _allowed_labels(name)
                 assert allowed is not None
@@ -125,6 +88,88 @@ def test_promtool_test_inputs_look_like_real_series() -> None:
                     bad.append(f"{path.name}: {name} lacks label(s) {sorted(missing)} the agent always sets")
     assert seen > 50
     assert not bad, "\n".join(bad)
+
+
+def _known_values() -> dict[str, dict[str, set[str]]]:
+    """label -> metric -> the values the agent can give it ("*" for any metric with that label).
+    ``reason`` is per collector kind (key ``reason:<kind>``)."""
+    from agent.evidence.verifier import BASES, RULES
+    from agent.standards import CRITERIA, WINDOWS
+    from collectors.backup.status import STATES
+    from collectors.base import CORE_REASONS
+    from collectors.link import DIRECTIONS
+    from collectors.registry import collectors
+
+    kinds = collectors()
+    reasons = {f"reason:{k}": set(CORE_REASONS) | set(c.REASONS) for k, c in kinds.items()}
+    return {
+        "collector": {"*": set(kinds)},
+        "reason": {"*": set().union(*reasons.values()), **reasons},
+        "state": {"continuity_backup_state": set(STATES)},
+        "criterion": {"*": set(CRITERIA)},
+        "window": {"continuity_site_availability_ratio": set(WINDOWS)},
+        "rule": {"continuity_recovery_findings": set(RULES)},
+        "severity": {"continuity_recovery_findings": {"error", "warning"}},
+        "basis": {"continuity_recovery_critical_path_seconds": set(BASES)},
+        "direction": {"*": set(DIRECTIONS)},
+        "stat": {"continuity_link_rtt_seconds": {"min", "avg", "max"}},
+    }
+
+
+_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _value_problems(where: str, name: str, matchers: str) -> list[str]:
+    known = _known_values()
+    kind = next((v for lb, op, v in _MATCHER.findall(matchers) if lb == "collector" and op == "="), None)
+    bad = []
+    for label, op, value in _MATCHER.findall(matchers):
+        per_metric = known.get(label)
+        if per_metric is None or "$" in value:
+            continue
+        allowed = per_metric.get(f"reason:{kind}") if label == "reason" and kind else None
+        allowed = allowed or per_metric.get(name) or per_metric.get("*")
+        if allowed is None:
+            continue
+        if op in ("=~", "!~"):
+            if not re.fullmatch(r"[\w|]+", value):
+                continue  # a real pattern, not a list of values
+            values = value.split("|")
+        else:
+            values = [value]
+        for v in values:
+            if v not in allowed:
+                bad.append(f"{where}: {name}{{{label}{op}...}} matches {v!r}, which the agent never sets "
+                           f"(known: {', '.join(sorted(allowed))})")
+    return bad
+
+
+def test_label_values_matched_are_ones_the_agent_sets() -> None:
+    """A selector on a label value the agent never exports (a misspelt reason, a criterion that does
+    not exist) parses and simply never matches: check the values, for rules, dashboards and the
+    promtool tests' input series."""
+    bad: list[str] = []
+    checked = 0
+    selector = re.compile(r"(?<![\w:])(continuity_[a-zA-Z0-9_]+)\s*\{([^}]*)\}")
+    for where, expr in _uses():
+        for m in selector.finditer(expr):
+            checked += len(_MATCHER.findall(m.group(2)))
+            bad += _value_problems(where, m.group(1), m.group(2))
+    for path in sorted(RULE_TESTS_DIR.glob("*.yml")):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for s in test.get("input_series", []):
+                m = _SERIES.match(s["series"])
+                if m and m.group(1).startswith("continuity_"):
+                    bad += _value_problems(path.name, m.group(1), m.group(2))
+    assert checked > 20
+    assert not bad, "\n".join(bad)
+
+
+def test_label_value_check_catches_a_wrong_value() -> None:
+    assert _value_problems("x", "continuity_target_errors_total", 'collector="snmp",reason=~"wrong_digest|auth"') == []
+    assert _value_problems("x", "continuity_target_errors_total", 'collector="snmp",reason="host_key"')
+    assert _value_problems("x", "continuity_backup_state", 'state="stail"')
+    assert _value_problems("x", "continuity_site_standard_met", 'criterion=~"download|uplaod"')
 
 
 @pytest.mark.parametrize("expr,names", [
