@@ -100,7 +100,7 @@ class ProbeCollector(Collector):
     async def collect(self) -> Collected:
         out = Collected()
         # Finish before the runner's timeout so a failed probe is still reported as a measurement.
-        budget = max(0.05, self.timeout * 0.9 - 0.05)
+        budget = max(0.05, min(self.timeout * 0.8, self.timeout - 0.25))
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(budget):
