@@ -105,13 +105,17 @@ class AgentProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> AgentProcess:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:  # fail at once, not after the timeout
                 raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
-            return http_get(self.url + "/-/ready", timeout=1.0)[0] == 200
-
-        wait_until(ready, timeout, what="agent ready")
-        return self
+            try:
+                if http_get(self.url + "/-/ready", timeout=1.0)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"agent not ready after {timeout}s:\n{self.log()[-3000:]}")
 
     def metrics(self) -> str:
         status, body = http_get(self.url + "/metrics")
