@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import cpu_seconds, free_port, rss_bytes, time_get, update_performance_md, wait_http
 
@@ -52,10 +53,24 @@ def _seed_state(state_dir: Path, series: int) -> None:
     store.close()
 
 
-def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float = 15.0) -> dict[str, float]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _start(cmd: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
+    log = tempfile.TemporaryFile()
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), log
+
+
+def _wait(proc: subprocess.Popen[bytes], log: Any, url: str) -> None:
     try:
         wait_http(url)
+    except RuntimeError:
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(proc.args)} not serving {url} (exit {proc.poll()}):\n{tail}") from None
+
+
+def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float = 15.0) -> dict[str, float]:
+    proc, log = _start(cmd)
+    try:
+        _wait(proc, log, url)
         time.sleep(3)  # warm-up: first collections, imports
         c0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
@@ -74,9 +89,9 @@ def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float 
 
 
 def _measure_render(cmd: list[str], url: str, n: int) -> dict[str, float]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, log = _start(cmd)
     try:
-        wait_http(url)
+        _wait(proc, log, url)
         time_get(url, 3)
         med, p90, size = time_get(url, n)
         body = subprocess.run(["curl", "-s", url], capture_output=True, text=True, timeout=30).stdout
@@ -101,10 +116,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         # --- idle: agent on the demo config, node_exporter defaults, blackbox with a tcp module
         demo = (ROOT / "deploy/examples/demo.yml").read_text()
         port = free_port()
-        demo = demo.replace("127.0.0.1:9072", f"127.0.0.1:{port}").replace("state_dir: state", f"state_dir: {tmp}/s1")
-        (tmp / "demo.yml").write_text(demo)
+        demo = demo.replace("127.0.0.1:9072", f"127.0.0.1:{port}").replace("port: 9072", f"port: {port}")
+        demo = demo.replace("state_dir: state", f"state_dir: {tmp}/s1")
+        # The demo's relative paths (runbooks) are relative to deploy/examples/: keep the copy there.
+        demo_cfg = ROOT / "deploy" / "examples" / f".bench-demo-{port}.yml"
+        demo_cfg.write_text(demo)
         url = f"http://127.0.0.1:{port}/metrics"
-        results["agent_idle"] = _measure_idle([str(AGENT), "run", "--config", str(tmp / "demo.yml")], url, args.seconds)
+        try:
+            results["agent_idle"] = _measure_idle([str(AGENT), "run", "--config", str(demo_cfg)], url, args.seconds)
+        finally:
+            demo_cfg.unlink(missing_ok=True)
         if node:
             p = free_port()
             results["node_exporter_idle"] = _measure_idle(
@@ -160,6 +181,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     return results
 
 
+def _demo_targets() -> str:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "deploy/examples/demo.yml").read_text())
+    kinds: dict[str, int] = {}
+    for t in cfg.get("targets", []):
+        kinds[t["kind"]] = kinds.get(t["kind"], 0) + 1
+    return f"{sum(kinds.values())} targets (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+
+
 def _write(r: dict[str, object], args: argparse.Namespace) -> None:
     def row(name: str, key: str) -> str:
         v = r.get(key)
@@ -183,7 +214,7 @@ def _write(r: dict[str, object], args: argparse.Namespace) -> None:
     body = f"""Measured {time.strftime("%Y-%m-%d")} on {platform.machine()}, {platform.python_version()},
 idle window {args.seconds:g}s per process, each scraped every 15 s (`python -m bench.core_bench`).
 
-Idle (agent on deploy/examples/demo.yml: 4 targets every 15 s; exporters on their defaults):
+Idle (agent on deploy/examples/demo.yml: {_demo_targets()}; exporters on their defaults):
 
 | Process | RSS (MiB) | CPU s/hour |
 |---|---|---|
