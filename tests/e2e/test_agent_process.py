@@ -8,14 +8,13 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.helpers.common import (
     AGENT_BIN,
     agent_process,
     free_port,
     http_get,
     metric_value,
+    need_root,
     wait_until,
 )
 
@@ -159,15 +158,20 @@ def test_collect_once_prints_samples_and_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no target named 'nope'" in r.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop CAP_NET_RAW")
 def test_icmp_without_permission_names_the_fix(tmp_path: Path) -> None:
-    if Path("/proc/sys/net/ipv4/ping_group_range").read_text().split() != ["1", "0"]:
-        pytest.skip("ping_group_range allows unprivileged ICMP here")
+    need_root("dropping CAP_NET_RAW in a private network namespace")
     cfg = _config(tmp_path, "  - {name: lo, kind: probe, module: icmp, host: 127.0.0.1}\n")
     os.chmod(tmp_path, 0o755)
     os.chmod(cfg, 0o644)
     r = subprocess.run(
         [
+            # ping_group_range is per network namespace: in a private one, no group may ping.
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            'sysctl -q -w net.ipv4.ping_group_range="1 0" && exec "$@"',
+            "sh",
             "setpriv",
             "--bounding-set=-net_raw",
             "--inh-caps=-net_raw",

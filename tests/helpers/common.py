@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,16 +25,25 @@ AGENT_BIN = VENV_BIN / "continuity-agent"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def unavailable(msg: str) -> NoReturn:
+    """A prerequisite (tool, privilege, kernel feature) is missing: fail under CI, skip elsewhere."""
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        unavailable(f"{what} needs root")
+
+
 def need(tool: str) -> str:
     """Path of a required external tool. Missing: fail under CI, skip on a developer machine."""
     path = shutil.which(tool) or next(
         (str(p) for p in (Path("/usr/sbin") / tool, Path("/usr/bin") / tool) if p.exists()), None
     )
     if path is None:
-        msg = f"{tool} is not installed (run `make system-deps`)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"{tool} is not installed (run `make system-deps`)")
     return path
 
 

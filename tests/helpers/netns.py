@@ -20,19 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.helpers.common import IN_CI, need
+from tests.helpers.common import need, need_root
 
 LOCK = Path("/tmp/continuity-netns.lock")
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
-        msg = "network namespace tests need root"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_root("network namespace tests")
 
 
 def run(*argv: str, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:

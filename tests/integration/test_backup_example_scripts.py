@@ -23,7 +23,7 @@ import pytest
 from collectors.backup import parsers
 from tests.helpers.backups import write_agent_config
 from tests.helpers.collect import collect, value
-from tests.helpers.common import IN_CI, ROOT, wait_until
+from tests.helpers.common import ROOT, unavailable, wait_until
 
 SCRIPTS = ROOT / "deploy" / "examples" / "backup-scripts"
 BACULA = SCRIPTS / "bacula-job-status.py"
@@ -34,10 +34,7 @@ DIRECTOR_TZ = ZoneInfo("Asia/Kolkata")  # UTC+05:30 all year: a wrong zone shows
 def pg_tool(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None)
     if found is None:
-        msg = f"{name} (PostgreSQL) is not installed (run `make system-deps`)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"{name} (PostgreSQL) is not installed (run `make system-deps`)")
     return found
 
 

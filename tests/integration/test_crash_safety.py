@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.state import Result, StateStore
-from tests.helpers.common import IN_CI, agent_process, metric_value, wait_until
+from tests.helpers.common import agent_process, metric_value, need_root, unavailable, wait_until
 
 ROUNDS = 20
 
@@ -140,12 +140,11 @@ def test_agent_restarts_cleanly_after_kill_9(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size: str = "256k") -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        (pytest.fail if IN_CI else pytest.skip)("mounting a tmpfs needs root")
+    need_root("mounting a tmpfs")
     opts = f"size={size},mode=0700"
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
     if r.returncode != 0:
-        (pytest.fail if IN_CI else pytest.skip)(f"cannot mount tmpfs: {r.stderr.decode().strip()}")
+        unavailable(f"cannot mount tmpfs: {r.stderr.decode().strip()}")
     try:
         yield path
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.collect import assert_declared, collect, value, write_config
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, unavailable
 
 HEAD = "agent: {site: hq, state_dir: state}\n"
 
@@ -207,5 +207,5 @@ def test_icmp_loopback(tmp_path: Path) -> None:
     r = collect(cfg, "lo")
     if not r.ok:
         assert r.reason == "icmp_not_permitted" and "ping_group_range" in (r.message or "")
-        pytest.skip("ICMP not permitted for this user")
+        unavailable("ICMP not permitted for this user (root or ping_group_range needed)")
     assert value(r, "continuity_probe_success") == 1.0

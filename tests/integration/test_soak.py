@@ -5,19 +5,17 @@ flat after warm-up, and the agent logs no traceback."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import IN_CI, need
+from tests.helpers.common import need, need_root
 
 
 @pytest.mark.slow
 @pytest.mark.netns
 def test_short_soak_200_mixed_targets_half_faulty(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        (pytest.fail if IN_CI else pytest.skip)("the soak needs root for its network namespace")
+    need_root("the soak's network namespace")
     need("ip")
     need("nft")
     from bench.soak import run_soak
