@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -190,6 +191,19 @@ def _duration(v: Any) -> float:
     except ValueError as e:
         raise PydanticCustomError("duration", str(e)) from None
 
+
+def _timezone(v: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
+    return v
+
+
+TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+"""An IANA time zone name (``Europe/London``), checked at config load."""
 
 Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)]
 """Seconds, written in config as ``30s``, ``5m``, ``72h`` or ``P3D``."""

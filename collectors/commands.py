@@ -158,6 +158,15 @@ class CommandRunner(Protocol):
     ) -> CommandResult: ...
 
 
+def time_left(timeout: float, deadline: float | None, where: str) -> float:
+    """Seconds a command may run: its own timeout, cut to the run's deadline (time.monotonic())."""
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+    if timeout <= 0:
+        raise CollectorError(TIMEOUT, f"{where}: no time left to run the next command")
+    return timeout
+
+
 class LocalRunner:
     """Runs commands on the agent's own host as child processes in their own process group,
     killed (the whole group) on timeout, cap or cancellation."""
@@ -175,13 +184,6 @@ class LocalRunner:
     ) -> None:
         return None
 
-    def _budget(self, timeout: float) -> float:
-        if self.deadline is not None:
-            timeout = min(timeout, self.deadline - time.monotonic())
-        if timeout <= 0:
-            raise CollectorError(TIMEOUT, f"{self.where}: no time left to run the next command")
-        return timeout
-
     async def run(
         self,
         argv: Sequence[str],
@@ -192,7 +194,7 @@ class LocalRunner:
         limits: OutputLimits | None = None,
     ) -> CommandResult:
         argv = tuple(argv)
-        budget = self._budget(timeout)
+        budget = time_left(timeout, self.deadline, self.where)
         lim = limits or self.limits
         full_env = dict(os.environ)
         if env:

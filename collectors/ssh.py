@@ -48,6 +48,7 @@ from collectors.commands import (
     OutputLimits,
     TailBuffer,
     describe,
+    time_left,
 )
 
 HOST_KEY = "host_key"
@@ -329,14 +330,6 @@ class SshRunner:
             self._slot.release()
             self._slot = None
 
-    def _left(self, timeout: float) -> float:
-        left = timeout
-        if self.deadline is not None:
-            left = min(left, self.deadline - time.monotonic())
-        if left <= 0:
-            raise CollectorError(TIMEOUT, f"{self.where}: no time left to run the next command")
-        return left
-
     async def _connection(self, budget: float) -> SshConnection:
         if self._conn is not None:
             return self._conn
@@ -369,8 +362,8 @@ class SshRunner:
     ) -> CommandResult:
         argv = tuple(argv)
         t0 = time.monotonic()
-        conn = await self._connection(self._left(timeout))
-        budget = self._left(timeout - (time.monotonic() - t0))
+        conn = await self._connection(time_left(timeout, self.deadline, self.where))
+        budget = time_left(timeout - (time.monotonic() - t0), self.deadline, self.where)
         command = remote_command(argv, env, cwd)
         try:
             return await self.ctx.run_blocking(conn.run, command, argv, budget, limits or self.limits)
