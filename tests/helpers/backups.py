@@ -86,7 +86,12 @@ def make_repos(base: Path) -> Repos:
 
 def restic_time(text: str) -> float:
     """restic's RFC 3339 time (nanoseconds) read independently of the collector's parser."""
-    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")).timestamp()
+    # Whole seconds from datetime, the fraction (up to nanoseconds) added separately: truncating it
+    # to datetime's microseconds would put the reference up to 1 µs off the real time.
+    m = re.fullmatch(r"(.*?\d{2}:\d{2}:\d{2})(\.\d+)?(.*)", text)
+    assert m, text
+    whole = datetime.fromisoformat(m.group(1) + m.group(3).replace("Z", "+00:00")).timestamp()
+    return whole + float(m.group(2) or 0)
 
 
 def borg_time(text: str) -> float:
