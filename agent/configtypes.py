@@ -192,6 +192,21 @@ def _duration(v: Any) -> float:
         raise PydanticCustomError("duration", str(e)) from None
 
 
+def check_cron(v: str | None, what: str = "cron") -> str | None:
+    """A 5-field crontab line (minute hour day month weekday) that APScheduler accepts."""
+    if v is None:
+        return v
+    if len(v.split()) != 5:
+        raise ValueError(f"{what} {v!r} must be a 5-field crontab line: minute hour day month weekday")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(v, timezone="UTC")
+    except ValueError as e:
+        raise ValueError(f"{what} {v!r} is not a valid crontab line: {e}") from None
+    return v
+
+
 def _timezone(v: str) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
-from agent.configtypes import Duration, StrictModel
+from agent.configtypes import Duration, StrictModel, check_cron
 from agent.standards import REACHABILITY_TASK
 from agent.state import Result
 from collectors import icmp
@@ -115,13 +115,7 @@ class ThroughputConfig(StrictModel):
     def _check(self) -> ThroughputConfig:
         if len(set(self.directions)) != len(self.directions):
             raise ValueError("directions lists a direction twice")
-        if self.cron is not None:
-            try:
-                from apscheduler.triggers.cron import CronTrigger
-
-                CronTrigger.from_crontab(self.cron, timezone="UTC")
-            except ValueError as e:
-                raise ValueError(f"cron {self.cron!r}: {e}") from None
+        check_cron(self.cron)
         return self
 
     def run_seconds(self) -> float:

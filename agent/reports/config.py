@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from agent.configtypes import Duration, StrictModel, TimeZoneName, resolve_path
+from agent.configtypes import Duration, StrictModel, TimeZoneName, check_cron, resolve_path
 
 Format = Literal["html", "md", "json"]
 FORMATS: tuple[Format, ...] = ("html", "md", "json")
@@ -57,12 +57,4 @@ class ReportsConfig(StrictModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if len(v.split()) != 5:
-            raise ValueError(f"schedule {v!r} must be a 5-field crontab line: minute hour day month weekday")
-        try:
-            cron_trigger(v)
-        except ValueError as e:
-            raise ValueError(f"schedule {v!r} is not a valid crontab line: {e}") from None
-        return v
+        return check_cron(v, "schedule")

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.configtypes import NAME_RE, Duration, Secret, StrictModel, resolve_path
+from agent.configtypes import NAME_RE, Duration, Secret, StrictModel, check_cron, resolve_path
 from collectors.base import TargetBase
 from collectors.commands import ENV_NAME_RE
 
@@ -18,23 +18,6 @@ BackupType = Literal["restic", "borg", "files", "command", "push"]
 _SUBSET_RE = re.compile(r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$")
 EVIDENCE_ID_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # ids in runbooks and evidence records
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_CRON_FIELDS = 5
-
-
-def _check_cron(v: str | None) -> str | None:
-    if v is None:
-        return v
-    if len(v.split()) != _CRON_FIELDS:
-        raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        CronTrigger.from_crontab(v, timezone="UTC")
-    except ValueError as e:
-        raise ValueError(f"cron {v!r}: {e}") from None
-    return v
-
-
 class SnapshotGroup(StrictModel):
     """restic snapshot filters: the snapshots of one backup job."""
 
@@ -55,7 +38,7 @@ class IntegrityCheck(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        return _check_cron(v)
+        return check_cron(v)
 
     @field_validator("read_data_subset")
     @classmethod
@@ -105,7 +88,7 @@ class RestoreTest(StrictModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        return _check_cron(v)
+        return check_cron(v)
 
     @field_validator("scratch_dir")
     @classmethod
