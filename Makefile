@@ -37,6 +37,7 @@ system-deps:
 	./.ci/install-system-deps
 
 run: venv
+	@echo "make run: the command is $(CURDIR)/$(BIN)/continuity-agent (or: . $(BIN)/activate); status page http://127.0.0.1:9072/"
 	$(BIN)/continuity-agent run --config $(CONFIG)
 
 check-config: venv

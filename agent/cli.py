@@ -159,6 +159,13 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
             )[target.name]
             rc = EXIT_OK
             results = []
+            known = [task.name for task in col.tasks()]
+            if args.task is not None and args.task not in known:
+                await col.close()
+                store.close()
+                shown = ", ".join(repr(name) if name else "'' (the main task)" for name in known)
+                _err(f"{args.config}: target {target.name!r} has no task {args.task!r} (tasks: {shown})")
+                return EXIT_BAD_INPUT
             try:
                 for task in col.tasks():
                     if args.task is not None and task.name != args.task:
@@ -215,8 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measures availability, link speed, backups and DR recovery evidence as Prometheus metrics.",
     )
     p.add_argument("--version", action="version", version=f"continuity-agent {__version__}")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    _add_global_options(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the agent")
@@ -250,7 +256,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in SUBCOMMAND_MODULES:
         importlib.import_module(mod).register(sub)
+    _global_options_everywhere(p)
     return p
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--log-format`` and ``--log-level``; on a subcommand they default to "not given" so that the
+    value given before the subcommand (or the top-level default) stands."""
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        type=str.lower,
+        default="text" if top else argparse.SUPPRESS,
+        help="log line format (default text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.lower,
+        default="info" if top else argparse.SUPPRESS,
+        help="debug, info, warning or error, any case (default info)",
+    )
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Global options are accepted after any subcommand too (``collect-once --log-level DEBUG ...``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for child in action.choices.values():
+                if id(child) in seen:  # aliases share one parser
+                    continue
+                seen.add(id(child))
+                _add_global_options(child, top=False)
+                _global_options_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
