@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -201,6 +202,82 @@ def _format_loc(loc: tuple[int | str, ...], tags: set[str]) -> str:
     return out
 
 
+def _context(p: Path, mode: Any) -> dict[str, Any]:
+    return {"base_dir": str(p.parent.resolve()), "secret_file_mode": mode if mode in ("warn", "refuse") else None}
+
+
+def _issues(e: ValidationError, fname: str, tags: set[str]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for err in e.errors(include_url=False, include_input=False):
+        key = _format_loc(tuple(err["loc"]), tags)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        for line in msg.splitlines():
+            # Cross-check errors carry their own key prefix ("targets[2].site: ...").
+            k, sep, rest = line.partition(": ")
+            if not key and sep and (k.split("[")[0].split(".")[0] in AgentConfig.model_fields):
+                issues.append(ConfigIssue(fname, k, rest))
+            else:
+                issues.append(ConfigIssue(fname, key, line))
+    return issues
+
+
+def _cross_check_remainder(
+    data: dict[str, Any], e: ValidationError, p: Path, mode: Any, fname: str, tags: set[str], seen: set[str]
+) -> list[ConfigIssue]:
+    """The checks that run once every field is valid (names, sites, auths, each collector's and the
+    standards' cross-checks, runbook ids) are run again on the config without the entries that
+    failed, so that one run of check-config lists the problems of every stage."""
+    bad_targets: set[int] = set()
+    bad_sites: set[int] = set()
+    bad_auths: set[str] = set()
+    for err in e.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        if len(loc) < 2:
+            return []  # the whole config or a whole section is unusable: nothing more to learn
+        head, item = loc[0], loc[1]
+        if head == "targets" and isinstance(item, int):
+            bad_targets.add(item)
+        elif head == "sites" and isinstance(item, int):
+            bad_sites.add(item)
+        elif head == "auths" and isinstance(item, str):
+            bad_auths.add(item)
+        else:
+            return []
+    pruned = dict(data)
+    keep: list[int] = []
+    if isinstance(data.get("targets"), list):
+        keep = [i for i in range(len(data["targets"])) if i not in bad_targets]
+        pruned["targets"] = [data["targets"][i] for i in keep]
+    if isinstance(data.get("sites"), list):
+        pruned["sites"] = [s for i, s in enumerate(data["sites"]) if i not in bad_sites]
+    if isinstance(data.get("auths"), dict):
+        pruned["auths"] = {k: v for k, v in data["auths"].items() if k not in bad_auths}
+    try:
+        AgentConfig.model_validate(pruned, context=_context(p, mode))
+    except ValidationError as e2:
+        more = _issues(e2, fname, tags)
+    except (RecursionError, ValueError, TypeError):
+        return []
+    else:
+        return []
+    dropped_names = {repr(a) for a in bad_auths}
+    out: list[ConfigIssue] = []
+    for issue in more:
+        key = issue.key
+        m = re.match(r"targets\[(\d+)\]", key)
+        if m:  # back to the target's index in the file
+            key = f"targets[{keep[int(m.group(1))]}]" + key[m.end() :]
+        about_dropped = any(f"auth {n} " in issue.message for n in dropped_names) or (
+            bad_sites and "is not in sites" in issue.message
+        )
+        if key in seen or about_dropped:
+            continue
+        out.append(ConfigIssue(issue.file, key, issue.message))
+    return out
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Load and validate a config file. Raises :class:`ConfigError` listing every problem."""
     from agent import configtypes
@@ -226,32 +303,15 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with at least an 'agent' section")])
     configtypes.secret_file_warnings.clear()
     tags = set(collectors()) | set(auth_models())
+    agent_raw = data.get("agent")
+    mode = agent_raw.get("secret_file_mode") if isinstance(agent_raw, dict) else None
     try:
-        agent_raw = data.get("agent")
-        mode = agent_raw.get("secret_file_mode") if isinstance(agent_raw, dict) else None
-        cfg = AgentConfig.model_validate(
-            data,
-            context={
-                "base_dir": str(p.parent.resolve()),
-                "secret_file_mode": mode if mode in ("warn", "refuse") else None,
-            },
-        )
+        cfg = AgentConfig.model_validate(data, context=_context(p, mode))
     except RecursionError:
         raise ConfigError([ConfigIssue(fname, "", "config is nested too deeply")]) from None
     except ValidationError as e:
-        issues: list[ConfigIssue] = []
-        for err in e.errors(include_url=False, include_input=False):
-            key = _format_loc(tuple(err["loc"]), tags)
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            for line in msg.splitlines():
-                # Cross-check errors carry their own key prefix ("targets[2].site: ...").
-                k, sep, rest = line.partition(": ")
-                if not key and sep and (k.split("[")[0].split(".")[0] in AgentConfig.model_fields):
-                    issues.append(ConfigIssue(fname, k, rest))
-                else:
-                    issues.append(ConfigIssue(fname, key, line))
+        issues = _issues(e, fname, tags)
+        issues += _cross_check_remainder(data, e, p, mode, fname, tags, {i.key for i in issues})
         raise ConfigError(issues) from None
     state_dir = cfg.agent.state_dir
     if not state_dir.is_absolute():

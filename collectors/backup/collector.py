@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from collectors.backup import parsers, tools
-from collectors.backup.config import BackupTarget
+from collectors.backup.config import BackupTarget, EvidenceConfig
 from collectors.backup.evidence import EVIDENCE_FAILED, EvidenceError, iso, write_evidence
 from collectors.backup.kv import BackupKV, key
 from collectors.backup.push import make_routes
@@ -146,6 +146,35 @@ REASONS = (
 SIZE_CACHE = 64
 
 
+def check_evidence_ids(ev: EvidenceConfig) -> list[tuple[str, str]]:
+    """The runbook, its version, step and validation a restore test records must exist in runbooks_dir,
+    or the sealed record fails ``evidence verify``."""
+    if ev.runbooks_dir is None:
+        return []
+    from agent.evidence.loader import EvidenceInputError, load_runbooks
+
+    try:
+        estate = load_runbooks(ev.runbooks_dir)
+    except EvidenceInputError as e:
+        return [("runbooks_dir", str(e.issues[0]))]
+    runbook = estate.get(ev.runbook)
+    if runbook is None:
+        known = ", ".join(sorted(estate.runbooks))
+        return [("runbook", f"no runbook {ev.runbook!r} in {ev.runbooks_dir} (runbooks: {known})")]
+    out = []
+    if ev.runbook_version != runbook.version:
+        msg = f"runbook {ev.runbook!r} is at version {runbook.version}, not {ev.runbook_version}"
+        out.append(("runbook_version", msg))
+    steps = [s.id for s in runbook.recovery_steps]
+    if ev.step not in steps:
+        out.append(("step", f"runbook {ev.runbook!r} has no recovery step {ev.step!r} (steps: {', '.join(steps)})"))
+    checks = [v.id for v in runbook.validation]
+    if ev.validation not in checks:
+        known = ", ".join(checks) or "none"
+        out.append(("validation", f"runbook {ev.runbook!r} has no validation {ev.validation!r} (validations: {known})"))
+    return out
+
+
 class BackupCollector(Collector):
     kind = "backup"
     config_model = BackupTarget
@@ -178,6 +207,8 @@ class BackupCollector(Collector):
         for name, sub in (("integrity", target.integrity), ("restore_test", target.restore_test)):
             if sub is not None and sub.cron is None and sub.timeout > sub.interval:
                 out.append((f"{name}.timeout", "must not be longer than its interval"))
+        if target.restore_test is not None and target.restore_test.evidence is not None:
+            out += [(f"restore_test.evidence.{k}", msg) for k, msg in check_evidence_ids(target.restore_test.evidence)]
         return out
 
     def tasks(self) -> list[Task]:

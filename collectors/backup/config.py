@@ -55,8 +55,10 @@ class EvidenceConfig(StrictModel):
     runbook: str = Field(pattern=EVIDENCE_ID_RE)
     runbook_version: int = Field(ge=1)
     runbooks_dir: Path | None = None  # needed to seal (the record carries the runbook's sha256)
-    step: str = Field(default="restore-from-backup", pattern=EVIDENCE_ID_RE)  # a recovery_steps id of the runbook
-    validation: str = Field(default="restore-verified", pattern=EVIDENCE_ID_RE)  # a validation id of the runbook
+    # No defaults: a default id that the runbook does not define would seal evidence that fails
+    # `evidence verify`. check-config checks both against the runbook when runbooks_dir is given.
+    step: str = Field(pattern=EVIDENCE_ID_RE)  # a recovery_steps id of the runbook
+    validation: str = Field(pattern=EVIDENCE_ID_RE)  # a validation id of the runbook
     operator: str = Field(default="continuity-agent", min_length=1, max_length=200)
     seal: bool = True
 

@@ -150,7 +150,10 @@ def errors(tmp_path: Path, targets: list[dict[str, Any]], auths: dict[str, Any] 
                 "repository": "/r",
                 "restore_test": {
                     "paths": ["/x"],
-                    "evidence": {"dir": "/e", "runbook": "Files", "runbook_version": 1, "seal": False},
+                    "evidence": {
+                        "dir": "/e", "runbook": "Files", "runbook_version": 1, "seal": False,
+                        "step": "s", "validation": "v",
+                    },
                 },
             },
             "runbook",
@@ -160,7 +163,10 @@ def errors(tmp_path: Path, targets: list[dict[str, Any]], auths: dict[str, Any] 
                 "name": "a",
                 "type": "restic",
                 "repository": "/r",
-                "restore_test": {"paths": ["/x"], "evidence": {"dir": "/e", "runbook": "files", "runbook_version": 1}},
+                "restore_test": {
+                    "paths": ["/x"],
+                    "evidence": {"dir": "/e", "runbook": "files", "runbook_version": 1, "step": "s", "validation": "v"},
+                },
             },
             "sealing a record needs runbooks_dir",
         ),
@@ -386,7 +392,8 @@ def test_push_route_bypasses_basic_auth_but_not_its_token(tmp_path: Path) -> Non
 
 
 def test_example_config_passes_check_config(tmp_path: Path) -> None:
-    """deploy/examples/backup.yml, unchanged, next to the key and secret files it names."""
+    """deploy/examples/backup.yml, next to the key and secret files it names, with the shipped runbooks
+    where it expects them on the server."""
     import re
     import shutil
 
@@ -396,6 +403,8 @@ def test_example_config_passes_check_config(tmp_path: Path) -> None:
     text = src.read_text()
     cfg = tmp_path / "backup.yml"
     shutil.copy(src, cfg)
+    assert "runbooks_dir: /srv/continuity/runbooks" in text
+    cfg.write_text(text.replace("/srv/continuity/runbooks", str(ROOT / "runbooks")))
     for rel in re.findall(r"(?:_file|known_hosts):\s*(\S+)", text):
         if rel.startswith("/"):
             continue
