@@ -118,6 +118,8 @@ def shell_commands(body: str) -> Iterator[tuple[int, str]]:
 def agent_argv(command: str) -> list[str] | None:
     """The arguments of a ``continuity-agent`` command line (environment assignments, the path of the
     binary, pipes, redirections and comments dropped), or None when the line runs something else."""
+    # <site>, <runbooks-dir>: placeholders for the reader, not redirections.
+    command = re.sub(r"<([A-Za-z][\w-]*)>", r"PLACEHOLDER-\1", command)
     try:
         lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>")
         lexer.whitespace_split = True

@@ -89,9 +89,8 @@ def test_restore_test_evidence_ids_are_checked_against_the_runbooks(
 ) -> None:
     (tmp_path / "pw").write_text("x\n")
     (tmp_path / "pw").chmod(0o600)
-    rc, lines = _check(
-        tmp_path, RESTORE.format(pw=tmp_path / "pw", runbooks=ROOT / "runbooks", runbook=runbook, version=version, extra=extra), capsys
-    )
+    text = RESTORE.format(pw=tmp_path / "pw", runbooks=ROOT / "runbooks", runbook=runbook, version=version, extra=extra)
+    rc, lines = _check(tmp_path, text, capsys)
     assert rc == 2
     assert any(line.startswith(f"targets[0].{expected}") for line in lines), lines
 
@@ -103,5 +102,7 @@ def test_restore_test_evidence_that_matches_the_runbook_passes(
     (tmp_path / "pw").chmod(0o600)
     extra = "        step: restore-volumes\n        validation: sample-checksums\n"
     cfg = tmp_path / "agent.yml"
-    cfg.write_text(RESTORE.format(pw=tmp_path / "pw", runbooks=ROOT / "runbooks", runbook="file-services", version=2, extra=extra))
+    runbooks = ROOT / "runbooks"
+    text = RESTORE.format(pw=tmp_path / "pw", runbooks=runbooks, runbook="file-services", version=2, extra=extra)
+    cfg.write_text(text)
     assert main(["check-config", str(cfg)]) == 0, capsys.readouterr().err

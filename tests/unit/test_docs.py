@@ -8,13 +8,14 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from agent.catalogue import catalogue
-from agent.cli import build_parser
+from agent.cli import build_parser, main
 from tests.helpers.docsnippets import (
     DOC_FILES,
     ROOT,
@@ -48,7 +49,7 @@ def agent_commands() -> list[tuple[str, list[str]]]:
             argv = agent_argv(s.body)
             if argv is not None:
                 out.append((s.where, argv))
-        elif s.lang == "sh" and s.mark != "output":
+        elif s.lang in ("sh", "text") and s.mark not in ("usage", "output"):
             for _, cmd in shell_commands(s.body):
                 argv = agent_argv(cmd)
                 if argv is not None:
@@ -208,3 +209,66 @@ def test_every_dotted_config_key_a_doc_names_exists() -> None:
             if section in fields and key not in fields[section] and not python_module:
                 bad.append(f"{doc}: `{section}.{key}` is not a config key")
     assert not bad, "\n".join(bad)
+
+
+AGENT_KEYS = {"agent", "defaults", "sites", "site_classes", "auths", "targets", "reports", "exercises"}
+# Where the docs tell a reader to keep secrets and data on a server; stubbed under a temporary directory.
+SERVER_PATHS = ("/etc/continuity-agent/", "/srv/continuity/", "/var/lib/continuity-agent", "/etc/backup/")
+
+
+def _stub_server_paths(text: str, tmp: Path) -> str:
+    for prefix in SERVER_PATHS:
+        text = text.replace(prefix, f"{tmp}/server{prefix}")
+    for m in re.finditer(r"(?<![\w-])(\w+_file|\w+_dir|dir|known_hosts):\s*([^\s#{}\[\],]+)", text):
+        key, value = m.groups()
+        p = Path(value) if value.startswith("/") else tmp / value
+        shipped = ROOT / "deploy" / "examples" / value
+        if not value.startswith("/") and shipped.is_file():  # the bank holidays list
+            shutil.copy(shipped, p)
+        elif key.endswith("_dir") or key == "dir":
+            p.mkdir(parents=True, exist_ok=True)
+        elif not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("doc-test-secret\n")
+            p.chmod(0o600)
+    return text
+
+
+@pytest.mark.parametrize("snippet", [s for s in _yaml_snippets()
+                                     if set(yaml.safe_load(s.body)) <= AGENT_KEYS], ids=lambda s: s.where)
+def test_config_snippets_pass_check_config(snippet: Snippet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    text = _stub_server_paths(snippet.body, tmp_path)
+    data = yaml.safe_load(text)
+    for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", text):
+        monkeypatch.setenv(name, "doc-test-secret")
+    if "agent" not in data:  # a fragment: the reader adds it to their config
+        sites = [s["name"] for s in data.get("sites") or []]
+        sites += [t["site"] for t in data.get("targets", []) if "site" in t]
+        site = (sites or ["hq"])[0]
+        text = f"agent: {{site: {site}, state_dir: state}}\n" + text
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(text)
+    rc = main(["check-config", str(cfg)])
+    assert rc == 0, f"{snippet.where}:\n{capsys.readouterr().err}"
+
+
+@pytest.mark.parametrize("snippet", [s for s in _yaml_snippets()
+                                     if {"id", "recovery_steps"} <= set(yaml.safe_load(s.body))], ids=lambda s: s.where)
+def test_runbook_snippets_are_valid_runbooks(snippet: Snippet) -> None:
+    from agent.evidence.models import Runbook
+
+    Runbook.model_validate(yaml.safe_load(snippet.body))
+
+
+@pytest.mark.parametrize("snippet", [s for s in _yaml_snippets()
+                                     if {"runbook", "steps"} <= set(yaml.safe_load(s.body))], ids=lambda s: s.where)
+def test_evidence_snippets_are_valid_records(snippet: Snippet) -> None:
+    from agent.evidence.models import EvidenceRecord
+
+    data = yaml.safe_load(snippet.body)
+    for seal_field in ("runbook_sha256", "sequence", "prev_record_sha256", "record_sha256"):
+        data.pop(seal_field, None)  # written by sealing; shown as … in the docs
+    for artefact in data.get("artefacts", []):
+        artefact["sha256"] = "0" * 64
+    EvidenceRecord.model_validate(data)
