@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import ROOT, need, need_root
+from tests.helpers.common import need, need_root
+from tests.helpers.docsnippets import fresh_copy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,31 +39,12 @@ exit $status
 """
 
 
-def _fresh_copy(dest: Path) -> None:
-    """What a clone has: the tracked files (as they are in the work tree) and new, not ignored ones."""
-    files = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True, timeout=60,
-    ).stdout.split(b"\0")
-    for raw in files:
-        if not raw:
-            continue
-        rel = raw.decode()
-        src = ROOT / rel
-        if not src.is_file():
-            continue
-        out = dest / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(src.read_bytes())
-        out.chmod(src.stat().st_mode & 0o777)
-
-
 def test_make_run_on_a_fresh_copy_then_the_readme_steps(tmp_path: Path) -> None:
     need_root("a private network namespace for port 9072")
     need("git")
     need("curl")
     clone = tmp_path / "continuity-agent"
-    _fresh_copy(clone)
+    fresh_copy(clone)
     assert not (clone / ".venv").exists()
     # The virtual environment needs the package index, so it is made before the namespace is entered.
     venv = subprocess.run(["make", "venv"], cwd=clone, capture_output=True, text=True, timeout=900)
