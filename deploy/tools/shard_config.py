@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Split one continuity-agent config into N shard configs, for estates too large for one agent.
 
-    python deploy/tools/shard_config.py --shards 3 --out /tmp/shards /etc/continuity-agent/estate.yml
+    /opt/continuity-agent/bin/python deploy/tools/shard_config.py --shards 3 --out /tmp/shards \
+        /etc/continuity-agent/estate.yml
     # -> /tmp/shards/estate-shard-0-of-3.yml ... each for its own agent (own host or own port)
+
+(Run it with the agent's Python, which has PyYAML; in a checkout, ``.venv/bin/python``.)
 
 Each target goes to shard ``hash(name) mod N`` with the hash Prometheus's ``hashmod`` relabel action
 uses (the last 8 bytes of the MD5 of the value, big-endian), so a target stays on its shard when other
 targets are added or removed, and the split can be reproduced with Prometheus relabelling.
 Everything but ``targets`` (agent, defaults, sites, auths, ...) is copied into every shard; give
 each shard agent its own ``--web.listen-address`` and state directory (``agent.state_dir`` gets a
-``-shard-K`` suffix here). Validate each output with ``continuity-agent check-config``.
+``-shard-K`` suffix here). Relative paths (secret files, runbooks and evidence directories, bank
+holiday lists) are made absolute, since a shard is written elsewhere than the config it came from;
+a site's ``wan_interface`` stays only in the shard that polls its router. Validate each output with
+``continuity-agent check-config``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,28 @@ def hashmod(value: str, modulus: int) -> int:
     return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus  # noqa: S324 - not security
 
 
-def shard(cfg: dict[str, Any], shards: int) -> list[dict[str, Any]]:
+PATH_KEYS = ("_file", "_dir", "known_hosts")
+
+
+def absolute_paths(node: Any, base: Path) -> Any:
+    """A copy of ``node`` with every relative path value (keys ending ``_file``, ``_dir``, ``dir``,
+    ``known_hosts``) made absolute against ``base``, the directory of the source config."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            is_path = isinstance(key, str) and (key.endswith(PATH_KEYS) or key == "dir")
+            if is_path and isinstance(value, str) and value and not value.startswith(("/", "${")):
+                out[key] = str(base / value)
+            else:
+                out[key] = absolute_paths(value, base)
+        return out
+    if isinstance(node, list):
+        return [absolute_paths(v, base) for v in node]
+    return node
+
+
+def shard(cfg: dict[str, Any], shards: int, base: Path = Path(".")) -> list[dict[str, Any]]:
+    cfg = absolute_paths(cfg, base.resolve())
     out = []
     for k in range(shards):
         part = {key: value for key, value in cfg.items() if key != "targets"}
@@ -36,6 +63,15 @@ def shard(cfg: dict[str, Any], shards: int) -> list[dict[str, Any]]:
         state = str(part["agent"].get("state_dir", "state"))
         part["agent"]["state_dir"] = f"{state.rstrip('/')}-shard-{k}"
         part["targets"] = [t for t in cfg.get("targets") or [] if hashmod(str(t["name"]), shards) == k]
+        names = {t.get("name") for t in part["targets"]}
+        sites = []
+        for site in cfg.get("sites") or []:
+            wan = site.get("wan_interface") if isinstance(site, dict) else None
+            if isinstance(wan, dict) and wan.get("snmp_target") not in names:
+                site = {key: value for key, value in site.items() if key != "wan_interface"}
+            sites.append(site)
+        if "sites" in cfg:
+            part["sites"] = sites
         out.append(part)
     return out
 
@@ -58,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shard_config: {args.config}: not an agent config (mapping with a targets list)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for k, part in enumerate(shard(cfg, args.shards)):
+    for k, part in enumerate(shard(cfg, args.shards, args.config.parent)):
         path = args.out / f"{args.config.stem}-shard-{k}-of-{args.shards}.yml"
         path.write_text(f"# Shard {k} of {args.shards} of {args.config.name} (deploy/tools/shard_config.py)\n"
                         + yaml.safe_dump(part, sort_keys=False))

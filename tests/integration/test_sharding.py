@@ -35,14 +35,15 @@ def test_shards_partition_the_targets_and_each_passes_check_config(tmp_path: Pat
         (tmp_path / secret).chmod(0o600)
     for d in ("runbooks", "evidence"):
         (tmp_path / d).mkdir()
-    r = subprocess.run([str(AGENT_BIN.parent / "python"), str(TOOL), "--shards", "3", "--out", str(tmp_path),
-                        str(tmp_path / "central.yml")], capture_output=True, text=True, timeout=60)
+    out = tmp_path / "shards"  # elsewhere than the config: its relative paths must still hold
+    r = subprocess.run([str(TOOL), "--shards", "3", "--out", str(out), str(tmp_path / "central.yml")],
+                       capture_output=True, text=True, timeout=60, env={"PATH": f"{AGENT_BIN.parent}:/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     names = [t["name"] for t in yaml.safe_load(CENTRAL.read_text())["targets"]]
     seen: list[str] = []
     states = set()
     for k in range(3):
-        path = tmp_path / f"central-shard-{k}-of-3.yml"
+        path = out / f"central-shard-{k}-of-3.yml"
         cfg = yaml.safe_load(path.read_text())
         seen += [t["name"] for t in cfg["targets"]]
         states.add(cfg["agent"]["state_dir"])
