@@ -26,8 +26,9 @@ def _workspace(tmp_path: Path) -> Path:
     """The shipped files a reader has in a checkout, with the secret files and directories the
     example configs name (as the examples' headers tell the reader to create them)."""
     work = tmp_path / "checkout"
-    for d in ("runbooks", "deploy", "docs"):
+    for d in ("runbooks", "deploy", "docs", "grafana"):
         shutil.copytree(ROOT / d, work / d)
+    (work / ".venv").symlink_to(VENV_BIN.parent)  # the checkout's virtual environment
     examples = work / "deploy" / "examples"
     for cfg in examples.glob("*.yml"):
         text = cfg.read_text()
