@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import http
 import io
 import json
@@ -158,6 +157,13 @@ class WebApp:
     def set_routes(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
 
+    # Pages that collectors or features serve, linked from the status page only when configured.
+    PAGES = (("/reports/", "Reports"), ("/exercise/", "DR exercises"))
+
+    def page_links(self) -> list[tuple[str, str]]:
+        prefixes = {r.prefix for r in self.routes if r.method == "GET"}
+        return [(href, label) for href, label in self.PAGES if href in prefixes]
+
     def dispatch(self, req: HttpRequest) -> HttpResponse:
         """Rate limit, authenticate, route. A client that keeps failing authentication (401 or
         403 with credentials given, to basic auth or to a route's own token check) gets 429."""
@@ -191,7 +197,8 @@ class WebApp:
             body = json.dumps(self.status_json(), indent=1, sort_keys=True).encode()
             return HttpResponse(200, body, "application/json")
         if req.path == "/" and get:
-            return HttpResponse(200, render_status_page(self.status_json()).encode(), "text/html; charset=utf-8")
+            page = render_status_page(self.status_json(), self.page_links())
+            return HttpResponse(200, page.encode(), "text/html; charset=utf-8")
         for r in self.routes:
             if req.path.startswith(r.prefix):
                 if req.method != r.method and not (r.method == "GET" and req.method == "HEAD"):
@@ -208,47 +215,24 @@ class WebApp:
         return HttpResponse(404, b"not found\n")
 
 
-def render_status_page(st: dict[str, Any]) -> str:
-    e = html.escape
-    rows = []
+def render_status_page(st: dict[str, Any], links: Iterable[tuple[str, str]] = ()) -> str:
+    """The status page (agent/templates/status.html.j2): summary, targets grouped by site with
+    collection state and outcome, legend. ``links``: (href, label) of configured extra pages."""
+    from agent.outcomes import LEGEND
+    from agent.reports.render import environment
+
+    groups: dict[str, list[dict[str, Any]]] = {}
     for t in st.get("targets", []):
-        state = t.get("state", "unknown")
-        rows.append(
-            "<tr>"
-            f"<td>{e(t['name'])}</td><td>{e(t['kind'])}</td><td>{e(t['site'])}</td>"
-            f"<td class='{e(state)}'>{e(state.upper())}</td>"
-            f"<td>{e(_ts(t.get('last_success')))}</td>"
-            f"<td>{e(_ts(t.get('last_run')))}</td>"
-            f"<td>{e(str(t.get('last_error') or ''))}</td>"
-            "</tr>"
-        )
-    body = "\n".join(rows) or "<tr><td colspan='7'>No targets configured.</td></tr>"
-    reload_ok = st.get("config", {}).get("last_reload_successful", True)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>continuity-agent — {e(st.get("site", ""))}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a1a1a}}
-table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #999;padding:.3rem .5rem;text-align:left}}
-th{{background:#eee}}.up{{color:#0a5d00;font-weight:bold}}.down{{color:#a00000;font-weight:bold}}
-.pending{{color:#5a4a00}}
-</style></head><body>
-<h1>continuity-agent</h1>
-<p>Version {e(__version__)} · site <strong>{e(st.get("site", ""))}</strong> ·
-config {e(st.get("config", {}).get("path", ""))}
-{"" if reload_ok else ' · <strong class="down">LAST RELOAD FAILED — old config still running</strong>'}</p>
-<p><a href="/metrics">Metrics</a> · <a href="/api/v1/status">Status (JSON)</a> ·
-<a href="/reports/">Reports</a></p>
-<h2>Targets</h2>
-<table><thead><tr><th scope="col">Target</th><th scope="col">Collector</th><th scope="col">Site</th>
-<th scope="col">State</th><th scope="col">Last success</th><th scope="col">Last run</th>
-<th scope="col">Last error</th></tr></thead>
-<tbody>
-{body}
-</tbody></table>
-<p>Generated {e(_ts(time.time()))}.</p>
-</body></html>
-"""
+        groups.setdefault(str(t.get("site", "")), []).append(t)
+    env = environment()
+    env.filters.setdefault("stamp", _ts)
+    return env.get_template("status.html.j2").render(
+        st=st,
+        groups=sorted(groups.items()),
+        legend=LEGEND,
+        links=[{"href": h, "label": label} for h, label in links],
+        now=time.time(),
+    )
 
 
 class _Conn:

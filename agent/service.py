@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__
+from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry
 from agent.http import HttpServer, WebApp
@@ -125,6 +125,7 @@ class Agent:
         snap = self.store.snapshot()
         st = self._status
         targets = []
+        by_target: dict[str, tuple[str, dict[str, Any]]] = {}
         for name, (kind, site) in sorted(st.targets.items()):
             latest = snap.latest.get((name, ""))
             ok = snap.last_success.get((name, ""))
@@ -135,12 +136,22 @@ class Agent:
                     tasks.append(
                         {"task": task, "ok": r.ok, "started": r.started, "reason": r.reason, "message": r.message}
                     )
+            results = {task: r for (tname, task), r in snap.latest.items() if tname == name}
+            by_target[name] = (kind, results)
             targets.append(
                 {
                     "name": name,
                     "kind": kind,
                     "site": site,
                     "state": state,
+                    "outcome": outcomes.outcome(results).as_json(),
+                    # What the collector noted beside its samples (sizes, sysName, restart_detected,
+                    # notes): the scalar facts; lists and tables stay in collect-once.
+                    "details": {
+                        k: v
+                        for k, v in (latest.info.items() if latest else ())
+                        if isinstance(v, str | int | float | bool) and v is not None
+                    },
                     "last_run": latest.started if latest else None,
                     "last_duration_seconds": latest.duration if latest else None,
                     "last_success": ok.finished if ok else None,
@@ -169,6 +180,7 @@ class Agent:
                 "last_reload_success_time": st.reload_success_time,
             },
             "state_db_healthy": snap.db_healthy,
+            "summary": outcomes.summary(by_target, st.reload_ok),
             "targets": targets,
         }
 

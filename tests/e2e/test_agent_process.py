@@ -61,7 +61,8 @@ def test_endpoints(tmp_path: Path) -> None:
         assert by_name["self-tcp"]["last_error"] and "Connection refused" in by_name["self-tcp"]["last_error"]
         status, page = http_get(agent.url + "/")
         html = page.decode()
-        assert status == 200 and "self-tcp" in html and '<th scope="col">Last error</th>' in html
+        assert status == 200 and "self-tcp" in html and '<th scope="col">Collection</th>' in html
+        assert "Connection refused" in html  # the last error, under the collection state
         # gzip for scrapers that ask for it
         status, gz = http_get(agent.url + "/metrics", headers={"Accept-Encoding": "gzip"})
         assert status == 200 and gz[:2] == b"\x1f\x8b"

@@ -143,6 +143,13 @@ class DevTools:
     def requests(self) -> list[str]:
         return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
 
+    def screenshot(self, width: int = 1280, height: int = 900) -> bytes:
+        """A PNG of the whole page at ``width`` CSS pixels."""
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        res = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        return base64.b64decode(res["data"])
+
     def print_pdf(self) -> bytes:
         res = self.send("Page.printToPDF", {"preferCSSPageSize": True, "printBackground": True})
         return base64.b64decode(res["data"])
