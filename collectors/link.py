@@ -229,8 +229,28 @@ def summarise(rtts: list[float | None]) -> BurstStats:
     return BurstStats(sent, len(got), loss, min(got), sum(got) / len(got), max(got), jitter)
 
 
-async def tcp_burst(addr: str, port: int, count: int, interval: float, timeout: float) -> list[float | None]:
+_TCPI_RTT = struct.Struct("@I")
+_TCPI_RTT_OFFSET = 68  # struct tcp_info: tcpi_rtt, microseconds (linux/tcp.h)
+
+
+def _kernel_handshake_rtt(sock: socket.socket | None) -> float | None:
+    """The kernel's RTT of the handshake just completed (``TCP_INFO`` ``tcpi_rtt``: SYN sent to
+    SYN-ACK received, timed in the kernel), or None where the kernel does not give it."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return None
+    if len(info) < _TCPI_RTT_OFFSET + _TCPI_RTT.size:
+        return None
+    (us,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
+    return us / 1e6 if us > 0 else None
+
+
+async def tcp_burst(addr: str, port: int, count: int, interval: float, timeout: float) -> icmp.Burst:
     """Time ``count`` TCP handshakes started ``interval`` apart. A refusal (RST) is an answer."""
+    burst = icmp.Burst([])
 
     async def one(i: int) -> float | None:
         await asyncio.sleep(i * interval)
@@ -240,10 +260,19 @@ async def tcp_burst(addr: str, port: int, count: int, interval: float, timeout: 
                 _r, w = await asyncio.open_connection(addr, port)
         except ConnectionRefusedError:
             return time.perf_counter() - t0
-        except (TimeoutError, OSError):
+        except TimeoutError:
+            return None
+        except OSError as e:
+            why = icmp.path_down(e)
+            if why is None:
+                raise
+            burst.send_errors[why] += 1
             return None
         rtt = time.perf_counter() - t0
         sock = w.get_extra_info("socket")
+        kernel = _kernel_handshake_rtt(sock)
+        if kernel is not None:
+            rtt = kernel
         if sock is not None:  # close with RST: no TIME_WAIT pile-up at either end
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -253,59 +282,94 @@ async def tcp_burst(addr: str, port: int, count: int, interval: float, timeout: 
                 await w.wait_closed()
         return rtt
 
-    return list(await asyncio.gather(*(one(i) for i in range(count))))
+    burst.rtts = list(await asyncio.gather(*(one(i) for i in range(count))))
+    return burst
 
 
 UDP_MAGIC = b"CLNK"
 
 
-class _EchoProtocol(asyncio.DatagramProtocol):
-    def __init__(self, token: bytes, sent: dict[int, float], rtts: dict[int, float], count: int) -> None:
-        self.token, self.sent, self.rtts, self.count = token, sent, rtts, count
-        self.done = asyncio.Event()
-        self.refused = 0
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        now = time.perf_counter()
-        if len(data) < 16 or data[:4] != UDP_MAGIC or data[4:12] != self.token:
-            return
-        (seq,) = struct.unpack("!I", data[12:16])
-        if seq in self.sent and seq not in self.rtts:
-            self.rtts[seq] = now - self.sent[seq]
-            if len(self.rtts) == self.count:
-                self.done.set()
-
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionRefusedError):  # ICMP port unreachable: no echo service
-            self.refused += 1
-
-
 async def udp_burst(
     addr: str, family: int, port: int, count: int, interval: float, timeout: float, size: int
-) -> tuple[list[float | None], int]:
+) -> tuple[icmp.Burst, int]:
     """Send ``count`` datagrams to an echo service (RFC 862) ``interval`` apart, each tagged with a
-    random token and a sequence number. Returns RTTs and how many ICMP port-unreachables came back."""
+    random token and a sequence number; replies are timed from the kernel's receive stamp. Returns
+    the burst and how many ICMP port-unreachables came back."""
     loop = asyncio.get_running_loop()
     token = os.urandom(8)
-    sent: dict[int, float] = {}
+    sent: dict[int, int] = {}  # seq -> send time, ns since the epoch
     rtts: dict[int, float] = {}
-    proto = _EchoProtocol(token, sent, rtts, count)
-    transport, _ = await loop.create_datagram_endpoint(lambda: proto, remote_addr=(addr, port), family=family)
+    burst = icmp.Burst([])
+    refused = 0
+    done = asyncio.Event()
     pad = os.urandom(max(0, size - 16))
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        for seq in range(count):
-            sent[seq] = time.perf_counter()
-            transport.sendto(UDP_MAGIC + token + struct.pack("!I", seq) + pad)
-            if seq < count - 1:
-                await asyncio.sleep(interval)
-        wait = max(0.0, sent[count - 1] + timeout - time.perf_counter())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proto.done.wait(), wait)
+        sock.setblocking(False)
+        icmp.enable_rx_timestamps(sock)
+        try:
+            sock.connect((addr, port))
+        except OSError as e:
+            why = icmp.path_down(e)
+            if why is None:
+                raise
+            burst.send_errors[why] += count
+            burst.rtts = [None] * count
+            return burst, 0
+
+        def on_readable() -> None:
+            nonlocal refused
+            while True:
+                try:
+                    data, rx_ns = icmp.recv_timestamped(sock)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except ConnectionRefusedError:  # ICMP port unreachable: no echo service
+                    refused += 1
+                    continue
+                except OSError:
+                    return
+                if len(data) < 16 or data[:4] != UDP_MAGIC or data[4:12] != token:
+                    continue
+                (seq,) = struct.unpack("!I", data[12:16])
+                if seq in sent and seq not in rtts:
+                    rtts[seq] = (rx_ns - sent[seq]) / 1e9
+                    if len(rtts) == count:
+                        done.set()
+
+        loop.add_reader(sock.fileno(), on_readable)
+        try:
+            next_at = time.perf_counter()
+            for seq in range(count):
+                pkt = UDP_MAGIC + token + struct.pack("!I", seq) + pad
+                for _attempt in range(2):
+                    t_ns = time.time_ns()
+                    try:
+                        sock.send(pkt)
+                    except ConnectionRefusedError:  # an earlier probe's port unreachable: send again
+                        refused += 1
+                        continue
+                    except OSError as e:
+                        why = icmp.path_down(e)
+                        if why is None:
+                            raise
+                        burst.send_errors[why] += 1
+                    else:
+                        sent[seq] = t_ns
+                    break
+                if seq < count - 1:
+                    next_at += interval
+                    await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if sent and len(rtts) < len(sent):
+                wait = max(0.0, max(sent.values()) / 1e9 + timeout - time.time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), wait)
+        finally:
+            loop.remove_reader(sock.fileno())
     finally:
-        transport.close()
-    return [
-        r if (r := rtts.get(i)) is not None and r <= timeout else None for i in range(count)
-    ], proto.refused
+        sock.close()
+    burst.rtts = [r if (r := rtts.get(i)) is not None and 0.0 <= r <= timeout else None for i in range(count)]
+    return burst, refused
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,14 +535,14 @@ class LinkCollector(Collector):
         out = Collected()
         started, t0 = self.ctx.clock(), time.perf_counter()
         if t.method == "icmp":
-            rtts = await icmp.ping(t.host, t.count, t.packet_interval, t.packet_timeout, size=t.packet_size)
+            burst = await icmp.ping(t.host, t.count, t.packet_interval, t.packet_timeout, size=t.packet_size)
         else:
             assert t.port is not None
             family, addr = await icmp.resolve(t.host)
             if t.method == "tcp":
-                rtts = await tcp_burst(addr, t.port, t.count, t.packet_interval, t.packet_timeout)
+                burst = await tcp_burst(addr, t.port, t.count, t.packet_interval, t.packet_timeout)
             else:
-                rtts, refused = await udp_burst(
+                burst, refused = await udp_burst(
                     addr, family, t.port, t.count, t.packet_interval, t.packet_timeout, t.packet_size
                 )
                 if refused:
@@ -488,9 +552,13 @@ class LinkCollector(Collector):
                             f"{t.name}: {t.host} port {t.port}/udp refused {refused} probes (no echo service)",
                         )
                     )
-        st = summarise(rtts)
-        out.info.update({"method": t.method, "sent": st.sent, "received": st.received, "rtts": list(rtts)})
-        self._record_reachability(started, time.perf_counter() - t0, st)
+        st = summarise(burst.rtts)
+        out.info.update(
+            {"method": t.method, "sent": st.sent, "received": st.received, "rtts": list(burst.rtts)}
+        )
+        if burst.send_errors:
+            out.info["send_errors"] = dict(burst.send_errors)
+        self._record_reachability(started, time.perf_counter() - t0, st, burst)
         c = self.site_class
         if st.rtt_min is not None and st.rtt_avg is not None and st.rtt_max is not None:
             out.add("continuity_link_rtt_seconds", st.rtt_min, stat="min", **{"class": c})
@@ -501,10 +569,11 @@ class LinkCollector(Collector):
         out.add("continuity_link_loss_ratio", st.loss, **{"class": c})
         return out
 
-    def _record_reachability(self, started: float, duration: float, st: BurstStats) -> None:
+    def _record_reachability(self, started: float, duration: float, st: BurstStats, burst: icmp.Burst) -> None:
         """Whether the far end answered at all, as a result of task ``reachability`` in the state
-        history: availability is computed from it. A burst with no reply is still a measurement
-        (loss 1.0) for the main task; this record is what makes it count as downtime."""
+        history: availability is computed from it. A burst with no reply — the far end silent, or
+        no route to it so that no probe could even be sent — is still a measurement (loss 1.0)
+        for the main task; this record is what makes it count as downtime."""
         store = self.ctx.store
         if store is None:
             return
@@ -520,11 +589,15 @@ class LinkCollector(Collector):
                 duration=duration,
                 ok=up,
                 reason=None if up else UNREACHABLE,
-                message=None
-                if up
-                else f"{t.name}: no reply to any of {st.sent} {t.method} probes to {t.host} (loss 1.0)",
+                message=None if up else self._down_message(st, burst),
             )
         )
+
+    def _down_message(self, st: BurstStats, burst: icmp.Burst) -> str:
+        t = self.target
+        msg = f"{t.name}: no reply to any of {st.sent} {t.method} probes to {t.host} (loss 1.0)"
+        unsent = burst.describe_send_errors()
+        return f"{msg}; {unsent}" if unsent else msg
 
     # -- throughput ----------------------------------------------------------------------------------
     def _ledger(self) -> list[list[float]]:

@@ -142,8 +142,12 @@ class ProbeCollector(Collector):
                 pass
         elif t.module == "icmp":
             assert t.host
-            rtts = await icmp.ping(t.host, t.count, 0.2, max(0.1, self.timeout * 0.8 - 0.2 * t.count))
-            if all(r is None for r in rtts):
+            burst = await icmp.ping(t.host, t.count, 0.2, max(0.1, self.timeout * 0.8 - 0.2 * t.count))
+            if all(r is None for r in burst.rtts):
+                if burst.unsent == len(burst.rtts):
+                    raise CollectorError(
+                        UNREACHABLE, f"cannot send ICMP echo to {t.host}: {', '.join(burst.send_errors)}"
+                    )
                 raise CollectorError(TIMEOUT, f"no ICMP echo reply from {t.host}")
         else:
             await self._http(out)

@@ -53,6 +53,7 @@ class Peer:
     host_ip: str
     ns_ip: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    rule_prefs: list[int] = field(default_factory=list)
 
     def exec(self, *argv: str, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", self.ns, *argv, check=check, timeout=timeout)
@@ -86,6 +87,28 @@ class Peer:
     def unshape(self) -> None:
         self.exec("tc", "qdisc", "del", "dev", self.ns_if, "root", check=False)
         run("tc", "qdisc", "del", "dev", self.host_if, "root", check=False)
+
+    def guard_route(self) -> None:
+        """Policy rules so the namespace's /30 never falls through to the default route: while
+        the veth's connected route exists it is used; when it is gone (link down, route deleted)
+        sending fails with "Network is unreachable", as on a host whose VPN route was withdrawn,
+        and no packet leaves the machine."""
+        if self.rule_prefs:
+            return
+        net = self.host_ip.rsplit(".", 1)[0] + "." + str(int(self.host_ip.rsplit(".", 1)[1]) - 1) + "/30"
+        pref = 10000 + random.randrange(0, 20000, 2)
+        self.rule_prefs += [pref, pref + 1]
+        run("ip", "rule", "add", "pref", str(pref), "to", net, "lookup", "main", "suppress_prefixlength", "0")
+        run("ip", "rule", "add", "pref", str(pref + 1), "to", net, "unreachable")
+
+    def link_down(self) -> None:
+        """Take the root namespace's (the agent's) side of the veth down: its route goes with it."""
+        self.guard_route()
+        run("ip", "link", "set", "dev", self.host_if, "down")
+
+    def link_up(self) -> None:
+        run("ip", "link", "set", "dev", self.host_if, "up")
+        _wait_reachable(self)
 
     def iptables(self, *rule: str) -> None:
         self.exec("iptables", "-w", "5", *rule)
@@ -191,6 +214,8 @@ def _teardown(ns: str, host_if: str, p: Peer | None) -> None:
     if p is not None:
         for proc in p.procs:
             _stop(proc)
+        for pref in p.rule_prefs:
+            run("ip", "rule", "del", "pref", str(pref), check=False)
     pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError):
