@@ -3,6 +3,8 @@ way the agent runs them, but stepped by the test."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ from tests.helpers.collect import assert_declared
 class Rig:
     """Collectors of one config on one shared context and store, run through the real runner."""
 
-    def __init__(self, config: Path, store: StateStore | None = None) -> None:
+    def __init__(
+        self, config: Path, store: StateStore | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.clock = clock
         self.loaded = load_config(config)
         self.cfg = self.loaded.config
         self.store = store if store is not None else StateStore(None)
@@ -30,6 +35,7 @@ class Rig:
             auths=self.cfg.auths,
             executor=self.executor,
             state_dir=self.cfg.agent.state_dir,
+            clock=clock,
             shared={},
             store=self.store,
             config=self.cfg,
@@ -39,7 +45,7 @@ class Rig:
     async def run(self, target: str, task: str = "") -> Result:
         col = self.collectors[target]
         t = next(t for t in col.tasks() if t.name == task)
-        r = await run_task(col, t, site=self.cfg.site_of(col.target))
+        r = await run_task(col, t, site=self.cfg.site_of(col.target), clock=self.clock)
         self.store.put(r)
         return r
 
