@@ -172,7 +172,10 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                         continue
                     label = f"collecting {target.name}" + (f"/{task.name}" if task.name else "")
                     with progress(label):
-                        results.append(await run_task(col, task, site=cfg.site_of(target)))
+                        r = await run_task(col, task, site=cfg.site_of(target))
+                    if args.use_state:  # the whole result, as a scheduled run stores it
+                        store.put(r)
+                    results.append(r)
             finally:
                 await col.close()
                 store.close()
@@ -199,7 +202,7 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                 )
             else:
                 head = f"{r.target}" + (f" [{r.task}]" if r.task else "")
-                print(f"# {head}: {'OK' if r.ok else 'FAILED'} in {r.duration:.3f}s")
+                print(f"# {head}: {'OK' if r.ok else 'FAILED'} in {r.duration!r}s")
                 if not r.ok:
                     print(f"# error ({r.reason}): {r.message}")
                 for reason, msg in r.partial_errors:
@@ -208,7 +211,8 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                     print(f"# {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}")
                 for s in r.samples:
                     labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-                    print(f"{s.name}{{{labels}}} {s.value:g}" if labels else f"{s.name} {s.value:g}")
+                    # Exact: the shortest repr that reads back as the same float (1796150123.25, not 1.79615e+09).
+                    print(f"{s.name}{{{labels}}} {s.value!r}" if labels else f"{s.name} {s.value!r}")
             if not r.ok:
                 rc = EXIT_FINDINGS
         return rc

@@ -33,7 +33,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from agent.configtypes import Duration, StrictModel, check_cron
-from agent.standards import REACHABILITY_TASK
+from agent.standards import REACHABILITY_TASK, format_bitrate
 from agent.state import Result
 from collectors import icmp
 from collectors.base import (
@@ -55,6 +55,8 @@ THROUGHPUT_CAP = "throughput_cap"
 LINK_BUSY = "link_busy"
 
 DAY = 86400.0
+IPERF3_BLOCK = 131072  # iperf3 --length for TCP: what one write sends
+MIN_TEST_BYTES = 64_000  # per direction under a byte cap: a smaller test measures nothing useful
 MAX_BURST_SECONDS = 60.0
 DIRECTION_PAUSE = 1.0
 
@@ -415,7 +417,13 @@ def parse_iperf3(text: str, what: str) -> IperfResult:
         recv = end["sum_received"]
         sent = end.get("sum_sent") or {}
         bps = float(recv["bits_per_second"])
-        nbytes = max(int(recv.get("bytes", 0)), int(sent.get("bytes", 0)))
+        # The end sums leave out the --omit seconds; those bytes crossed the link too.
+        omitted = sum(
+            int(iv["sum"].get("bytes", 0))
+            for iv in data.get("intervals") or []
+            if isinstance(iv, dict) and isinstance(iv.get("sum"), dict) and iv["sum"].get("omitted") is True
+        )
+        nbytes = max(int(recv.get("bytes", 0)), int(sent.get("bytes", 0))) + omitted
         seconds = float(recv.get("seconds", 0.0))
         retr = sent.get("retransmits")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
@@ -621,19 +629,19 @@ class LinkCollector(Collector):
         if self.ctx.store is not None:
             self.ctx.store.set_kv(ledger_kv_key(self.site), ledger)
 
-    def _estimate(self, direction: str) -> float:
-        """Bytes one test in ``direction`` will likely move: the faster of the contracted rate and the
-        last measurement, over the test's length. 0 when neither is known."""
+    def _estimate(self, direction: str) -> tuple[float, str]:
+        """Bytes one test in ``direction`` will likely move, and why: the faster of the contracted
+        rate and the last measurement, over the test's length. (0, "") when neither is known."""
         tp = self.target.throughput
         assert tp is not None
-        rates = []
+        rates: list[tuple[float, str]] = []
         cfg = self.ctx.config
         if cfg is not None:
             for s in cfg.sites:
                 if s.name == self.site:
                     r = s.contracted_download if direction == "download" else s.contracted_upload
                     if r is not None:
-                        rates.append(float(r))
+                        rates.append((float(r), "contracted"))
         store = self.ctx.store
         last = (
             store.snapshot().last_success.get((self.target.name, "throughput")) if store is not None else None
@@ -644,10 +652,15 @@ class LinkCollector(Collector):
                     smp.name == "continuity_link_throughput_bits_per_second"
                     and smp.labels.get("direction") == direction
                 ):
-                    rates.append(smp.value)
-        return max(rates, default=0.0) * (tp.duration + tp.omit) / 8.0
+                    rates.append((smp.value, "last measured"))
+        if not rates:
+            return 0.0, ""
+        rate, why = max(rates)
+        seconds = tp.duration + tp.omit
+        return rate * seconds / 8.0, f"{direction} {why} {format_bitrate(rate)} for {seconds:g}s"
 
-    def _check_caps(self) -> None:
+    def _check_caps(self) -> float | None:
+        """Refuse a test the caps do not allow; the bytes left in the day's budget (None: no cap)."""
         tp = self.target.throughput
         assert tp is not None
         now = self.ctx.clock()
@@ -655,25 +668,71 @@ class LinkCollector(Collector):
         ledger[:] = [e for e in ledger if e[0] > now - DAY]
         tests = len(ledger)
         if tests >= tp.max_tests_per_day:
-            nxt = min(e[0] for e in ledger) + DAY
             raise CollectorError(
                 THROUGHPUT_CAP,
                 f"{self.target.name}: site {self.site} had {tests} throughput tests in the last 24h "
-                f"(max_tests_per_day {tp.max_tests_per_day}); next allowed at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(nxt))}",
+                f"(max_tests_per_day {tp.max_tests_per_day}); next allowed at {_when(min(e[0] for e in ledger) + DAY)}",
             )
-        if tp.max_bytes_per_day is not None:
-            used = sum(e[1] for e in ledger)
-            need = sum(self._estimate(d) for d in tp.directions)
-            if used + need > tp.max_bytes_per_day:
-                raise CollectorError(
-                    THROUGHPUT_CAP,
-                    f"{self.target.name}: site {self.site} moved {_format_bytes(int(used))} in throughput tests in "
-                    f"the last 24h; another test (~{_format_bytes(int(need))}) would pass max_bytes_per_day "
-                    f"{_format_bytes(tp.max_bytes_per_day)}",
-                )
+        cap = tp.max_bytes_per_day
+        if cap is None:
+            return None
+        used = sum(e[1] for e in ledger)
+        left = cap - used
+        moved = (
+            f"{self.target.name}: site {self.site} moved {_format_bytes(int(used))} in {tests} throughput "
+            f"test{'s' if tests != 1 else ''} in the last 24h (max_bytes_per_day {_format_bytes(cap)})"
+        )
+        smallest = self._smallest_test() * len(tp.directions)
+        if left < smallest:
+            raise CollectorError(
+                THROUGHPUT_CAP,
+                f"{moved}; the {_format_bytes(max(0, int(left)))} left is less than the smallest test "
+                f"({_format_bytes(smallest)}); next allowed at {_when(self._budget_frees(smallest - left))}",
+            )
+        estimates = [self._estimate(d) for d in tp.directions]
+        need = sum(b for b, _why in estimates)
+        if need > left:
+            basis = ", ".join(why for _b, why in estimates if why)
+            when = (
+                f"next allowed at {_when(self._budget_frees(need - left))}"
+                if need <= cap
+                else "more than the whole cap: shorten throughput.duration or raise max_bytes_per_day"
+            )
+            raise CollectorError(
+                THROUGHPUT_CAP,
+                f"{moved}; another test would move about {_format_bytes(int(need))} ({basis}) but only "
+                f"{_format_bytes(int(left))} is left; {when}",
+            )
+        return left
 
-    def _argv(self, exe: str, direction: str) -> list[str]:
+    def _budget_frees(self, nbytes: float) -> float:
+        """When tests leaving the 24-hour window free ``nbytes`` of the byte budget."""
+        freed = 0.0
+        for finished, moved in sorted(self._ledger()):
+            freed += moved
+            if freed >= nbytes:
+                return finished + DAY
+        return self.ctx.clock()
+
+    def _smallest_test(self) -> int:
+        """Bytes the smallest test worth running moves in one direction, at most."""
+        tp = self.target.throughput
+        assert tp is not None
+        return MIN_TEST_BYTES + tp.parallel * IPERF3_BLOCK
+
+    def _byte_limit(self, direction: str, left: float, directions_left: int) -> int:
+        """iperf3 ``--bytes`` for one direction under a byte cap: about ``duration + omit`` at the
+        expected rate, never more than this direction's share of what is left, less one block per
+        stream (iperf3 stops a stream only after the block that reaches the count). _check_caps
+        made sure each share holds the smallest test."""
+        tp = self.target.throughput
+        assert tp is not None
+        share = left / directions_left
+        expected, _why = self._estimate(direction)
+        size = min(share, max(expected, self._smallest_test())) if expected > 0 else share
+        return max(MIN_TEST_BYTES, int(size) - tp.parallel * IPERF3_BLOCK)
+
+    def _argv(self, exe: str, direction: str, limit: int | None = None) -> list[str]:
         tp = self.target.throughput
         assert tp is not None
         argv = [
@@ -683,26 +742,33 @@ class LinkCollector(Collector):
             "--port",
             str(tp.port),
             "--json",
-            "--time",
-            f"{tp.duration:g}",
             "--parallel",
             str(tp.parallel),
+            "--length",
+            str(IPERF3_BLOCK),
             "--connect-timeout",
             str(int(tp.connect_timeout * 1000)),
         ]
-        if tp.omit:
-            argv += ["--omit", f"{tp.omit:g}"]
+        if limit is not None:
+            # By bytes, without --omit: iperf3 does not count omitted bytes against --bytes.
+            argv += ["--bytes", str(limit)]
+        else:
+            argv += ["--time", f"{tp.duration:g}"]
+            if tp.omit:
+                argv += ["--omit", f"{tp.omit:g}"]
         if direction == "download":
             argv.append("--reverse")
         return argv
 
-    async def _one_direction(self, exe: str, direction: str, info: dict[str, Any]) -> IperfResult:
+    async def _one_direction(
+        self, exe: str, direction: str, info: dict[str, Any], limit: int | None = None
+    ) -> IperfResult:
         tp = self.target.throughput
         assert tp is not None
         what = f"{self.target.name} {direction}"
         busy = 0
         while True:
-            text = await run_iperf3(self._argv(exe, direction), tp.run_seconds(), what)
+            text = await run_iperf3(self._argv(exe, direction, limit), tp.run_seconds(), what)
             try:
                 return parse_iperf3(text, what)
             except IperfBusy as e:
@@ -732,16 +798,27 @@ class LinkCollector(Collector):
             ) from None
         out = Collected()
         try:
-            self._check_caps()
+            left = self._check_caps()
             results: dict[Direction, IperfResult] = {}
+            moved = 0
             try:
                 for i, direction in enumerate(tp.directions):
                     if i:  # iperf3 servers take a moment to accept the next test after one ends
                         await asyncio.sleep(DIRECTION_PAUSE)
-                    results[direction] = await self._one_direction(exe, direction, out.info)
+                    limit = None
+                    if left is not None:
+                        limit = self._byte_limit(direction, left - moved, len(tp.directions) - i)
+                        out.info[f"{direction}_byte_limit"] = limit
+                    try:
+                        results[direction] = await self._one_direction(exe, direction, out.info, limit)
+                    except CollectorError as e:
+                        # A run that may have moved data before it failed counts at its limit.
+                        if limit is not None and e.reason in (TIMEOUT, IPERF3_ERROR, BAD_REPLY):
+                            moved += limit + tp.parallel * IPERF3_BLOCK
+                        raise
+                    moved += results[direction].bytes
             finally:
-                moved = sum(r.bytes for r in results.values())
-                if results:
+                if moved:
                     self._record(moved)
         finally:
             lock.release()
@@ -761,6 +838,10 @@ class LinkCollector(Collector):
             }
         out.add("continuity_link_throughput_test_timestamp_seconds", self.ctx.clock(), **{"class": c})
         return out
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 COLLECTORS = [LinkCollector]

@@ -152,7 +152,7 @@ def test_collect_once_prints_samples_and_errors(tmp_path: Path) -> None:
     r = subprocess.run(
         [str(AGENT_BIN), "collect-once", "--config", str(cfg), "shut"], capture_output=True, text=True, timeout=60
     )
-    assert "partial error (unreachable)" in r.stdout and "continuity_probe_success 0" in r.stdout
+    assert "partial error (unreachable)" in r.stdout and "continuity_probe_success 0.0\n" in r.stdout
     r = subprocess.run(
         [str(AGENT_BIN), "collect-once", "--config", str(cfg), "nope"], capture_output=True, text=True, timeout=60
     )

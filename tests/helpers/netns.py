@@ -128,8 +128,12 @@ class Peer:
             time.sleep(0.05)
         raise AssertionError(f"nothing listening on {proto}/{port} in {self.ns} after {timeout}s")
 
-    def iperf3_server(self, port: int = 5201, log: Path | None = None) -> subprocess.Popen[bytes]:
-        p = self.spawn(need("iperf3"), "--server", "--bind", self.ns_ip, "--port", str(port), log=log)
+    def iperf3_server(
+        self, port: int = 5201, log: Path | None = None, *, json: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """iperf3 -s in the namespace; with ``json`` its log holds one JSON report per test."""
+        extra = ["--json"] if json else []
+        p = self.spawn(need("iperf3"), "--server", "--bind", self.ns_ip, "--port", str(port), *extra, log=log)
         self.wait_listening(port)
         return p
 

@@ -215,3 +215,29 @@ def test_hung_iperf3_is_killed(tmp_path: Path) -> None:
     pid = int(next(c for c in calls(exe) if c[0] == "start")[2])
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_byte_cap_sizes_a_test_by_bytes_when_no_rate_is_known(tmp_path: Path) -> None:
+    """No contracted rate, no earlier test: each direction runs by --bytes within its share of the
+    cap (less one block per stream), without --time or --omit, so it cannot run past the cap."""
+    exe = fake_iperf3(tmp_path)
+    path = config(tmp_path, str(exe), tp=", max_bytes_per_day: 2MB, parallel: 2")
+    path.write_text(path.read_text().replace("directions: [download]", "directions: [download, upload]"))
+    r = collect(path, "link0", "throughput", store=StateStore(None))
+    assert r.ok, r.message
+    argvs = [c[3:] for c in calls(exe) if c[0] == "start"]
+    assert len(argvs) == 2
+    for argv in argvs:
+        assert "--time" not in argv and "--omit" not in argv
+        n = int(argv[argv.index("--bytes") + 1])
+        assert int(argv[argv.index("--length") + 1]) == 131072
+        assert n + 2 * 131072 <= 1_000_000  # its half of the cap, with one block per stream to spare
+    assert r.info["download_byte_limit"] == 1_000_000 - 2 * 131072
+
+
+def test_without_a_byte_cap_tests_run_by_time(tmp_path: Path) -> None:
+    exe = fake_iperf3(tmp_path)
+    r = collect(config(tmp_path, str(exe)), "link0", "throughput")
+    assert r.ok, r.message
+    (argv,) = [c[3:] for c in calls(exe) if c[0] == "start"]
+    assert "--bytes" not in argv and argv[argv.index("--time") + 1] == "1"
