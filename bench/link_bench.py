@@ -72,28 +72,6 @@ def _stats(rtts: list[float | None]) -> dict[str, float]:
     }
 
 
-async def _fping(host: str, count: int, period_ms: int) -> list[float | None]:
-    proc = await asyncio.create_subprocess_exec(
-        shutil.which("fping") or "fping",
-        "-C",
-        str(count),
-        "-p",
-        str(period_ms),
-        # fping shortens its timeout to the period in count mode; give replies the same 1 s the
-        # collector's packet_timeout gives them, or a queue's delay shows up as fping loss.
-        "-t",
-        "1000",
-        "-q",
-        host,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await proc.communicate()
-    line = next((ln for ln in err.decode().splitlines() if ":" in ln), "")
-    values = line.split(":", 1)[1].split() if line else []
-    return [None if v == "-" else float(v) / 1000.0 for v in values]
-
-
 def _ms(v: float) -> str:
     return f"{v * 1000:.3f}" if v == v else "-"
 
@@ -102,7 +80,9 @@ async def _latency(
     tmp: Path, host: str, count: int, period: float, label: str
 ) -> list[tuple[str, dict[str, float]]]:
     col = _collector(tmp, host, count=count, packet_interval=f"{period:g}s", packet_timeout="1s")
-    ours, theirs = await asyncio.gather(col.collect(), _fping(host, count, int(period * 1000)))
+    from tests.helpers.netns import fping
+
+    ours, theirs = await asyncio.gather(col.collect(), fping(host, count, int(period * 1000)))
     return [
         (f"{label}: continuity-agent ICMP burst", _stats(ours.info["rtts"])),
         (f"{label}: fping -C", _stats(theirs)),

@@ -138,6 +138,32 @@ class Peer:
         return p
 
 
+async def fping(host: str, count: int, period_ms: int) -> list[float | None]:
+    """``fping -C COUNT -p PERIOD`` to ``host``: RTT in seconds per probe, None when lost.
+
+    fping shortens its timeout to the period in count mode; replies get the same 1 s the link
+    collector's default packet_timeout gives them, or a queue's delay would show up as loss."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        need("fping"),
+        "-C",
+        str(count),
+        "-p",
+        str(period_ms),
+        "-t",
+        "1000",
+        "-q",
+        host,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await proc.communicate()
+    line = next((ln for ln in err.decode().splitlines() if ":" in ln), "")
+    values = line.split(":", 1)[1].split() if line else []
+    return [None if v == "-" else float(v) / 1000.0 for v in values]
+
+
 def _used_networks() -> str:
     return run("ip", "-4", "route", "show", "table", "all").stdout + run("ip", "-4", "addr").stdout
 
