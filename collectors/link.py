@@ -3,13 +3,16 @@
 Main task: a bounded burst of N probes to the site's far end — ICMP echo, or TCP connect or UDP
 echo where ICMP is not allowed — giving RTT min/avg/max, jitter (mean absolute difference of
 consecutive RTTs, RFC 3550 style) and loss ratio. A burst with no reply at all is still a
-measurement (loss 1.0, no RTT); each burst also records whether the far end answered at all as a
-result of task ``reachability`` in the state history, which availability is computed from.
+measurement (loss 1.0, no RTT) — so is one whose probes could not even be sent because the path
+is down (no route, unreachable, prohibited); each burst also records whether the far end answered
+at all as a result of task ``reachability`` in the state history, which availability is computed
+from. RTTs come from the kernel's receive stamps (see collectors/icmp.py).
 
 Task ``throughput`` (optional, its own schedule): iperf3 upload and download (``-R``) against a
 council-owned iperf3 server, parsed from ``iperf3 -J``. Capped per site: at most
-``max_tests_per_day`` tests and ``max_bytes_per_day`` bytes in any 24 hours, never two tests on the
-same site's link at once. A busy server is retried after a delay and, if still busy, the run
+``max_tests_per_day`` tests and ``max_bytes_per_day`` bytes in any 24 hours (under a byte cap each
+direction runs by ``--bytes`` within its share of what is left), never two tests on the same
+site's link at once. A busy server is retried after a delay and, if still busy, the run
 fails with reason ``server_busy`` — no new measurement, so no verdict changes.
 """
 
