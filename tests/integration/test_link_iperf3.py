@@ -5,6 +5,7 @@ killing a hung client. Real iperf3 over shaped links is in test_link_netns.py.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -107,6 +108,18 @@ def test_recorded_outputs_parse() -> None:
         with pytest.raises(CollectorError) as ei:
             parse_iperf3(junk, "x")
         assert ei.value.reason == reason
+
+
+def test_omitted_seconds_count_in_the_bytes_moved() -> None:
+    """iperf3 leaves the --omit interval out of its end sums; those bytes crossed the link too."""
+    text = (FIX / "iperf3_download_omit.json").read_text()
+    data = json.loads(text)
+    omitted = [iv["sum"]["bytes"] for iv in data["intervals"] if iv["sum"]["omitted"]]
+    assert len(omitted) == 1
+    end = max(data["end"]["sum_sent"]["bytes"], data["end"]["sum_received"]["bytes"])
+    r = parse_iperf3(text, "x")
+    assert r.bytes == end + omitted[0] == 7208144
+    assert r.bits_per_second == data["end"]["sum_received"]["bits_per_second"]
 
 
 def test_busy_server_retried_then_measured(tmp_path: Path) -> None:
