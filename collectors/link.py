@@ -538,6 +538,29 @@ class LinkCollector(Collector):
                     f"{tp.max_tests_per_day}",
                 )
             )
+        if tp is not None and tp.max_bytes_per_day is not None:
+            site = next((s for s in config.sites if s.name == config.site_of(target)), None)
+            rates = {
+                d: r
+                for d, r in (
+                    ("download", getattr(site, "contracted_download", None)),
+                    ("upload", getattr(site, "contracted_upload", None)),
+                )
+                if r is not None and d in tp.directions
+            }
+            seconds = tp.duration + tp.omit
+            need = sum(rates.values()) * seconds / 8.0
+            if need > tp.max_bytes_per_day:
+                at = ", ".join(f"{d} {format_bitrate(r)}" for d, r in rates.items())
+                out.append(
+                    (
+                        "throughput.max_bytes_per_day",
+                        f"one test at the contracted rate ({at} for {seconds:g}s) moves about "
+                        f"{_format_bytes(int(need))}, more than max_bytes_per_day "
+                        f"{_format_bytes(tp.max_bytes_per_day)}: no test could ever run; raise the cap or "
+                        "shorten throughput.duration",
+                    )
+                )
         return out
 
     # -- burst ---------------------------------------------------------------------------------------
