@@ -53,7 +53,9 @@ CORE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "continuity_task_last_success_timestamp_seconds",
         "gauge",
-        "When a target's secondary task (integrity check, throughput test...) last succeeded.",
+        "When a target's secondary task (integrity check, restore test, throughput test...) last "
+        "succeeded: it ran to completion and what it found is not a failure. An integrity check that "
+        "found damage, or a restore test that did not verify or could not run, is not a success.",
         "seconds",
         labels=(*TARGET_LABELS, "task"),
         target_labels=False,

@@ -118,8 +118,10 @@ class StateCollector(PromCollector):
                         {"collector": kind, "target": target, "site": site, "task": task},
                         last.finished,
                     )
-            if not res.ok:
+            if not res.ok and not res.samples:
                 continue  # stale values disappear; up/errors say why
+            # A failed run with samples completed and found a failure (Collected.failure): its
+            # samples are the finding and stay visible.
             for s in res.samples:
                 spec = cat.get(s.name) or spec_for(s.name)
                 if spec is None:

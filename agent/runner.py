@@ -91,6 +91,7 @@ async def run_task(
             reason=reason,
             message=message,
         )
+    failure = collected.failure
     return Result(
         target=target,
         task=task.name,
@@ -98,7 +99,9 @@ async def run_task(
         site=site,
         started=started,
         duration=time.perf_counter() - t0,
-        ok=True,
+        ok=failure is None,
+        reason=failure[0] if failure else None,
+        message=scrub(failure[1]) if failure else None,
         samples=collected.samples,
         partial_errors=[(r, scrub(m)) for r, m in collected.partial_errors],
         info=collected.info,

@@ -133,8 +133,17 @@ class Agent:
             tasks = []
             for (tname, task), r in sorted(snap.latest.items()):
                 if tname == name and task:
+                    last = snap.last_success.get((tname, task))
                     tasks.append(
-                        {"task": task, "ok": r.ok, "started": r.started, "reason": r.reason, "message": r.message}
+                        {
+                            "task": task,
+                            "ok": r.ok,
+                            "result": r.info.get("result"),  # restore test: pass, fail or not_run
+                            "started": r.started,
+                            "last_success": last.finished if last else None,
+                            "reason": r.reason,
+                            "message": r.message,
+                        }
                     )
             results = {task: r for (tname, task), r in snap.latest.items() if tname == name}
             by_target[name] = (kind, results)

@@ -67,6 +67,11 @@ class Collected:
     samples: list[Sample] = field(default_factory=list)
     partial_errors: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     info: dict[str, Any] = field(default_factory=dict)  # extra detail for status page / collect-once
+    # (reason, message) when the run completed and what it found is a failure: a check task whose
+    # check found a corrupt repository, a restore test that did not verify or could not run. The
+    # samples are kept and exposed (they are the finding), but the run is not a success: the
+    # task's last-success timestamp stays put and the reason is counted. docs/backups.md.
+    failure: tuple[str, str] | None = None
 
     def add(self, name: str, value: float, **labels: str) -> None:
         self.samples.append(Sample(name, float(value), labels))

@@ -36,6 +36,7 @@ BAD_OUTPUT = "bad_output"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_LINES = 1_000_000
 STDERR_KEEP = 16 * 1024  # the tail of stderr kept for error messages
+STDERR_HEAD = 4 * 1024  # and its head (a tool's first findings)
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -50,7 +51,7 @@ class CommandResult:
     argv: tuple[str, ...]
     exit_status: int  # -1 when killed by a signal
     stdout: bytes
-    stderr: bytes  # the last STDERR_KEEP bytes
+    stderr: bytes  # the first STDERR_HEAD and the last STDERR_KEEP bytes
     duration: float
 
     def stderr_summary(self, max_len: int = 300) -> str:
@@ -118,19 +119,33 @@ class Capture:
 
 
 class TailBuffer:
-    """Keeps the last ``keep`` bytes written (stderr)."""
+    """Keeps the first ``head`` and the last ``keep`` bytes written (stderr): the head holds the
+    first findings of a tool that goes on to print pages of retries, the tail its verdict."""
 
-    def __init__(self, keep: int = STDERR_KEEP) -> None:
+    def __init__(self, keep: int = STDERR_KEEP, head: int = STDERR_HEAD) -> None:
         self.keep = keep
+        self.head_size = head
+        self.head = bytearray()
         self.buf = bytearray()
+        self.dropped = 0
 
     def feed(self, data: bytes) -> None:
+        if len(self.head) < self.head_size:
+            take = self.head_size - len(self.head)
+            self.head += data[:take]
+            data = data[take:]
         self.buf += data
         if len(self.buf) > self.keep * 2:
-            del self.buf[: len(self.buf) - self.keep]
+            cut = len(self.buf) - self.keep
+            self.dropped += cut
+            del self.buf[:cut]
 
     def value(self) -> bytes:
-        return bytes(self.buf[-self.keep :])
+        tail = self.buf[-self.keep :]
+        dropped = self.dropped + len(self.buf) - len(tail)
+        if not dropped:
+            return bytes(self.head + tail)
+        return bytes(self.head) + f"\n[... {dropped} bytes of stderr omitted ...]\n".encode() + bytes(tail)
 
 
 class CommandRunner(Protocol):

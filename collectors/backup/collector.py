@@ -20,7 +20,7 @@ from collectors.backup.config import BackupTarget, EvidenceConfig
 from collectors.backup.evidence import EVIDENCE_FAILED, EvidenceError, iso, write_evidence
 from collectors.backup.kv import BackupKV, key
 from collectors.backup.push import make_routes
-from collectors.backup.restore import RestoreTester
+from collectors.backup.restore import RestoreOutcome, RestoreTester, not_run_outcome
 from collectors.backup.status import STATES, Facts, backup_state, size_dropped
 from collectors.base import (
     AUTH,
@@ -125,6 +125,14 @@ METRICS = (
         "",
         L,
     ),
+    MetricSpec(
+        "continuity_backup_restore_test_not_run_total",
+        "counter",
+        "Scheduled restore tests that could not run to a verdict, by reason (repository_locked, "
+        "repository_busy, unreachable, timeout...). Counted across restarts.",
+        "",
+        (*L, "reason"),
+    ),
 )
 
 REASONS = (
@@ -141,6 +149,21 @@ REASONS = (
     tools.INTEGRITY_FAILED,
     tools.RESTORE_FAILED,
     EVIDENCE_FAILED,
+)
+
+# Reasons a restore test may not run to a verdict: its not-run counter starts at 0 for each, so
+# the first blocked test already shows as an increase.
+NOT_RUN_REASONS = (
+    tools.REPOSITORY_LOCKED,
+    tools.REPOSITORY_BUSY,
+    tools.REPOSITORY_ERROR,
+    UNREACHABLE,
+    TIMEOUT,
+    AUTH,
+    HOST_KEY,
+    COMMAND_FAILED,
+    OUTPUT_TOO_LARGE,
+    BAD_OUTPUT,
 )
 
 SIZE_CACHE = 64
@@ -520,9 +543,9 @@ class BackupCollector(Collector):
         out.add("continuity_backup_integrity_ok", 1.0 if ok else 0.0, **self.labels)
         out.info.update(integrity="ok" if ok else "errors found", detail=detail, duration_seconds=res.duration)
         if not ok:
-            out.partial_errors.append(
-                (tools.INTEGRITY_FAILED, f"{t.name}: {t.type} check found errors in {t.repository}: {detail}")
-            )
+            # The check completed and the repository is damaged: a failure of the task, not a success
+            # with a remark, so the task's last-success timestamp stays at the last clean check.
+            out.failure = (tools.INTEGRITY_FAILED, f"{t.name}: {t.type} check found errors in {t.repository}: {detail}")
             log.error("%s: integrity check failed: %s", t.name, detail)
         return out
 
@@ -532,40 +555,77 @@ class BackupCollector(Collector):
         rt = t.restore_test
         assert rt is not None
         t0 = time.monotonic()
+        started = self.ctx.clock()
         work_deadline = t0 + rt.timeout * 0.85
         cleanup_deadline = t0 + rt.timeout * 0.97
         lock = self._repo_lock()
-        async with asyncio.timeout(max(0.0, work_deadline - time.monotonic())):
-            await lock.acquire()
+        where = self.where
         try:
-            async with self._runner(work_deadline) as runner:
-                tester = RestoreTester(t, runner, self._env(), self.ctx.clock, self.where)
-                outcome = await tester.run(work_deadline, cleanup_deadline)
-                where = runner.where
-        finally:
-            lock.release()
-        out = Collected()
-        lb = self.labels
-        out.add("continuity_backup_restore_test_ok", 1.0 if outcome.ok else 0.0, **lb)
-        out.add("continuity_backup_restore_test_duration_seconds", outcome.duration, **lb)
-        out.info.update(
-            result="pass" if outcome.ok else "fail",
-            snapshot=outcome.snapshot,
-            files_verified=sum(1 for f in outcome.files if f.get("result") == "ok"),
-            summary=outcome.summary(),
-        )
+            try:
+                async with asyncio.timeout(max(0.0, work_deadline - time.monotonic())):
+                    await lock.acquire()
+            except TimeoutError:
+                raise CollectorError(
+                    tools.REPOSITORY_BUSY,
+                    f"{self.where}: repository stayed busy (backup check or integrity check) for "
+                    f"{work_deadline - t0:.0f}s; restore test not run",
+                ) from None
+            try:
+                async with self._runner(work_deadline) as runner:
+                    where = runner.where
+                    tester = RestoreTester(t, runner, self._env(), self.ctx.clock, self.where)
+                    outcome = await tester.run(work_deadline, cleanup_deadline)
+            finally:
+                lock.release()
+        except CollectorError as e:
+            # Blocked (lock, busy repository, unreachable host, timeout...): no verdict, but a trace.
+            message = e.message if e.message.startswith(t.name) else f"{t.name}: {e.message}"
+            outcome = not_run_outcome(t.type, started, self.ctx.clock(), e.reason, message)
+        return await self._restore_result(outcome, where)
+
+    async def _restore_result(self, outcome: RestoreOutcome, where: str) -> Collected:
+        t = self.target
+        rt = t.restore_test
+        assert rt is not None
         now = self.ctx.clock()
+        reason = outcome.not_run_reason
 
         def apply(rec: dict[str, Any]) -> dict[str, Any]:
             rec = dict(rec)
-            rec.update(last_run=now, ok=outcome.ok, duration=outcome.duration)
+            rec["last_run"] = now
+            if reason is not None:
+                counts = dict(rec.get("not_run") or {})
+                counts[reason] = int(counts.get(reason, 0)) + 1
+                rec["not_run"] = counts
+                rec["last_not_run"] = {"at": now, "reason": reason, "message": outcome.summary()}
+                return rec
+            rec.update(ok=outcome.ok, duration=outcome.duration)
             if outcome.ok:
                 rec["last_success"] = now
             return rec
 
-        self.kv.update(key(t.name, "restore_test"), apply)
-        if not outcome.ok:
-            out.partial_errors.append((tools.RESTORE_FAILED, f"{t.name}: restore test failed: {outcome.summary()}"))
+        rec = self.kv.update(key(t.name, "restore_test"), apply)
+        out = Collected()
+        lb = self.labels
+        counts = {r: 0 for r in NOT_RUN_REASONS}
+        counts.update({str(r): int(c) for r, c in (rec.get("not_run") or {}).items()})
+        for r, c in sorted(counts.items()):
+            out.add("continuity_backup_restore_test_not_run_total", c, **lb, reason=r)
+        if reason is not None:
+            out.info.update(result="not_run", reason=reason, summary=outcome.summary())
+            out.failure = (reason, outcome.summary())
+            log.warning("%s", outcome.summary())
+        else:
+            out.add("continuity_backup_restore_test_ok", 1.0 if outcome.ok else 0.0, **lb)
+            out.add("continuity_backup_restore_test_duration_seconds", outcome.duration, **lb)
+            out.info.update(
+                result="pass" if outcome.ok else "fail",
+                snapshot=outcome.snapshot,
+                files_verified=sum(1 for f in outcome.files if f.get("result") == "ok"),
+                summary=outcome.summary(),
+            )
+            if not outcome.ok:
+                out.failure = (tools.RESTORE_FAILED, f"{t.name}: restore test failed: {outcome.summary()}")
         if outcome.cleanup_error:
             out.partial_errors.append((COMMAND_FAILED, outcome.cleanup_error))
         if rt.evidence is not None:

@@ -72,6 +72,15 @@ def build_record(target: BackupTarget, ev: EvidenceConfig, outcome: RestoreOutco
         ],
         "service_restored_at": iso(outcome.verified_at),
         "validations": [{"id": ev.validation, "result": "pass" if outcome.ok else "fail", "by": ev.operator}],
+    }
+    if outcome.not_run_reason is not None:
+        # Nothing was restored or verified: the step is skipped (with why), no validation is claimed.
+        record["steps"] = [
+            {"id": ev.step, "operator": ev.operator, "result": "skipped", "notes": outcome.summary()[:1000]}
+        ]
+        del record["service_restored_at"]
+        record["validations"] = []
+    record |= {
         "result": "pass" if outcome.ok else "fail",
         "participants": [ev.operator],
         "artefacts": [{"path": artefact_path, "description": "files restored and verified (JSON)"}],
@@ -82,7 +91,11 @@ def build_record(target: BackupTarget, ev: EvidenceConfig, outcome: RestoreOutco
         record["issues"] = [
             {
                 "id": f"restore-{_stamp(outcome.started_at)}",
-                "description": f"Restore test of {target.label} failed: {outcome.summary()}"[:500],
+                "description": (
+                    f"Restore test of {target.label} "
+                    + ("could not run" if outcome.not_run_reason is not None else "failed")
+                    + f": {outcome.summary()}"
+                )[:500],
                 "owner": ev.operator,
                 "due": due,
                 "status": "open",
@@ -111,6 +124,7 @@ def write_evidence(target: BackupTarget, outcome: RestoreOutcome, where: str) ->
         "snapshot_time": iso(outcome.snapshot_time) if outcome.snapshot_time is not None else None,
         "duration_seconds": round(outcome.duration, 3),
         "ok": outcome.ok,
+        "not_run_reason": outcome.not_run_reason,
         "problems": outcome.problems,
         "cleanup_error": outcome.cleanup_error,
         "files": outcome.files,

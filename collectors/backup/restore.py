@@ -42,12 +42,21 @@ class RestoreOutcome:
     problems: list[str] = field(default_factory=list)
     cleanup_error: str | None = None
     restore_ok: bool = False  # the restore command itself succeeded
+    not_run_reason: str | None = None  # the test could not run to a verdict (lock, host down...)
 
     def summary(self) -> str:
+        if self.not_run_reason is not None:
+            return f"restore test not run ({self.not_run_reason}): {self.problems[0] if self.problems else ''}"
         if self.ok:
             snap = self.snapshot[:8] if self.tool == "restic" else self.snapshot
             return f"restored and verified {len(self.files)} file(s) from {snap} in {self.duration:.1f}s"
         return "; ".join(self.problems[:3]) or "restore test failed"
+
+
+def not_run_outcome(tool: str, started: float, now: float, reason: str, message: str) -> RestoreOutcome:
+    """A restore test that could not run to a verdict: blocked by a lock or a busy repository,
+    an unreachable host, a timeout. It is a failed test with the reason, never a pass."""
+    return RestoreOutcome(False, tool, "", None, started, now, now, now, 0.0, problems=[message], not_run_reason=reason)
 
 
 def _under(path: str, prefixes: list[str]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from agent.configtypes import scrub
 from collectors.backup.config import BackupTarget
 from collectors.base import AUTH, CollectorError
 from collectors.commands import COMMAND_FAILED, CommandResult, describe
@@ -179,9 +180,64 @@ def require_tool(res: CommandResult, where: str) -> CommandResult:
     return res
 
 
+# What ``restic check`` / ``borg check`` print around their findings: progress, phases, retries
+# and the one-line verdict. Everything else on stderr is a finding.
+_CHECK_NOISE = re.compile(
+    r"^(\[\d+:\d+(:\d+)?\]"  # restic progress "[0:01] 100.00%  2 / 2 packs"
+    r"|using temporary cache in |create exclusive lock|load indexes|check all packs|check snapshots, trees"
+    r"|read all data|read \d+ of |no errors were found|Fatal: repository contains errors"
+    r"|Starting (repository|archive) |Finished full repository check|Archive consistency check complete"
+    r"|Repository (index|check) .*complete"
+    r"|.*returned error, retrying after )",  # restic's backend retry lines repeat one finding ten times
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_FINDINGS = 5  # lines
+MAX_FINDING_LEN = 150  # characters per line (a finding names a 64-digit id and says why)
+MAX_DETAIL_LEN = 800  # characters in all
+
+
+def check_findings(stderr: str) -> list[str]:
+    """The finding lines of a failed ``restic check`` / ``borg check`` (``pack ...: does not exist``,
+    ``Pack ID does not match ...``, ``Data integrity error: ...``), in order, without progress,
+    phase, retry and verdict lines; an indented line is joined to the line it continues."""
+    out: list[str] = []
+    for raw in stderr.splitlines():
+        line = _CONTROL.sub(" ", raw).rstrip()
+        if not line.strip():
+            continue
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = f"{out[-1]} {line.strip()}"
+            continue
+        line = line.strip()
+        if _CHECK_NOISE.match(line):
+            continue
+        if out and out[-1] == line:
+            continue
+        out.append(line)
+    return out
+
+
+def findings_detail(stderr: str) -> str:
+    """The first few findings, each and all capped in length, secrets scrubbed: what an operator
+    would otherwise rerun the check by hand to learn."""
+    lines = check_findings(stderr)
+    if not lines:
+        kept = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        return scrub(" | ".join(kept[-2:])[:MAX_DETAIL_LEN]) or "errors found"
+    parts = [ln if len(ln) <= MAX_FINDING_LEN else ln[: MAX_FINDING_LEN - 3] + "..." for ln in lines[:MAX_FINDINGS]]
+    detail = " | ".join(parts)
+    if len(detail) > MAX_DETAIL_LEN:
+        detail = detail[: MAX_DETAIL_LEN - 3] + "..."
+    if len(lines) > MAX_FINDINGS:
+        detail += f" (and {len(lines) - MAX_FINDINGS} more finding lines)"
+    return scrub(detail)
+
+
 def check_verdict(kind: str, res: CommandResult, where: str) -> tuple[bool, str]:
     """(repository intact?, detail) for ``restic check`` / ``borg check``; raises when the check
-    could not be made (lock, password, missing repository, other failures)."""
+    could not be made (lock, password, missing repository, other failures). The detail of a
+    failed check is the tool's own findings (:func:`findings_detail`)."""
     if res.exit_status == 0:
         return True, "no errors found"
     problem = repository_problem(res, where)
@@ -189,11 +245,8 @@ def check_verdict(kind: str, res: CommandResult, where: str) -> tuple[bool, str]
         raise problem
     err = res.stderr_text()
     low = err.lower()
-    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-    findings = [ln for ln in lines if "error" in ln.lower() or "mismatch" in ln.lower()] or lines
-    detail = " | ".join(findings[:3])[:400] or "errors found"
     if kind == "restic" and res.exit_status == 1:
-        return False, detail
+        return False, findings_detail(err)
     if kind == "borg" and (res.exit_status == 1 or "errors found" in low or "integrity error" in low):
-        return False, detail
+        return False, findings_detail(err)
     raise tool_failure(res, where)

@@ -206,13 +206,36 @@ def test_integrity_check_good_and_corrupted_restic(repos: Repos, sshd: Sshd, tmp
     main = collect(cfg, "fs1-restic", store=store, shared=shared)
     ts = value(main, "continuity_backup_integrity_check_last_success_timestamp_seconds")
     assert ts is not None and abs(ts - time.time()) < 120
+    store.put(good)
     r = collect(cfg, "corrupt", "integrity", store=store, shared=shared)
-    assert r.ok, r.message  # the check ran: its verdict is the measurement
+    # The check ran and found damage: the verdict is exposed, but the task did not succeed.
+    assert not r.ok and r.reason == "integrity_failed", (r.reason, r.message)
     assert value(r, "continuity_backup_integrity_ok") == 0
-    assert [p[0] for p in r.partial_errors] == ["integrity_failed"]
-    assert str(bad) in r.partial_errors[0][1]
+    assert r.message is not None and str(bad) in r.message
+    assert "Pack ID does not match" in r.message, r.message  # restic's own finding, not only "Fatal: ..."
+    store.put(r)
+    assert ("corrupt", "integrity") not in store.snapshot().last_success
+    assert ("fs1-restic", "integrity") in store.snapshot().last_success
     main = collect(cfg, "corrupt", store=store, shared=shared)
     assert value(main, "continuity_backup_integrity_check_last_success_timestamp_seconds") is None
+
+
+def test_integrity_message_names_the_deleted_pack(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
+    repo = tmp_path / "missing-pack"
+    shutil.copytree(repos.restic, repo)
+    # The largest pack holds file data (tree packs are small; restic retries a missing tree pack
+    # for a minute and a half before reporting it).
+    pack = max((p for p in (repo / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    pack.unlink()
+    cfg = write_agent_config(
+        tmp_path / "agent.yml",
+        [restic_target(repos, "ssh", sshd, name="gone", repository=str(repo), integrity={"timeout": "2m"})],
+        sshd,
+    )
+    r = collect(cfg, "gone", "integrity")
+    assert not r.ok and r.reason == "integrity_failed", (r.reason, r.message)
+    assert r.message is not None and f"pack {pack.name}: does not exist" in r.message, r.message
+    assert value(r, "continuity_backup_integrity_ok") == 0
 
 
 def test_integrity_check_corrupted_borg(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
@@ -244,9 +267,10 @@ def test_integrity_check_corrupted_borg(repos: Repos, sshd: Sshd, tmp_path: Path
     good = collect(cfg, "fs1-borg", "integrity")
     assert value(good, "continuity_backup_integrity_ok") == 1, (good.message, good.partial_errors)
     r = collect(cfg, "corrupt", "integrity")
-    assert r.ok, r.message
+    assert not r.ok and r.reason == "integrity_failed", (r.reason, r.message)
     assert value(r, "continuity_backup_integrity_ok") == 0
-    assert [p[0] for p in r.partial_errors] == ["integrity_failed"]
+    # borg's own finding names the damaged segment
+    assert r.message is not None and f"[segment {segments[-1].name}, offset" in r.message, r.message
 
 
 def write_runbook(directory: Path) -> Path:
@@ -360,10 +384,10 @@ def test_restore_test_with_wrong_checksum_fails_and_records_it(repos: Repos, ssh
     }
     cfg = write_agent_config(tmp_path / "agent.yml", [restic_target(repos, "ssh", sshd, restore_test=rt)], sshd)
     r = collect(cfg, "fs1-restic", "restore_test")
-    assert r.ok, r.message
+    assert not r.ok and r.reason == "restore_failed", (r.reason, r.message)
     assert value(r, "continuity_backup_restore_test_ok") == 0
-    assert [p[0] for p in r.partial_errors] == ["restore_failed"]
-    assert "does not match" in r.partial_errors[0][1]
+    assert not r.partial_errors, r.partial_errors
+    assert r.message is not None and "does not match" in r.message
     assert not list(tmp_path.glob("continuity-restore.*"))
     rec = yaml.safe_load(next(evidence.glob("*.yml")).read_text())
     assert rec["result"] == "fail" and rec["validations"][0]["result"] == "fail"

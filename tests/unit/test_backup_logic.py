@@ -315,6 +315,54 @@ def test_check_verdicts(kind: str, rc: int, err: str, verdict: Any) -> None:
         assert getattr(ei.value, "reason", None) == verdict
 
 
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "backup"
+
+
+def test_check_findings_keep_the_tools_own_lines() -> None:
+    ok, detail = tools.check_verdict("restic", res(1, (FIX / "restic-check-missing-tree-pack.stderr").read_text()), "t")
+    assert ok is False
+    first, second = detail.split(" | ")
+    assert first == "pack 78c198a18efa971eac3be1f32b426188a0bc012c8abf8a5ad3f376c528a63a33: does not exist"
+    # the indented continuation joined to its line, the long line cut to the cap; no retry noise
+    assert second.startswith("error for tree d301fec7: ReadFull(<data/78c198a18e>): open /srv/backup/repo/data/78/")
+    assert second.endswith("...") and len(second) == tools.MAX_FINDING_LEN
+    ok, detail = tools.check_verdict("borg", res(1, (FIX / "borg-check-damaged-segment.stderr").read_text()), "t")
+    assert ok is False
+    assert detail.startswith(
+        "Data integrity error: Segment entry checksum mismatch [segment 2, offset 200092]"
+        " | Index object count mismatch."
+    )
+    assert detail.endswith("(and 4 more finding lines)")
+    ok, detail = tools.check_verdict("restic", res(1, "Fatal: repository contains errors\n"), "t")
+    assert detail == "Fatal: repository contains errors"  # nothing else said: the verdict itself
+
+
+def test_check_findings_are_capped_and_cleaned() -> None:
+    err = "".join(f"pack {i:064x}: does not exist {'x' * 300}\x1b[31m\n" for i in range(50))
+    ok, detail = tools.check_verdict("restic", res(1, err), "t")
+    assert ok is False and "\x1b" not in detail
+    assert len(detail) <= tools.MAX_DETAIL_LEN + 40
+    assert detail.count("does not exist") == tools.MAX_FINDINGS
+    assert detail.endswith(f"(and {50 - tools.MAX_FINDINGS} more finding lines)")
+
+
+def test_stderr_keeps_head_and_tail() -> None:
+    from collectors.commands import TailBuffer
+
+    buf = TailBuffer(keep=100, head=20)
+    buf.feed(b"first finding line\n")
+    for i in range(100):
+        buf.feed(f"retry {i:03d}\n".encode())
+    buf.feed(b"Fatal: verdict\n")
+    text = buf.value().decode()
+    assert text.startswith("first finding line\n")
+    assert text.endswith("Fatal: verdict\n")
+    assert "bytes of stderr omitted" in text
+    small = TailBuffer(keep=100, head=20)
+    small.feed(b"a\nb\n")
+    assert small.value() == b"a\nb\n"
+
+
 # -- push handler ---------------------------------------------------------------------------------
 
 

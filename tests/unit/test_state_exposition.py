@@ -147,3 +147,31 @@ def test_docs_metrics_is_generated_from_catalogue() -> None:
     from tests.helpers.common import ROOT
 
     assert (ROOT / "docs" / "metrics.md").read_text() == render_metrics_md(), "run `make docs`"
+
+
+def test_completed_failure_keeps_its_samples_but_not_its_last_success() -> None:
+    """A check that ran and found damage (Collected.failure): the finding stays exposed, the reason
+    is counted, and the task's last-success timestamp stays at the last clean run."""
+    store = StateStore(None)
+
+    def integ(started: float, ok: bool) -> Result:
+        return Result(
+            target="srv",
+            task="integrity",
+            kind="host",
+            site="hq",
+            started=started,
+            duration=1.0,
+            ok=ok,
+            reason=None if ok else "integrity_failed",
+            message=None if ok else "srv: restic check found errors: pack 1234: does not exist",
+            samples=[Sample("continuity_probe_success", 1.0 if ok else 0.0, {})],
+        )
+
+    store.put(integ(3000.0, True))
+    store.put(integ(4000.0, False))
+    text = render(store)
+    assert metric_value(text, "continuity_probe_success", target="srv") == 0.0
+    last = metric_value(text, "continuity_task_last_success_timestamp_seconds", target="srv", task="integrity")
+    assert last == 3001.0
+    assert metric_value(text, "continuity_target_errors_total", target="srv", reason="integrity_failed") == 1.0
