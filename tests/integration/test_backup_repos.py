@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from tests.helpers.backups import (
     write_agent_config,
 )
 from tests.helpers.collect import assert_declared, collect, value
+from tests.helpers.common import agent_process, free_port, http_get, metric_value, need, wait_until
 from tests.helpers.sshd import Sshd, start_sshd
 
 MODES = ["local", "ssh"]
@@ -395,3 +398,88 @@ def test_restore_test_with_wrong_checksum_fails_and_records_it(repos: Repos, ssh
     report = verify(runbooks, evidence, at=datetime.now(UTC))
     assert not any(f.severity == "error" and f.rule != "evidence_overdue" for f in report.findings), report.findings
     assert {s.runbook: s for s in report.systems}["file-shares"].valid is False
+
+
+def test_blocked_restore_tests_are_counted_shown_and_recorded(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
+    """A restore test blocked by a real borg lock, and one whose host refuses connections, in a
+    running agent: each is counted by reason, shown on the status page and API as not run, and
+    recorded as failed evidence with the step skipped; neither advances the task's last success."""
+    from agent.evidence import verify
+
+    runbooks = write_runbook(tmp_path / "runbooks")
+    locked_repo = tmp_path / "locked-borg"
+    shutil.copytree(repos.borg, locked_repo)
+    env = {**repos.borg_env, "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+
+    def rt(name: str) -> dict[str, Any]:
+        return {
+            "interval": "7d",
+            "timeout": "1m",
+            "sample_files": 2,
+            "scratch_dir": str(tmp_path),
+            "evidence": {
+                "dir": str(tmp_path / f"evidence-{name}"),
+                "runbooks_dir": str(runbooks),
+                "runbook": "file-shares",
+                "runbook_version": 3,
+            },
+        }
+
+    cfg = write_agent_config(
+        tmp_path / "agent.yml",
+        [
+            borg_target(repos, "ssh", sshd, repository=str(locked_repo), env=env, restore_test=rt("borg")),
+            restic_target(repos, "ssh", sshd, port=free_port(), restore_test=rt("restic")),
+        ],
+        sshd,
+    )
+    holder = subprocess.Popen(
+        [need("borg"), "with-lock", str(locked_repo), "sleep", "300"],
+        env={**os.environ, **env, "BORG_PASSCOMMAND": f"cat {repos.password_file}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: (locked_repo / "lock.exclusive").is_dir(), timeout=30, what="borg with-lock")
+        with agent_process(cfg) as agent:
+
+            def restore_tasks() -> dict[str, dict[str, Any]]:
+                doc = json.loads(http_get(agent.url + "/api/v1/status")[1])
+                return {t["name"]: k for t in doc["targets"] for k in t["tasks"] if k["task"] == "restore_test"}
+
+            wait_until(lambda: len(restore_tasks()) == 2, timeout=60, what="both restore tests ran")
+            tasks = restore_tasks()
+            text = agent.metrics()
+            page = http_get(agent.url + "/")[1].decode()
+    finally:
+        holder.terminate()
+        holder.wait(30)
+    for name, reason in (("fs1-borg", "repository_locked"), ("fs1-restic", "unreachable")):
+        k = tasks[name]
+        assert k["ok"] is False and k["result"] == "not_run" and k["reason"] == reason, k
+        assert k["last_success"] is None
+        assert "restore test not run" in k["message"]
+        assert metric_value(text, "continuity_backup_restore_test_not_run_total", backup=name, reason=reason) == 1
+        other = "unreachable" if reason == "repository_locked" else "repository_locked"
+        assert metric_value(text, "continuity_backup_restore_test_not_run_total", backup=name, reason=other) == 0
+        assert (
+            metric_value(text, "continuity_task_last_success_timestamp_seconds", target=name, task="restore_test")
+            is None
+        )
+        assert metric_value(text, "continuity_backup_restore_test_ok", backup=name) is None  # unknown, not a pass
+        assert metric_value(text, "continuity_target_errors_total", target=name, reason=reason) is not None
+        assert reason in page
+        # The evidence a committee reads: a failed automated restore, the restore step skipped with why.
+        ev = tmp_path / f"evidence-{name.split('-')[1]}"
+        records = sorted(ev.glob("*.yml"))
+        assert len(records) == 1, records
+        rec = yaml.safe_load(records[0].read_text())
+        assert rec["type"] == "automated_restore" and rec["result"] == "fail" and rec["sequence"] == 1
+        assert rec["steps"][0]["result"] == "skipped" and reason in rec["steps"][0]["notes"]
+        assert "service_restored_at" not in rec and rec["validations"] == []
+        assert rec["issues"][0]["status"] == "open" and "could not run" in rec["issues"][0]["description"]
+        report = verify(runbooks, ev, at=datetime.now(UTC))
+        assert not any(f.severity == "error" and f.rule != "evidence_overdue" for f in report.findings), [
+            f"{f.rule}: {f.message}" for f in report.findings
+        ]
+    assert page.count("NOT RUN") == 2
