@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import shlex
 import socket
 import threading
@@ -268,14 +269,36 @@ class SshConnection:
                 client.close()
 
 
-def remote_command(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+# Stops the command on the server when its time is up, whether or not the connection survives:
+# `timeout` (coreutils, BusyBox >= 1.30) sends TERM to the command's process group, then KILL
+# KILL_AFTER seconds later. A host without `timeout` runs the command unwrapped (it then ends only
+# when it next writes to the closed channel). No pty is requested: a pty merges stderr into stdout
+# and makes restic and borg print progress bars.
+_TIMEOUT_WRAPPER = (
+    'k=$1 t=$2; shift 2; if command -v timeout >/dev/null 2>&1; then exec timeout -k "$k" "$t" "$@"; fi; exec "$@"'
+)
+REMOTE_GRACE = 1  # seconds the remote limit exceeds the agent's, so the agent sees its own timeout first
+KILL_AFTER = 2  # seconds from TERM to KILL on the server
+
+
+def remote_command(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+) -> str:
     """The command line for the remote shell: every word quoted; environment via ``env``; a
-    working directory via a fixed ``sh -c`` script taking the directory as ``$1``."""
+    working directory via a fixed ``sh -c`` script taking the directory as ``$1``; with
+    ``timeout``, wrapped so the server stops the command itself (TERM a second after the agent
+    gives up, KILL two seconds later)."""
     words = list(argv)
     if env:
         words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
     if cwd is not None:
         words = ["sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh", cwd, *words]
+    if timeout is not None:
+        limit = math.ceil(timeout) + REMOTE_GRACE
+        words = ["sh", "-c", _TIMEOUT_WRAPPER, "sh", str(KILL_AFTER), str(limit), *words]
     return shlex.join(words)
 
 
@@ -364,7 +387,7 @@ class SshRunner:
         t0 = time.monotonic()
         conn = await self._connection(time_left(timeout, self.deadline, self.where))
         budget = time_left(timeout - (time.monotonic() - t0), self.deadline, self.where)
-        command = remote_command(argv, env, cwd)
+        command = remote_command(argv, env, cwd, timeout=budget)
         try:
             return await self.ctx.run_blocking(conn.run, command, argv, budget, limits or self.limits)
         except BaseException:

@@ -5,7 +5,11 @@ bounded memory, argv quoting, connection reuse and the per-host session limit.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shlex
+import shutil
+import signal
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -278,3 +282,48 @@ def test_local_runner_caps_timeouts_and_missing_commands(tmp_path: Path) -> None
         assert res.stdout.decode().strip() == str(tmp_path)
 
     run(go())
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a container's init may not reap at once)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_timed_out_command_is_stopped_on_the_server(sshd: Sshd, tmp_path: Path) -> None:
+    """The agent gives up on a command; the server stops it (and its children) by itself,
+    within 5 s, whether or not the command ever writes to the closed channel again."""
+    pids = tmp_path / "pids"
+    script = f'echo $$ > {shlex.quote(str(pids))}; sleep 300 & echo $! >> {shlex.quote(str(pids))}; wait'
+    with pytest.raises(CollectorError) as ei:
+        run(one(make_auth(sshd), ["sh", "-c", script], timeout=2.0))
+    assert ei.value.reason == "timeout"
+    gave_up = time.monotonic()
+    started = [int(x) for x in pids.read_text().split()]
+    assert len(started) == 2  # the shell and its child
+    deadline = gave_up + 5.0
+    while time.monotonic() < deadline and any(_alive(p) for p in started):
+        time.sleep(0.05)
+    still = [p for p in started if _alive(p)]
+    for p in still:  # never leave them behind, whatever the verdict
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    assert not still, f"remote processes {still} still running 5 s after the timeout"
+
+
+def test_remote_timeout_wrapper_keeps_exit_status_and_works_without_timeout(sshd: Sshd, tmp_path: Path) -> None:
+    res = run(one(make_auth(sshd), ["sh", "-c", "echo out; echo err >&2; exit 7"], timeout=5.0))
+    assert (res.exit_status, res.stdout, res.stderr) == (7, b"out\n", b"err\n")
+    # A host without `timeout` on its PATH still runs the command (unwrapped).
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("sh", "env", "echo"):
+        (bindir / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
+    line = remote_command(["echo", "plain"], {"PATH": str(bindir)}, timeout=5.0)
+    words = shlex.split(line)
+    assert words[:2] == ["sh", "-c"] and words[-4:] == ["env", f"PATH={bindir}", "echo", "plain"]
+    res = run(one(make_auth(sshd), ["env", f"PATH={bindir}", "sh", "-c", words[2], "sh", "2", "6", "echo", "plain"]))
+    assert (res.exit_status, res.stdout) == (0, b"plain\n")
