@@ -448,14 +448,22 @@ def backups() -> Dashboard:
         ("Last good check", q(f"max by ({by}) (continuity_backup_integrity_check_last_success_timestamp_seconds{{{s}}})"
                               " * 1000", table=True)),
     ], overrides=[column("OK", mappings=YES_NO, thresholds=OK_BAD, cell="color-background"),
-                  column("Last good check", unit="dateTimeAsIso")]), 8, 8)
+                  column("Last good check", unit="dateTimeAsIso")],
+       description="Last good check: the last check that completed and found the repository intact. A check "
+                   "that found damage is a failure (OK No, reason integrity_failed), never a success."), 8, 8)
     d.add(table("Restore tests", [
         ("Last success", q(f"max by ({by}) (continuity_backup_restore_test_last_success_timestamp_seconds{{{s}}})"
                            " * 1000", table=True)),
         ("Duration", q(f"max by ({by}) (continuity_backup_restore_test_duration_seconds{{{s}}})", table=True)),
         ("OK", q(f"max by ({by}) (continuity_backup_restore_test_ok{{{s}}})", table=True)),
+        ("Not run (7d)", q(f"round(sum by ({by}) (increase(continuity_backup_restore_test_not_run_total{{{s}}}[7d])))",
+                           table=True)),
     ], overrides=[column("Last success", unit="dateTimeAsIso"), column("Duration", unit="s"),
-                  column("OK", mappings=YES_NO, thresholds=OK_BAD, cell="color-background")]), 8, 8)
+                  column("OK", mappings=YES_NO, thresholds=OK_BAD, cell="color-background"),
+                  column("Not run (7d)", thresholds=steps(("green", None), ("red", 1)), cell="color-background")],
+       description="Last success: the last test that restored and verified every selected file. OK is empty "
+                   "when the latest test could not run. Not run: tests blocked by a lock, a busy repository, an "
+                   "unreachable host or a timeout (the reason is on the agent's status page)."), 8, 8)
     return d
 
 
@@ -561,7 +569,9 @@ def agent_health() -> Dashboard:
           12, 8)
     d.add(timeseries("Secondary tasks: time since last success",
                      q(f"time() - continuity_task_last_success_timestamp_seconds{{{i}}}", "{{target}} {{task}}"),
-                     unit="s", description="Integrity checks, restore tests, throughput tests."), 12, 8)
+                     unit="s", description="Integrity checks, restore tests, throughput tests. Success means the "
+                     "task completed and found no failure: an integrity check that found damage, or a restore "
+                     "test that did not verify or could not run, does not reset this age."), 12, 8)
     d.add(timeseries("State database write errors",
                      q(f"increase(continuity_state_db_errors_total{{{i}}}[$__rate_interval])", "{{instance}}"),
                      min_=0), 12, 8)
