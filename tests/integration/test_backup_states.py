@@ -381,7 +381,11 @@ esac
             return {f"{r.target}/{r.task}": r for r in results}
 
     res = asyncio.run(main())
-    assert len(res) == 6 and all(r.ok for r in res.values()), {k: r.message for k, r in res.items()}
+    assert len(res) == 6, res
+    for k, r in res.items():
+        # The stand-in's snapshot holds no files: the restore test runs to the verdict "nothing to
+        # restore", a failed restore test (not a success); the other jobs succeed.
+        assert (r.reason == "restore_failed") if k.endswith("/restore_test") else r.ok, (k, r.reason, r.message)
     lines = log.read_text().splitlines()
     assert len(lines) >= 12
     for i in range(0, len(lines), 2):  # strictly start, end, start, end...: never two at once
