@@ -337,6 +337,8 @@ def test_restore_test_writes_evidence_the_verifier_accepts(
             "runbooks_dir": str(runbooks),
             "runbook": "file-shares",
             "runbook_version": 3,
+            "step": "restore-from-backup",
+            "validation": "restore-verified",
         },
     }
     t = (restic_target if kind == "restic" else borg_target)(repos, mode, sshd, restore_test=rt)
@@ -383,6 +385,8 @@ def test_restore_test_with_wrong_checksum_fails_and_records_it(repos: Repos, ssh
             "runbooks_dir": str(runbooks),
             "runbook": "file-shares",
             "runbook_version": 3,
+            "step": "restore-from-backup",
+            "validation": "restore-verified",
         },
     }
     cfg = write_agent_config(tmp_path / "agent.yml", [restic_target(repos, "ssh", sshd, restore_test=rt)], sshd)
@@ -422,6 +426,8 @@ def test_blocked_restore_tests_are_counted_shown_and_recorded(repos: Repos, sshd
                 "runbooks_dir": str(runbooks),
                 "runbook": "file-shares",
                 "runbook_version": 3,
+                "step": "restore-from-backup",
+                "validation": "restore-verified",
             },
         }
 
