@@ -29,7 +29,7 @@ from tests.helpers.backups import (
     write_agent_config,
 )
 from tests.helpers.collect import assert_declared, collect, value
-from tests.helpers.common import agent_process, free_port, http_get, metric_value, need, wait_until
+from tests.helpers.common import AGENT_BIN, agent_process, free_port, http_get, metric_value, need, wait_until
 from tests.helpers.sshd import Sshd, start_sshd
 
 MODES = ["local", "ssh"]
@@ -239,6 +239,19 @@ def test_integrity_message_names_the_deleted_pack(repos: Repos, sshd: Sshd, tmp_
     assert not r.ok and r.reason == "integrity_failed", (r.reason, r.message)
     assert r.message is not None and f"pack {pack.name}: does not exist" in r.message, r.message
     assert value(r, "continuity_backup_integrity_ok") == 0
+    # What the operator sees by hand: collect-once names the pack and exits 1 (a finding).
+    out = subprocess.run(
+        [str(AGENT_BIN), "collect-once", "--config", str(cfg), "--task", "integrity", "gone"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (
+        f"# error (integrity_failed): gone: restic check found errors in {repo}: pack {pack.name}: does not exist"
+        in (out.stdout)
+    ), out.stdout
+    assert 'continuity_backup_integrity_ok{backup="gone",kind="restic"} 0' in out.stdout
 
 
 def test_integrity_check_corrupted_borg(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
