@@ -567,8 +567,8 @@ class BackupCollector(Collector):
             except TimeoutError:
                 raise CollectorError(
                     tools.REPOSITORY_BUSY,
-                    f"{self.where}: repository stayed busy (backup check or integrity check) for "
-                    f"{work_deadline - t0:.0f}s; restore test not run",
+                    f"{self.where}: repository stayed busy with another job of this repository (backup "
+                    f"check, integrity check) for {work_deadline - t0:.0f}s",
                 ) from None
             try:
                 async with self._runner(work_deadline) as runner:

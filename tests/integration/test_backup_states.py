@@ -416,3 +416,42 @@ esac
         first, "continuity_backup_last_success_timestamp_seconds"
     )
     assert value(check, "continuity_backup_integrity_ok") == 1
+
+
+def test_restore_test_that_finds_the_repository_busy_is_not_run(tmp_path: Path) -> None:
+    """A restore test that waits its whole time for the repository lock (held here by a long
+    integrity check of the same repository) is not run, reason repository_busy, and counted."""
+    fake = tmp_path / "restic"
+    fake.write_text('#!/bin/sh\ncase "$*" in *" check"*) sleep 4 ;; esac\necho "no errors were found"\n')
+    fake.chmod(0o755)
+    base = {"type": "restic", "repository": str(tmp_path / "repo"), "binary": str(fake), "timeout": "3s"}
+    cfg = write_agent_config(
+        tmp_path / "agent.yml",
+        [
+            {**base, "name": "checker", "integrity": {"interval": "1d", "timeout": "1m"}},
+            {
+                **base,
+                "name": "restorer",
+                "restore_test": {"interval": "1d", "timeout": "2s", "sample_files": 1, "scratch_dir": str(tmp_path)},
+            },
+        ],
+    )
+    loaded = load_config(cfg)
+
+    async def main() -> tuple[Any, Any]:
+        with ThreadPoolExecutor(4) as ex:
+            c = CollectorContext(auths={}, executor=ex, state_dir=tmp_path, shared={})
+            cols = build_collectors(loaded, c)
+            check = asyncio.create_task(run_task(cols["checker"], cols["checker"].tasks()[1], site="hq"))
+            await asyncio.sleep(0.5)
+            restore = await run_task(cols["restorer"], cols["restorer"].tasks()[1], site="hq")
+            return restore, await check
+
+    restore, check = asyncio.run(main())
+    assert check.ok, check.message
+    assert not restore.ok and restore.reason == "repository_busy", (restore.reason, restore.message)
+    assert restore.info["result"] == "not_run" and "stayed busy" in (restore.message or "")
+    assert value(restore, "continuity_backup_restore_test_not_run_total", reason="repository_busy") == 1
+    assert value(restore, "continuity_backup_restore_test_not_run_total", reason="repository_locked") == 0
+    assert value(restore, "continuity_backup_restore_test_ok") is None
+    assert_declared(restore)
