@@ -180,7 +180,21 @@ def outcome(results: Mapping[str, ResultLike]) -> Outcome:
         return Outcome(UNKNOWN, "not collected yet")
     if not main.ok:
         return Outcome(UNKNOWN, f"collection failed ({main.reason or 'error'}): value unknown")
-    found = [o for r in results.values() if r.ok for o in (f(r.samples) for f in INTERPRETERS) if o is not None]
+    # A failed run that carries samples completed and found a failure (an integrity check that found
+    # damage): its samples are the finding. A run that could not measure carries none.
+    found = [
+        o for r in results.values() if r.ok or r.samples for o in (f(r.samples) for f in INTERPRETERS) if o is not None
+    ]
+    for task, r in results.items():
+        # The latest restore test could not run to a verdict (lock, host unreachable...): it carries
+        # its not-run counters and no restore_test_ok.
+        if (
+            task
+            and not r.ok
+            and _values(r.samples, "continuity_backup_restore_test_not_run_total")
+            and not _values(r.samples, "continuity_backup_restore_test_ok")
+        ):
+            found.append(Outcome(WARN, f"restore test not run ({r.reason or 'error'})"))
     if not found:
         return Outcome(OK, "collected")
     return _worst(found)

@@ -175,3 +175,52 @@ def test_completed_failure_keeps_its_samples_but_not_its_last_success() -> None:
     last = metric_value(text, "continuity_task_last_success_timestamp_seconds", target="srv", task="integrity")
     assert last == 3001.0
     assert metric_value(text, "continuity_target_errors_total", target="srv", reason="integrity_failed") == 1.0
+
+
+def test_outcome_reads_completed_failures_and_restore_tests_not_run() -> None:
+    """The status page's outcome sees what /metrics shows: an integrity check that found damage
+    (a failed run with its finding) is bad; a restore test that could not run is a warning."""
+    from agent.outcomes import outcome
+
+    lb = {"backup": "b", "kind": "restic"}
+    main = Result(
+        "b",
+        "",
+        "backup",
+        "hq",
+        1.0,
+        1.0,
+        True,
+        samples=[Sample("continuity_backup_state", 1.0, {**lb, "state": "fresh"})],
+    )
+    damaged = Result(
+        "b",
+        "integrity",
+        "backup",
+        "hq",
+        2.0,
+        1.0,
+        False,
+        reason="integrity_failed",
+        message="b: pack 12: does not exist",
+        samples=[Sample("continuity_backup_integrity_ok", 0.0, lb)],
+    )
+    blocked = Result(
+        "b",
+        "restore_test",
+        "backup",
+        "hq",
+        3.0,
+        1.0,
+        False,
+        reason="repository_locked",
+        message="b: locked",
+        samples=[Sample("continuity_backup_restore_test_not_run_total", 1.0, {**lb, "reason": "repository_locked"})],
+    )
+    assert outcome({"": main}).level == "ok"
+    o = outcome({"": main, "integrity": damaged})
+    assert (o.level, o.text) == ("bad", "integrity check found errors")
+    o = outcome({"": main, "restore_test": blocked})
+    assert (o.level, o.text) == ("warn", "restore test not run (repository_locked)")
+    could_not_check = Result("b", "integrity", "backup", "hq", 2.0, 1.0, False, reason="unreachable")
+    assert outcome({"": main, "integrity": could_not_check}).level == "ok"  # no finding: the backup's own state
