@@ -200,7 +200,7 @@ UPS_METRICS = """
       - {oid: 1.3.6.1.2.1.33.1.2.3.0, name: ups_battery_remaining_seconds, scale: 60}
       - {oid: 1.3.6.1.2.1.33.1.2.5.0, name: ups_battery_volts, scale: 0.1}
       - {oid: 1.3.6.1.2.1.33.1.3.3.1.3, name: ups_input_volts, index_label: line}
-      - {oid: 1.3.6.1.4.1.9.9.109.1.1.1.1.8, name: vendor_cpu_percent, index_label: cpu}
+      - {oid: 1.3.6.1.4.1.9.9.109.1.1.1.1.8, name: vendor_cpu_usage_ratio, scale: 0.01, index_label: cpu}
 """
 
 
@@ -238,7 +238,7 @@ def test_snmpsim_router_switch_and_ups(tmp_path: Path, monkeypatch: pytest.Monke
     assert value(ups, "continuity_snmp_ups_battery_volts") == pytest.approx(27.3)
     assert value(ups, "continuity_snmp_ups_input_volts", line="2") == 229
     assert value(ups, "continuity_interface_up", interface="eth0") == 1
-    assert list(errors(ups)) == ["no_such_object"] and "vendor_cpu_percent" in errors(ups)["no_such_object"]
+    assert list(errors(ups)) == ["no_such_object"] and "vendor_cpu_usage_ratio" in errors(ups)["no_such_object"]
 
 
 # -- the scripted agent: wire format, misbehaviour, limits ---------------------------------------------
