@@ -276,6 +276,24 @@ def test_ten_thousand_interfaces_are_cut_off(tmp_path: Path) -> None:
     assert len(r.info["interfaces"]) == 500
 
 
+def test_device_without_sysuptime_is_up_and_labels_are_cleaned(tmp_path: Path) -> None:
+    """Up means the device answered: no sysUpTime gives no uptime series and no error, and the
+    interfaces are all there; labels lose NUL padding and outer whitespace (docs/snmp.md).
+    (The real case, a DrayTek Vigor 2962 recording, is in test_snmp_corpus.py.)"""
+    mib = [vb for vb in if_mib(2) if vb[0] != (1, 3, 6, 1, 2, 1, 1, 3, 0)]
+    pads = {(1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1, 1): b" WAN1\x00\x00\x00",
+            (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, 1): b"\x00\x00",
+            (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, 2): b"\tto the  depot \r\n"}
+    mib = [(o, t, pads.get(o, v)) for o, t, v in mib]
+    with fake_agent(FakeAgent(mib=mib)) as a:
+        r = collect(config(tmp_path, fake_target("f", a.port)), "f")
+    assert r.ok and value(r, "continuity_device_up") == 1 and not r.partial_errors, r.partial_errors
+    assert value(r, "continuity_device_uptime_seconds") is None and r.info["uptime_seconds"] is None
+    assert {(lb["interface"], lb["alias"]) for lb, _v in values(r, "continuity_interface_up")} == {
+        ("WAN1", ""), ("p2", "to the  depot")}
+    assert value(r, "continuity_interface_speed_bytes_per_second", interface="WAN1") == 1e9 / 8
+
+
 def test_garbage_reply_is_malformed_not_timeout(tmp_path: Path) -> None:
     with fake_agent(FakeAgent(mib=if_mib(2), behaviour="garbage")) as a:
         r = collect(config(tmp_path, fake_target("f", a.port, ", retries: 0")), "f")
