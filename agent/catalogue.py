@@ -100,6 +100,53 @@ CORE_METRICS: tuple[MetricSpec, ...] = (
 _NAME = re.compile(r"^continuity_[a-z][a-z0-9_]*$")
 _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
 
+# What `promtool check metrics` (client_golang's promlint) flags in a name, so that no catalogued
+# name can make it speak: unit words that are not base units (with SI/IEC prefixes), abbreviated
+# units, and metric types as words. Plus the house rule: percentages are `_ratio` (0-1).
+_BASE_UNITS = ("amperes", "bytes", "celsius", "grams", "joules", "kelvin", "meters", "metres", "seconds", "volts")
+_NON_BASE_UNITS = {
+    "minutes": "seconds", "hours": "seconds", "days": "seconds", "weeks": "seconds",
+    "kelvins": "kelvin", "fahrenheit": "celsius", "rankine": "celsius",
+    "inches": "meters", "yards": "meters", "miles": "meters",
+    "bits": "bytes", "calories": "joules", "pounds": "grams", "ounces": "grams",
+    "percent": "ratio", "percentage": "ratio", "percents": "ratio",
+}  # fmt: skip
+_UNIT_PREFIXES = ("pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega",
+                  "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi")  # fmt: skip
+_UNIT_ABBREVIATIONS = ("s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d")
+_TYPE_WORDS = ("counter", "gauge", "histogram", "summary", "gauge_histogram")
+
+
+def _unit_problem(word: str) -> str | None:
+    """The base unit to use instead of ``word``, if ``word`` is a non-base unit (``hours``, ``kilobytes``)."""
+    for prefix in ("", *_UNIT_PREFIXES):
+        if not word.startswith(prefix):
+            continue
+        unit = word[len(prefix) :]
+        base = _NON_BASE_UNITS.get(unit) or (unit if unit in _BASE_UNITS else None)
+        if base is not None and (prefix or unit != base):
+            return base
+    return None
+
+
+def lint_name(name: str, type_: str) -> list[str]:
+    """promlint's objections to a metric name (the rules of `promtool check metrics`), plus percent."""
+    problems = []
+    words = name.split("_")
+    for word in words:
+        base = _unit_problem(word)
+        if base is not None:
+            problems.append(f"{name}: use base unit {base!r} instead of {word!r}")
+    for abbr in _UNIT_ABBREVIATIONS:
+        if abbr in words[1:]:
+            problems.append(f"{name}: abbreviated unit {abbr!r}; write the base unit out")
+    for t in _TYPE_WORDS:
+        if f"_{t}_" in name or name.endswith(f"_{t}"):
+            problems.append(f"{name}: the metric type {t!r} does not belong in the name")
+    if name.endswith("_timestamp_seconds") and type_ != "gauge":
+        problems.append(f"{name}: only gauges end in _timestamp_seconds")
+    return problems
+
 
 class CatalogueError(Exception):
     pass
@@ -119,11 +166,14 @@ def check_spec(spec: MetricSpec) -> list[str]:
         problems.append(f"{spec.name}: info metrics end in _info")
     if spec.unit and spec.unit not in spec.name:
         problems.append(f"{spec.name}: unit {spec.unit!r} missing from name")
+    problems.extend(lint_name(spec.name, spec.type))
     if not spec.help or not spec.help.strip():
         problems.append(f"{spec.name}: help text is empty")
     for label in spec.labels:
         if not _LABEL.match(label) or label.startswith("__"):
             problems.append(f"{spec.name}: bad label name {label!r}")
+        elif label in ("le", "quantile"):
+            problems.append(f"{spec.name}: label {label!r} is reserved for histograms and summaries")
     if spec.target_labels and ({"target", "site"} & set(spec.labels)):
         problems.append(f"{spec.name}: target/site labels are added by exposition, do not declare them")
     return problems

@@ -65,7 +65,7 @@ class Site(StrictModel):
     name: str = Field(pattern=NAME_RE)
     class_: str = Field(alias="class", default="default")
     description: str = ""
-    contracted_download: Bitrate | None = None  # bits/s the provider contracted to deliver
+    contracted_download: Bitrate | None = None  # the rate the provider contracted to deliver (bytes/s)
     contracted_upload: Bitrate | None = None
     wan_interface: WanInterface | None = None  # SNMP target + interface name of the site's WAN link
 

@@ -17,6 +17,10 @@ def render_metrics_md() -> str:
         "",
         "Every collector sample also carries `target` and `site` labels unless the table says otherwise.",
         "",
+        "Names are in base units and pass `promtool check metrics`: the catalogue refuses a name promtool",
+        "would flag (bits, hours, minutes, kilobytes, abbreviations such as `_ms`, a metric type in the name)",
+        "and percent. Rates are bytes per second (the config writes `100Mbit/s`; dashboards show bit/s).",
+        "",
     ]
     by_owner: dict[str, list[str]] = {}
     for name in sorted(catalogue()):

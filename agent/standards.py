@@ -75,7 +75,9 @@ def parse_bitrate(value: object) -> float:
     return v
 
 
-def format_bitrate(bps: float) -> str:
+def format_bitrate(bytes_per_second: float) -> str:
+    """A rate held in bytes per second, written as people (and the config) write it: ``100Mbit/s``."""
+    bps = bytes_per_second * 8.0
     for mult, unit in ((1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s")):
         if bps >= mult:
             return f"{bps / mult:.4g}{unit}"
@@ -84,13 +86,14 @@ def format_bitrate(bps: float) -> str:
 
 def _bitrate(v: object) -> float:
     try:
-        return parse_bitrate(v)
+        return parse_bitrate(v) / 8.0
     except ValueError as e:
         raise PydanticCustomError("bitrate", str(e)) from None
 
 
 Bitrate = Annotated[float, BeforeValidator(_bitrate), PlainSerializer(format_bitrate, return_type=str)]
-"""Bits per second, written as ``10Mbit/s``, ``10M``, ``512k`` or a number."""
+"""A data rate written in bits per second (``10Mbit/s``, ``10M``, ``512k`` or a number), held in
+bytes per second, the base unit of every rate the agent exposes."""
 
 
 def _ratio(v: object) -> float:
@@ -254,7 +257,7 @@ class WanInterface(StrictModel):
 class Criterion:
     name: str
     better: Literal["higher", "lower"]
-    unit: Literal["bits_per_second", "seconds", "ratio"]
+    unit: Literal["bytes_per_second", "seconds", "ratio"]
     description: str
 
     def passes(self, value: float, threshold: float) -> bool:
@@ -268,8 +271,8 @@ class Criterion:
 CRITERIA: dict[str, Criterion] = {
     c.name: c
     for c in (
-        Criterion("download", "higher", "bits_per_second", "measured download throughput (iperf3 -R)"),
-        Criterion("upload", "higher", "bits_per_second", "measured upload throughput (iperf3)"),
+        Criterion("download", "higher", "bytes_per_second", "measured download throughput (iperf3 -R)"),
+        Criterion("upload", "higher", "bytes_per_second", "measured upload throughput (iperf3)"),
         Criterion("rtt", "lower", "seconds", "average round-trip time of the last burst"),
         Criterion("jitter", "lower", "seconds", "mean absolute difference of consecutive RTTs"),
         Criterion("loss", "lower", "ratio", "share of the last burst's packets not answered"),
@@ -277,7 +280,7 @@ CRITERIA: dict[str, Criterion] = {
         Criterion(
             "availability_24x7", "higher", "ratio", "far end reachable, around the clock, last 30 days"
         ),
-        Criterion("negotiated_speed", "higher", "bits_per_second", "WAN interface speed vs contracted rate"),
+        Criterion("negotiated_speed", "higher", "bytes_per_second", "WAN interface speed vs contracted rate"),
     )
 }
 
@@ -590,9 +593,9 @@ class SiteReport:
     criteria: list[CriterionReport]
     link_target: str | None = None
     availability: dict[str, float] = field(default_factory=dict)  # window -> ratio (known windows only)
-    contracted: dict[str, float] = field(default_factory=dict)  # direction -> bits/s
+    contracted: dict[str, float] = field(default_factory=dict)  # direction -> bytes/s
     utilisation: dict[str, float] = field(default_factory=dict)  # direction -> ratio
-    negotiated_bps: float | None = None
+    negotiated: float | None = None  # bytes/s
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -612,9 +615,9 @@ class SiteReport:
             "link_target": self.link_target,
             "met_all": self.met_all,
             "availability": self.availability,
-            "contracted_bits_per_second": self.contracted,
+            "contracted_bytes_per_second": self.contracted,
             "utilisation_ratio": self.utilisation,
-            "negotiated_bits_per_second": self.negotiated_bps,
+            "negotiated_bytes_per_second": self.negotiated,
             "notes": self.notes,
             "criteria": [
                 {
@@ -732,7 +735,7 @@ class Evaluator:
             if tp is not None:
                 for direction in ("download", "upload"):
                     v = _sample_value(
-                        tp.samples, "continuity_link_throughput_bits_per_second", direction=direction
+                        tp.samples, "continuity_link_throughput_bytes_per_second", direction=direction
                     )
                     if v is not None:
                         obs[direction] = (v, tp.started)
@@ -810,14 +813,14 @@ class Evaluator:
             rep.utilisation = dict(self.state.utilisation.get(site.name, {}))
             return
         speed = _sample_value(
-            res.samples, "continuity_interface_speed_bits_per_second", interface=wan.interface
+            res.samples, "continuity_interface_speed_bytes_per_second", interface=wan.interface
         )
         rx = _sample_value(res.samples, "continuity_interface_receive_bytes_total", interface=wan.interface)
         tx = _sample_value(res.samples, "continuity_interface_transmit_bytes_total", interface=wan.interface)
         if speed is None:
             rep.notes.append(f"{wan.snmp_target} reports no interface {wan.interface!r}")
         else:
-            rep.negotiated_bps = speed
+            rep.negotiated = speed
             obs["negotiated_speed"] = (speed, res.started)
         if advance and rx is not None and tx is not None:
             prev = self.state.counters.get(site.name)
@@ -826,7 +829,7 @@ class Evaluator:
                 self.state.counters[site.name] = (t, rx, tx)
                 if prev is not None and speed and rx >= prev[1] and tx >= prev[2]:
                     dt_s = t - prev[0]
-                    rx_r, tx_r = (rx - prev[1]) * 8 / dt_s / speed, (tx - prev[2]) * 8 / dt_s / speed
+                    rx_r, tx_r = (rx - prev[1]) / dt_s / speed, (tx - prev[2]) / dt_s / speed
                     down, up = (rx_r, tx_r) if wan.receive_is == "download" else (tx_r, rx_r)
                     self.state.utilisation[site.name] = {"download": down, "upload": up}
         rep.utilisation = dict(self.state.utilisation.get(site.name, {}))
@@ -837,7 +840,7 @@ def report_samples(reports: Sequence[SiteReport]) -> list[Sample]:
     out: list[Sample] = []
     for r in reports:
         base = {"site": r.site, "class": r.site_class}
-        out.append(Sample("continuity_site_in_service_hours", 1.0 if r.in_service_hours else 0.0, base))
+        out.append(Sample("continuity_site_in_service", 1.0 if r.in_service_hours else 0.0, base))
         for c in r.criteria:
             lab = {**base, "criterion": c.criterion}
             out.append(Sample("continuity_site_standard_threshold", c.threshold, lab))
@@ -849,9 +852,9 @@ def report_samples(reports: Sequence[SiteReport]) -> list[Sample]:
             out.append(Sample("continuity_site_standard_met_all", 1.0 if r.met_all else 0.0, base))
         for window, ratio in r.availability.items():
             out.append(Sample("continuity_site_availability_ratio", ratio, {**base, "window": window}))
-        for direction, bps in r.contracted.items():
+        for direction, rate in r.contracted.items():
             out.append(
-                Sample("continuity_link_contracted_bits_per_second", bps, {**base, "direction": direction})
+                Sample("continuity_link_contracted_bytes_per_second", rate, {**base, "direction": direction})
             )
         for direction, ratio in r.utilisation.items():
             out.append(Sample("continuity_link_utilisation_ratio", ratio, {**base, "direction": direction}))

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 def format_value(unit: str, v: float | None) -> str:
     if v is None:
         return "-"
-    if unit == "bits_per_second":
+    if unit == "bytes_per_second":
         return format_bitrate(v)
     if unit == "seconds":
         return f"{v * 1000:.3g} ms" if v < 10 else f"{v:.3g} s"
@@ -76,8 +76,8 @@ def render(reports: list[SiteReport], now: float) -> str:
             facts.append(
                 "contracted " + ", ".join(f"{d} {format_bitrate(v)}" for d, v in sorted(r.contracted.items()))
             )
-        if r.negotiated_bps is not None:
-            facts.append(f"WAN negotiated {format_bitrate(r.negotiated_bps)}")
+        if r.negotiated is not None:
+            facts.append(f"WAN negotiated {format_bitrate(r.negotiated)}")
         if r.utilisation:
             facts.append(
                 "utilisation " + ", ".join(f"{d} {v * 100:.3g}%" for d, v in sorted(r.utilisation.items()))

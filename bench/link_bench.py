@@ -121,7 +121,8 @@ def main() -> None:
             p.shape(rate)
             time.sleep(1.0)
             got = asyncio.run(col.throughput())
-            res = {s.labels["direction"]: s.value for s in got.samples if "direction" in s.labels}
+            # The metric is in bytes/s; the tbf rate and this table in bit/s.
+            res = {s.labels["direction"]: s.value * 8 for s in got.samples if "direction" in s.labels}
             rows.append((rate, res))
             print(
                 f"tbf {rate / 1e6:g} Mbit/s: "

@@ -192,10 +192,11 @@ METRICS = (
         labels=("class",),
     ),
     MetricSpec(
-        "continuity_link_throughput_bits_per_second",
+        "continuity_link_throughput_bytes_per_second",
         "gauge",
-        "Throughput of the last iperf3 test, as received: download = server to site, upload = site to server.",
-        "bits_per_second",
+        "Throughput of the last iperf3 test, as received: download = server to site, upload = site to server "
+        "(bytes per second: iperf3's bit/s / 8).",
+        "bytes_per_second",
         labels=("class", "direction"),
     ),
     MetricSpec(
@@ -549,7 +550,7 @@ class LinkCollector(Collector):
                 if r is not None and d in tp.directions
             }
             seconds = tp.duration + tp.omit
-            need = sum(rates.values()) * seconds / 8.0
+            need = sum(rates.values()) * seconds  # rates in bytes/s
             if need > tp.max_bytes_per_day:
                 at = ", ".join(f"{d} {format_bitrate(r)}" for d, r in rates.items())
                 out.append(
@@ -675,15 +676,15 @@ class LinkCollector(Collector):
         if last is not None:
             for smp in last.samples:
                 if (
-                    smp.name == "continuity_link_throughput_bits_per_second"
+                    smp.name == "continuity_link_throughput_bytes_per_second"
                     and smp.labels.get("direction") == direction
                 ):
                     rates.append((smp.value, "last measured"))
         if not rates:
             return 0.0, ""
-        rate, why = max(rates)
+        rate, why = max(rates)  # bytes/s
         seconds = tp.duration + tp.omit
-        return rate * seconds / 8.0, f"{direction} {why} {format_bitrate(rate)} for {seconds:g}s"
+        return rate * seconds, f"{direction} {why} {format_bitrate(rate)} for {seconds:g}s"
 
     def _check_caps(self) -> float | None:
         """Refuse a test the caps do not allow; the bytes left in the day's budget (None: no cap)."""
@@ -851,13 +852,13 @@ class LinkCollector(Collector):
         c = self.site_class
         for direction, r in results.items():
             out.add(
-                "continuity_link_throughput_bits_per_second",
-                r.bits_per_second,
+                "continuity_link_throughput_bytes_per_second",
+                r.bits_per_second / 8.0,
                 direction=direction,
                 **{"class": c},
             )
             out.info[direction] = {
-                "bits_per_second": r.bits_per_second,
+                "bytes_per_second": r.bits_per_second / 8.0,
                 "bytes": r.bytes,
                 "seconds": r.seconds,
                 "retransmits": r.retransmits,

@@ -18,7 +18,8 @@ METRICS = (
         "continuity_site_standard_threshold",
         "gauge",
         "The site class's threshold for a criterion, in the criterion's base unit "
-        "(bits/s for download, upload, negotiated_speed; seconds for rtt, jitter; ratio for loss, availability).",
+        "(bytes per second for download, upload, negotiated_speed; seconds for rtt, jitter; "
+        "ratio for loss, availability).",
         labels=(*_SITE, "criterion"),
         target_labels=False,
     ),
@@ -53,17 +54,17 @@ METRICS = (
         target_labels=False,
     ),
     MetricSpec(
-        "continuity_site_in_service_hours",
+        "continuity_site_in_service",
         "gauge",
         "1 while the site is inside its class's service hours (bank holidays excluded), else 0.",
         labels=_SITE,
         target_labels=False,
     ),
     MetricSpec(
-        "continuity_link_contracted_bits_per_second",
+        "continuity_link_contracted_bytes_per_second",
         "gauge",
-        "The site's contracted connection rate (config).",
-        "bits_per_second",
+        "The site's contracted connection rate (config, written in bit/s there), in bytes per second.",
+        "bytes_per_second",
         labels=(*_SITE, "direction"),
         target_labels=False,
     ),

@@ -33,6 +33,16 @@ Json = dict[str, Any]
 # Building blocks
 # --------------------------------------------------------------------------------------------------
 
+# Criteria measured in bytes per second (the metrics' base unit); the dashboards show them in bit/s.
+RATE_CRITERIA = "download|upload|negotiated_speed"
+
+
+def criteria_in_bits(metric: str, selector: str) -> str:
+    """Per-criterion values of a ``continuity_site_standard_*`` metric with the rate criteria in bit/s."""
+    return (f'max by (criterion) ({metric}{{{selector},criterion=~"{RATE_CRITERIA}"}}) * 8 '
+            f'or max by (criterion) ({metric}{{{selector},criterion!~"{RATE_CRITERIA}"}})')
+
+
 
 def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> Json:
     """A Prometheus query target; refIds are assigned by the panel."""
@@ -323,13 +333,13 @@ def site_detail() -> Dashboard:
     d.row("Connection standard")
     d.add(stat("Standard met", q(f"min(continuity_site_standard_met_all{{{s}}})", "all criteria"),
                mappings=MET, thresholds=OK_BAD, text_mode="value"), 4, 6)
-    d.add(stat("Service hours", q(f"max(continuity_site_in_service_hours{{{s}}})", "now"),
+    d.add(stat("Service hours", q(f"max(continuity_site_in_service{{{s}}})", "now"),
                mappings=IN_HOURS, thresholds=steps(("blue", None), ("green", 1)), text_mode="value"), 4, 6)
     d.add(stat("Availability, last 30 days", q(f"continuity_site_availability_ratio{{{s}}}", "{{window}}"),
                unit="percentunit", thresholds=RATIO_GOOD_HIGH), 6, 6)
     d.add(table("Criteria", [
-        ("Measured", q(f"max by (criterion) (continuity_site_standard_value{{{s}}})", table=True)),
-        ("Threshold", q(f"max by (criterion) (continuity_site_standard_threshold{{{s}}})", table=True)),
+        ("Measured", q(criteria_in_bits("continuity_site_standard_value", s), table=True)),
+        ("Threshold", q(criteria_in_bits("continuity_site_standard_threshold", s), table=True)),
         ("Met", q(f"max by (criterion) (continuity_site_standard_met{{{s}}})", table=True)),
     ], description="Each criterion of the site class: bits/s for download, upload and negotiated speed; "
                    "seconds for rtt and jitter; 0-1 for loss and availability.",
@@ -344,11 +354,12 @@ def site_detail() -> Dashboard:
                      q(f'continuity_site_standard_threshold{{{s},criterion="loss"}}', "standard"),
                      unit="percentunit", min_=0), 8, 8)
     d.add(timeseries("Throughput vs contracted vs standard",
-                     q(f"continuity_link_throughput_bits_per_second{{{s}}}", "measured {{direction}}"),
-                     q(f"continuity_link_contracted_bits_per_second{{{s}}}", "contracted {{direction}}"),
-                     q(f'continuity_site_standard_threshold{{{s},criterion=~"download|upload"}}',
+                     q(f"continuity_link_throughput_bytes_per_second{{{s}}} * 8", "measured {{direction}}"),
+                     q(f"continuity_link_contracted_bytes_per_second{{{s}}} * 8", "contracted {{direction}}"),
+                     q(f'continuity_site_standard_threshold{{{s},criterion=~"download|upload"}} * 8',
                        "standard {{criterion}}"),
-                     q(f'continuity_site_standard_value{{{s},criterion="negotiated_speed"}}', "negotiated (WAN port)"),
+                     q(f'continuity_site_standard_value{{{s},criterion="negotiated_speed"}} * 8',
+                       "negotiated (WAN port)"),
                      unit="bps", min_=0), 12, 8)
     d.add(timeseries("WAN utilisation", q(f"continuity_link_utilisation_ratio{{{s}}}", "{{direction}}"),
                      unit="percentunit", min_=0), 6, 8)
@@ -356,7 +367,7 @@ def site_detail() -> Dashboard:
                q(f"time() - max(continuity_link_throughput_test_timestamp_seconds{{{s}}})", "age"),
                unit="s", thresholds=steps(("green", None), ("orange", DAY)), text_mode="value"), 6, 8)
     d.add(state_timeline("Service hours and availability",
-                         q(f"max(continuity_site_in_service_hours{{{s}}})", "service hours"),
+                         q(f"max(continuity_site_in_service{{{s}}})", "service hours"),
                          q(f"max(continuity_device_up{{{s}}} or continuity_probe_success{{{s}}})",
                            "reachable"),
                          mappings=value_map({"0": ("No", "red"), "1": ("Yes", "green")}), thresholds=OK_BAD), 24, 5)
@@ -366,7 +377,7 @@ def site_detail() -> Dashboard:
     d.add(table("Interfaces", [
         ("Oper", q(f"max by (target, interface, alias) (continuity_interface_up{{{s}}})", table=True)),
         ("Admin", q(f"max by (target, interface, alias) (continuity_interface_admin_up{{{s}}})", table=True)),
-        ("Speed", q(f"max by (target, interface, alias) (continuity_interface_speed_bits_per_second{{{s}}})",
+        ("Speed", q(f"max by (target, interface, alias) (continuity_interface_speed_bytes_per_second{{{s}}}) * 8",
                     table=True)),
     ], overrides=[column("Oper", mappings=UP, thresholds=OK_BAD, cell="color-background"),
                   column("Admin", mappings=UP, thresholds=OK_BAD, cell="color-text"),

@@ -64,14 +64,14 @@ METRICS = (
     MetricSpec(
         "continuity_device_up",
         "gauge",
-        "1 if the SNMP device answered this run (sysUpTime read), 0 if not; the reason is in "
-        "continuity_target_errors_total.",
+        "1 if the SNMP device answered this run (any usable reply, whatever it holds), 0 if not; "
+        "the reason is in continuity_target_errors_total.",
     ),
     MetricSpec(
         "continuity_device_uptime_seconds",
         "gauge",
         "Time since the device's SNMP agent (re)started, from sysUpTime; going back means a "
-        "restart, and counters restarted with it.",
+        "restart, and counters restarted with it. Absent for a device without sysUpTime.",
         "seconds",
     ),
     MetricSpec(
@@ -87,10 +87,10 @@ METRICS = (
         labels=IFACE,
     ),
     MetricSpec(
-        "continuity_interface_speed_bits_per_second",
+        "continuity_interface_speed_bytes_per_second",
         "gauge",
-        "Interface speed as the device reports it (ifHighSpeed, or ifSpeed).",
-        "bits_per_second",
+        "Interface speed as the device reports it (ifHighSpeed, or ifSpeed), in bytes per second (bit/s / 8).",
+        "bytes_per_second",
         labels=IFACE,
     ),
     MetricSpec(
@@ -308,7 +308,10 @@ class SnmpCollector(Collector):
         for reason, msg in res.problems + (fallback.problems if fallback else []):
             problems[reason].append(msg)
         uptime = res.scalars.get(SYS_UPTIME)
-        up = uptime is not None and uptime[0] == ber.TIMETICKS and isinstance(uptime[1], int)
+        has_uptime = uptime is not None and uptime[0] == ber.TIMETICKS and isinstance(uptime[1], int)
+        # Up means the device answered: some request got a reply the walk could use. A device
+        # without sysUpTime (some DrayTek routers) is up, with its interfaces, and no uptime series.
+        answered = res.requests > 0
         out.info.update(
             {
                 "host": f"{t.host}:{t.port}",
@@ -318,28 +321,29 @@ class SnmpCollector(Collector):
                 "varbinds": res.varbinds + (fallback.varbinds if fallback else 0),
             }
         )
-        if not up:
+        if not answered:
             out.add("continuity_device_up", 0)
             if failure is None:
-                got = uptime[0] if uptime else ber.NO_SUCH_OBJECT
-                failure = (
-                    _EXCEPTION_REASONS.get(got, MALFORMED_REPLY),
-                    "device answered but sysUpTime.0 is missing or not TimeTicks",
-                )
+                failure = (MALFORMED_REPLY, "device sent no usable reply")
             out.partial_errors.append((failure[0], f"{t.name}: {failure[1]}"))
             return
-        assert uptime is not None
         out.add("continuity_device_up", 1)
-        secs = uptime[1] / 100.0
-        out.add("continuity_device_uptime_seconds", secs)
-        if self._last_uptime is not None and secs < self._last_uptime:
-            out.info["restart_detected"] = (
-                f"sysUpTime went back from {self._last_uptime:.0f}s to {secs:.0f}s: "
-                "device or agent restarted; its counters restarted too"
-            )
-        self._last_uptime = secs
         out.info["sys_name"] = _text(res.scalars.get(SYS_NAME))
-        out.info["uptime_seconds"] = secs
+        if has_uptime:
+            assert uptime is not None
+            secs = uptime[1] / 100.0
+            out.add("continuity_device_uptime_seconds", secs)
+            if self._last_uptime is not None and secs < self._last_uptime:
+                out.info["restart_detected"] = (
+                    f"sysUpTime went back from {self._last_uptime:.0f}s to {secs:.0f}s: "
+                    "device or agent restarted; its counters restarted too"
+                )
+            self._last_uptime = secs
+            out.info["uptime_seconds"] = secs
+        else:
+            # A property of the device, not a failure of this run: noted, not counted as an error.
+            out.info["uptime_seconds"] = None
+            out.info["no_uptime"] = "the device has no sysUpTime.0 (or not as TimeTicks): no uptime series"
         if failure is not None:
             problems[failure[0]].append(failure[1])
         if "if_mib" in t.modules:
@@ -403,7 +407,7 @@ class SnmpCollector(Collector):
                     "alias": alias,
                     "admin": {1: "up", 2: "down", 3: "testing"}.get(admin or 0, str(admin)),
                     "oper": _OPER.get(oper or 0, str(oper)),
-                    "speed_bits_per_second": speed,
+                    "speed_bytes_per_second": speed,
                     "exposed": keep,
                 }
             )
@@ -415,7 +419,7 @@ class SnmpCollector(Collector):
             if admin is not None:
                 out.add("continuity_interface_admin_up", 1 if admin == 1 else 0, **lb)
             if speed is not None:
-                out.add("continuity_interface_speed_bits_per_second", speed, **lb)
+                out.add("continuity_interface_speed_bytes_per_second", speed, **lb)
             rx = _num(tb.get(IF_HC_IN, {}).get(idx))
             if rx is None:
                 rx = _num(tb.get(IF_IN_OCTETS, fb.get(IF_IN_OCTETS, {})).get(idx))
@@ -439,14 +443,15 @@ class SnmpCollector(Collector):
 
     @staticmethod
     def _speed(tb: dict[OID, dict[OID, tuple[int, Any]]], idx: OID) -> float | None:
-        """ifHighSpeed (Mbit/s), falling back to ifSpeed; ifSpeed wins below 20 Mbit/s, where
-        ifHighSpeed's rounding to whole Mbit/s loses precision (e.g. a 2 Mbit/s E1 or 512k DSL)."""
+        """Bytes per second from ifHighSpeed (Mbit/s), falling back to ifSpeed (bit/s); ifSpeed wins
+        below 20 Mbit/s, where ifHighSpeed's rounding to whole Mbit/s loses precision (e.g. a 2 Mbit/s
+        E1 or 512k DSL)."""
         high = _num(tb.get(IF_HIGH_SPEED, {}).get(idx))
         low = _num(tb.get(IF_SPEED, {}).get(idx))
         if high is not None and (high >= 20 or low is None or low == 0 or low >= GAUGE32_MAX):
-            return high * 1_000_000.0
+            return high * 1_000_000.0 / 8.0
         if low is not None:
-            return float(low)
+            return low / 8.0
         return None
 
     def _mapped(self, out: Collected, res: WalkResult, problems: dict[str, list[str]]) -> None:

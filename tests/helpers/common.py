@@ -32,6 +32,17 @@ def unavailable(msg: str) -> NoReturn:
     pytest.skip(msg)
 
 
+def shared_testdata(name: str) -> Path:
+    """A directory of peer data in ``shared/testdata/`` beside the repository (or beside a folder
+    holding it, as for a git worktree); read in place, never copied into the project. Missing: fail
+    under CI, skip elsewhere."""
+    for up in ROOT.parents:
+        path = up / "shared" / "testdata" / name
+        if path.is_dir():
+            return path
+    unavailable(f"peer data shared/testdata/{name} is not beside {ROOT} or a folder above it")
+
+
 def need_root(what: str) -> None:
     if os.geteuid() != 0:
         unavailable(f"{what} needs root")

@@ -129,10 +129,18 @@ def snmpd(tmp_path: Path, *, nports: int = 1, extra: str = "", args: list[str] |
         _stop(proc)
 
 
+# snmpsim's SNMPv3 user (v3=True): a recording is then also served as the v3 context named like it.
+SIM_V3_USER = "corpus"
+SIM_V3_AUTH = "corpus-auth-pass"
+SIM_V3_PRIV = "corpus-priv-pass"
+
+
 @contextlib.contextmanager
-def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
-    """snmpsim-command-responder serving ``{community: .snmprec file or text}`` on one port.
-    snmpsim picks the recording by community name (the file's base name)."""
+def snmpsim(tmp_path: Path, recordings: dict[str, str | Path] | Path, *, v3: bool = False) -> Iterator[int]:
+    """snmpsim-command-responder serving ``{community: .snmprec file or text}`` on one port, or
+    every ``*.snmprec`` of a directory read in place (peer data is never copied). snmpsim picks the
+    recording by community name (the file's base name); with ``v3`` also by v3 context name, for
+    the user SIM_V3_USER (SHA-256 / AES-128)."""
     port = udp_port()
     # snmpsim refuses to run as root; it then runs as nobody, which must read the data and write
     # its cache: those live in a world-readable directory of their own (tmp_path is 0700).
@@ -140,18 +148,25 @@ def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
     base = Path(tempfile.mkdtemp(prefix="snmpsim-")) if root else tmp_path
     base.chmod(0o755)
     data, cache = base / "data", base / "cache"
-    data.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     cache.chmod(0o777)
-    for community, src in recordings.items():
-        text = Path(src).read_text() if isinstance(src, Path) else src
-        (data / f"{community}.snmprec").write_text(text)
-        (data / f"{community}.snmprec").chmod(0o644)
+    if isinstance(recordings, Path):
+        data = recordings
+        first = min(p.stem for p in data.glob("*.snmprec"))
+    else:
+        data.mkdir(parents=True, exist_ok=True)
+        for community, src in recordings.items():
+            text = Path(src).read_text() if isinstance(src, Path) else src
+            (data / f"{community}.snmprec").write_text(text)
+            (data / f"{community}.snmprec").chmod(0o644)
+        first = next(iter(recordings))
     log = tmp_path / "snmpsim.log"
     exe = Path(sys.executable).parent / "snmpsim-command-responder"
     if not exe.exists():
         exe = Path(need("snmpsim-command-responder"))
     user = ["--process-user=nobody", "--process-group=nogroup"] if root else []
+    users = ["--v3-engine-id=auto", f"--v3-user={SIM_V3_USER}", f"--v3-auth-key={SIM_V3_AUTH}",
+             "--v3-auth-proto=SHA256", f"--v3-priv-key={SIM_V3_PRIV}", "--v3-priv-proto=AES"] if v3 else []
     # After dropping to nobody, snmpsim can no longer import from a Python installed under
     # /root; load the one lazily imported module it needs (its index database) beforehand.
     boot = ("import sys, dbm, dbm.dumb, encodings.latin_1, encodings.ascii, encodings.hex_codec; "
@@ -160,12 +175,12 @@ def snmpsim(tmp_path: Path, recordings: dict[str, str | Path]) -> Iterator[int]:
             "sys.exit(main())")
     with open(log, "wb") as lf:
         proc = subprocess.Popen(
-            [sys.executable, "-c", boot, f"--data-dir={data}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
+            [sys.executable, "-c", boot, *users, f"--data-dir={data}", f"--agent-udpv4-endpoint=127.0.0.1:{port}",
              f"--cache-dir={cache}", "--log-level=error", *user],
             stdout=lf, stderr=subprocess.STDOUT,
         )
     try:
-        _wait_answer(port, next(iter(recordings)), proc, log, timeout=60)
+        _wait_answer(port, first, proc, log, timeout=90)
         yield port
     finally:
         _stop(proc)

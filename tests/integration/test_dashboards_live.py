@@ -9,7 +9,11 @@ into the test, plus the fixtures the demo cannot carry because they need servers
   of runbooks/pamis.yml and others), the restic one with an integrity check and a restore test;
 * an HTTPS server whose certificate no trust store knows, probed with ``tls_verify: false``;
 * an iperf3 server on 127.0.0.1 for the demo link's throughput test, and download/upload criteria in
-  the demo site's class.
+  the demo site's class;
+* the DR report job on a once-a-minute schedule, for its metrics.
+
+With every collector kind configured this way, the agent's exposition holds a sample of every metric
+in the catalogue, and `promtool check metrics` has nothing to say about it (the last test).
 
 Prometheus (Debian package) scrapes the agent every 2 s and loads the alert and recording rules. Then
 each panel query and each dashboard variable query goes through /api/v1/query: it must parse, and it
@@ -35,8 +39,10 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.catalogue import catalogue
+from collectors.registry import collectors
 from tests.helpers.backups import Repos, make_repos
-from tests.helpers.common import ROOT, AgentProcess, free_port, need, wait_until
+from tests.helpers.common import ROOT, AgentProcess, free_port, http_get, need, wait_until
 from tests.helpers.prom import Prometheus
 from tests.helpers.promql import RULES_DIR, dashboard_exprs, metric_names, strip_strings
 from tests.helpers.tls import make_pki
@@ -120,6 +126,9 @@ def _add_fixture_targets(cfg: dict[str, Any], fx: Fixtures) -> None:
     # Throughput criteria, and one agreeing measurement decides a criterion: a single throughput
     # test gives download and upload a verdict (the demo's hysteresis would want three tests).
     cls.update({"min_download": "10Mbit/s", "min_upload": "10Mbit/s", "hysteresis": 1})
+    # The DR report job every minute (JSON only: quick), so its metrics appear during the run.
+    cfg["reports"] = {"schedule": "* * * * *", "timezone": "UTC", "output_dir": str(fx.scratch.parent / "reports"),
+                      "formats": ["json"]}
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -197,6 +206,7 @@ class Live:
     prom: Prometheus
     instance: str
     scratch: Path
+    config: Path
 
 
 def _dashboard_metrics() -> set[str]:
@@ -242,7 +252,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 wait_until(ready, 90, interval=1.0, what="every demo target collected and scraped six times")
             except AssertionError as e:
                 raise AssertionError(f"{e}; still missing {missing}; agent log:\n{agent.log()[-3000:]}") from None
-            yield Live(prom, instance, scratch)
+            yield Live(prom, instance, scratch, tmp_path / "demo.yml")
         finally:
             if prom is not None:
                 prom.stop()
@@ -300,9 +310,9 @@ def test_fixtures_show_what_they_really_are(live: Live) -> None:
         'continuity_runbook_rpo_met{runbook="pamis"}': 1,
         # make_pki's server certificate is valid for two days.
         "continuity_probe_tls_cert_expiry_timestamp_seconds - time()": lambda v: 0.95 * two_days < v < two_days,
-        # Loopback iperf3 runs far above the 10 Mbit/s the class asks for, both ways.
-        'continuity_link_throughput_bits_per_second{direction="download"}': lambda v: v > 10e6,
-        'continuity_link_throughput_bits_per_second{direction="upload"}': lambda v: v > 10e6,
+        # Loopback iperf3 runs far above the 10 Mbit/s the class asks for, both ways (bytes/s).
+        'continuity_link_throughput_bytes_per_second{direction="download"}': lambda v: v > 10e6 / 8,
+        'continuity_link_throughput_bytes_per_second{direction="upload"}': lambda v: v > 10e6 / 8,
         'continuity_site_standard_met{criterion="download"}': 1,
         'continuity_site_standard_met{criterion="upload"}': 1,
     }
@@ -336,3 +346,36 @@ def test_alerts_evaluate_against_live_data(live: Live) -> None:
     assert prom.query('continuity_probe_success{target="closed-port"} == 0')
     started = time.time()
     assert prom.query('max by (site) (continuity_device_up or continuity_probe_success)', at=started)
+
+
+def _sample_names(text: str) -> set[str]:
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_catalogued_metric_has_a_sample_and_promtool_is_silent(live: Live) -> None:
+    """Every collector kind is configured, against real peers; every metric of the catalogue then
+    has at least one sample in the agent's own exposition, and `promtool check metrics` prints
+    nothing for it (so no metric promtool would flag can hide behind a config that does not emit it)."""
+    promtool = need("promtool")
+    kinds = {t["kind"] for t in yaml.safe_load(live.config.read_text())["targets"]}
+    assert kinds == set(collectors()), f"collector kinds not configured: {sorted(set(collectors()) - kinds)}"
+    wanted = set(catalogue())
+    missing: list[str] = []
+    text = ""
+
+    def all_exposed() -> bool:
+        nonlocal text
+        status, body = http_get(f"http://{live.instance}/metrics")
+        assert status == 200
+        text = body.decode()
+        missing[:] = sorted(wanted - _sample_names(text))
+        return not missing
+
+    try:  # the report job runs on the next minute
+        wait_until(all_exposed, 90, interval=1.0, what="a sample of every catalogued metric")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; catalogued metrics with no sample: {missing}") from None
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    print(f"\n{len(wanted)} catalogued metrics, all exposed; {len(text.splitlines())} exposition lines; "
+          f"promtool: {r.stdout.strip() or 'silent'}")
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr

@@ -222,8 +222,8 @@ def test_shaped_throughput_and_standard_with_hysteresis(tmp_path: Path) -> None:
             assert acc.ok, acc.message
             assert_declared(acc)
             for direction in ("download", "upload"):
-                bps = value(acc, "continuity_link_throughput_bits_per_second", direction=direction)
-                assert bps is not None and abs(bps / 2e6 - 1) <= 0.10, (direction, bps)
+                bps = value(acc, "continuity_link_throughput_bytes_per_second", direction=direction)
+                assert bps is not None and abs(bps * 8 / 2e6 - 1) <= 0.10, (direction, bps)
             assert value(acc, "continuity_link_throughput_test_timestamp_seconds") == pytest.approx(
                 time.time(), abs=60
             )
@@ -240,24 +240,24 @@ def test_shaped_throughput_and_standard_with_hysteresis(tmp_path: Path) -> None:
                 v = asyncio.run(round_())
                 seen.append((v["slow"]["download"]["verdict"], v["good"]["download"]["verdict"]))
             assert seen == [("unknown", "unknown")] * (k - 1) + [("failed", "met")]
-            assert v["slow"]["download"]["value"] < 2.2e6 and v["good"]["download"]["value"] > 10e6
+            assert v["slow"]["download"]["value"] < 2.2e6 / 8 and v["good"]["download"]["value"] > 10e6 / 8
             text = rig.metrics()
             assert metric_value(text, "continuity_site_standard_met", site="slow", criterion="download") == 0
             assert metric_value(text, "continuity_site_standard_met", site="good", criterion="download") == 1
             assert (
                 metric_value(text, "continuity_site_standard_threshold", site="slow", criterion="download")
-                == 10e6
+                == 10e6 / 8
             )
             assert (
                 metric_value(
-                    text, "continuity_link_contracted_bits_per_second", site="slow", direction="download"
+                    text, "continuity_link_contracted_bytes_per_second", site="slow", direction="download"
                 )
-                == 2e6
+                == 2e6 / 8
             )
             assert (
                 metric_value(
                     text,
-                    "continuity_link_throughput_bits_per_second",
+                    "continuity_link_throughput_bytes_per_second",
                     target="slow-link",
                     direction="download",
                     site="slow",
@@ -320,8 +320,8 @@ def test_busy_iperf3_server_is_retried_not_a_verdict(tmp_path: Path) -> None:
     assert (v["value"], v["verdict"], v["streak"]) == (None, "unknown", 0)  # no false verdict
     assert retried.ok, retried.message
     assert retried.info["download_busy_attempts"] >= 1
-    bps = value(retried, "continuity_link_throughput_bits_per_second", direction="download")
-    assert bps is not None and bps > 1e6
+    bps = value(retried, "continuity_link_throughput_bytes_per_second", direction="download")
+    assert bps is not None and bps > 1e6 / 8
 
 
 def test_whole_agent_exposes_link_and_standard(tmp_path: Path) -> None:
@@ -356,7 +356,7 @@ def test_whole_agent_exposes_link_and_standard(tmp_path: Path) -> None:
                 is not None
             )
             assert (
-                metric_value(text, "continuity_site_in_service_hours", site="branch", **{"class": "branch"})
+                metric_value(text, "continuity_site_in_service", site="branch", **{"class": "branch"})
                 == 1
             )
             p.iptables("-A", "INPUT", "-j", "DROP")

@@ -69,32 +69,32 @@ def test_negotiated_speed_below_contract_from_real_snmpd(
         finally:
             rig.close()
     assert verdicts == ["unknown", "failed"]
-    assert (v["threshold"], v["value"]) == (100e6, 10e6)
+    assert (v["threshold"], v["value"]) == (100e6 / 8, 10e6 / 8)  # bytes/s
     branch = next(s for s in info if s["site"] == "branch")
-    assert branch["negotiated_bits_per_second"] == 10e6
-    assert branch["contracted_bits_per_second"] == {"download": 100e6, "upload": 20e6}
+    assert branch["negotiated_bytes_per_second"] == 10e6 / 8
+    assert branch["contracted_bytes_per_second"] == {"download": 100e6 / 8, "upload": 20e6 / 8}
     assert set(branch["utilisation_ratio"]) == {"download", "upload"}
     assert all(u >= 0 for u in branch["utilisation_ratio"].values())
     assert (
         metric_value(
-            text, "continuity_interface_speed_bits_per_second", target="branch-router", interface="lo"
+            text, "continuity_interface_speed_bytes_per_second", target="branch-router", interface="lo"
         )
-        == 10e6
+        == 10e6 / 8
     )
     assert (
         metric_value(text, "continuity_site_standard_met", site="branch", criterion="negotiated_speed") == 0
     )
     assert (
         metric_value(text, "continuity_site_standard_threshold", site="branch", criterion="negotiated_speed")
-        == 100e6
+        == 100e6 / 8
     )
     assert (
         metric_value(text, "continuity_site_standard_value", site="branch", criterion="negotiated_speed")
-        == 10e6
+        == 10e6 / 8
     )
     assert (
-        metric_value(text, "continuity_link_contracted_bits_per_second", site="branch", direction="download")
-        == 100e6
+        metric_value(text, "continuity_link_contracted_bytes_per_second", site="branch", direction="download")
+        == 100e6 / 8
     )
     assert (
         metric_value(text, "continuity_link_utilisation_ratio", site="branch", direction="download")

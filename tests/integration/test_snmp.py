@@ -120,8 +120,8 @@ def test_matches_snmpwalk_on_net_snmp(tmp_path: Path, auth: str) -> None:
         assert value(r, "continuity_interface_up", interface=name) == (1 if oper[f"1.3.6.1.2.1.2.2.1.8.{idx}"] == "1"
                                                                       else 0)
         hs, ls = int(high[f"1.3.6.1.2.1.31.1.1.1.15.{idx}"]), int(low[f"1.3.6.1.2.1.2.2.1.5.{idx}"])
-        want = ls if (hs < 20 and 0 < ls < 2**32 - 1) else hs * 1_000_000
-        assert value(r, "continuity_interface_speed_bits_per_second", interface=name) == want
+        want = (ls if (hs < 20 and 0 < ls < 2**32 - 1) else hs * 1_000_000) / 8  # bytes/s
+        assert value(r, "continuity_interface_speed_bytes_per_second", interface=name) == want
         rx = value(r, "continuity_interface_receive_bytes_total", interface=name)
         # Counters move with the test's own traffic: between the walks before and after.
         lo_, hi_ = int(before[f"1.3.6.1.2.1.31.1.1.1.6.{idx}"]), int(after[f"1.3.6.1.2.1.31.1.1.1.6.{idx}"])
@@ -197,10 +197,10 @@ def test_v1_reads_32_bit_counters(tmp_path: Path) -> None:
 UPS_METRICS = """
     metrics:
       - {oid: 1.3.6.1.2.1.33.1.2.1.0, name: ups_battery_status, enum: {1: unknown, 2: normal, 3: low, 4: depleted}}
-      - {oid: 1.3.6.1.2.1.33.1.2.3.0, name: ups_battery_minutes_remaining}
+      - {oid: 1.3.6.1.2.1.33.1.2.3.0, name: ups_battery_remaining_seconds, scale: 60}
       - {oid: 1.3.6.1.2.1.33.1.2.5.0, name: ups_battery_volts, scale: 0.1}
       - {oid: 1.3.6.1.2.1.33.1.3.3.1.3, name: ups_input_volts, index_label: line}
-      - {oid: 1.3.6.1.4.1.9.9.109.1.1.1.1.8, name: vendor_cpu_percent, index_label: cpu}
+      - {oid: 1.3.6.1.4.1.9.9.109.1.1.1.1.8, name: vendor_cpu_usage_ratio, scale: 0.01, index_label: cpu}
 """
 
 
@@ -223,22 +223,22 @@ def test_snmpsim_router_switch_and_ups(tmp_path: Path, monkeypatch: pytest.Monke
     assert not router.partial_errors
     assert len(values(router, "continuity_interface_up")) == 45
     assert value(router, "continuity_interface_receive_bytes_total", interface="Gi1/0/9") == 5_000_000_000 * 10
-    assert value(router, "continuity_interface_speed_bits_per_second", interface="Serial0/0",
-                 alias="WAN to county network") == 2_048_000
+    assert value(router, "continuity_interface_speed_bytes_per_second", interface="Serial0/0",
+                 alias="WAN to county network") == 2_048_000 / 8
     assert value(router, "continuity_interface_up", interface="Gi1/0/4") == 0
     assert value(router, "continuity_interface_errors_total", interface="Gi1/0/1", direction="out") == 8
     # 32-bit-only switch: the fallback walk of ifInOctets/ifOutOctets; names from ifDescr.
     assert not switch.partial_errors
     assert value(switch, "continuity_interface_receive_bytes_total", interface="port 7") == 7000
     assert value(switch, "continuity_interface_transmit_bytes_total", interface="port 7") == 14000
-    assert value(switch, "continuity_interface_speed_bits_per_second", interface="port 7") == 100_000_000
+    assert value(switch, "continuity_interface_speed_bytes_per_second", interface="port 7") == 100_000_000 / 8
     # UPS: mapped battery metrics; the vendor CPU OID it lacks is a counted partial error.
     assert value(ups, "continuity_snmp_ups_battery_status", state="normal") == 2
-    assert value(ups, "continuity_snmp_ups_battery_minutes_remaining") == 42
+    assert value(ups, "continuity_snmp_ups_battery_remaining_seconds") == 42 * 60  # 42 minutes recorded
     assert value(ups, "continuity_snmp_ups_battery_volts") == pytest.approx(27.3)
     assert value(ups, "continuity_snmp_ups_input_volts", line="2") == 229
     assert value(ups, "continuity_interface_up", interface="eth0") == 1
-    assert list(errors(ups)) == ["no_such_object"] and "vendor_cpu_percent" in errors(ups)["no_such_object"]
+    assert list(errors(ups)) == ["no_such_object"] and "vendor_cpu_usage_ratio" in errors(ups)["no_such_object"]
 
 
 # -- the scripted agent: wire format, misbehaviour, limits ---------------------------------------------
@@ -274,6 +274,24 @@ def test_ten_thousand_interfaces_are_cut_off(tmp_path: Path) -> None:
     assert r.ok and value(r, "continuity_device_up") == 1
     assert "limit_exceeded" in errors(r) and "more than 500 rows" in errors(r)["limit_exceeded"]
     assert len(r.info["interfaces"]) == 500
+
+
+def test_device_without_sysuptime_is_up_and_labels_are_cleaned(tmp_path: Path) -> None:
+    """Up means the device answered: no sysUpTime gives no uptime series and no error, and the
+    interfaces are all there; labels lose NUL padding and outer whitespace (docs/snmp.md).
+    (The real case, a DrayTek Vigor 2962 recording, is in test_snmp_corpus.py.)"""
+    mib = [vb for vb in if_mib(2) if vb[0] != (1, 3, 6, 1, 2, 1, 1, 3, 0)]
+    pads = {(1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1, 1): b" WAN1\x00\x00\x00",
+            (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, 1): b"\x00\x00",
+            (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, 2): b"\tto the  depot \r\n"}
+    mib = [(o, t, pads.get(o, v)) for o, t, v in mib]
+    with fake_agent(FakeAgent(mib=mib)) as a:
+        r = collect(config(tmp_path, fake_target("f", a.port)), "f")
+    assert r.ok and value(r, "continuity_device_up") == 1 and not r.partial_errors, r.partial_errors
+    assert value(r, "continuity_device_uptime_seconds") is None and r.info["uptime_seconds"] is None
+    assert {(lb["interface"], lb["alias"]) for lb, _v in values(r, "continuity_interface_up")} == {
+        ("WAN1", ""), ("p2", "to the  depot")}
+    assert value(r, "continuity_interface_speed_bytes_per_second", interface="WAN1") == 1e9 / 8
 
 
 def test_garbage_reply_is_malformed_not_timeout(tmp_path: Path) -> None:

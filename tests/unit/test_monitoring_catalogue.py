@@ -174,7 +174,7 @@ def test_label_value_check_catches_a_wrong_value() -> None:
 
 @pytest.mark.parametrize("expr,names", [
     ('sum by (site) (rate(continuity_target_errors_total{reason="x"}[5m]))', {"continuity_target_errors_total"}),
-    ('site:continuity_reachable:max == 0 and continuity_site_in_service_hours', {"continuity_site_in_service_hours"}),
+    ('site:continuity_reachable:max == 0 and continuity_site_in_service', {"continuity_site_in_service"}),
     ('up{job=~"continuity_fake_.*"} == 0', set()),
     ('label_replace(continuity_a, "x", "continuity_b", "", "")', {"continuity_a"}),
 ])

@@ -240,6 +240,10 @@ def test_random_varbind_lists_never_raise_out_of_the_collector(tmp_path: Path, m
 @pytest.mark.parametrize(("snippet", "message"), [
     ("    metrics: [{oid: 1.3.6.1.2.1.33.1.2.3.0, name: Battery-Minutes}]\n", "lower_snake_case"),
     ("    metrics: [{oid: 1.3.6.1.2.1.33.1.2.3.0, name: x, type: counter}]\n", "must end in _total"),
+    ("    metrics: [{oid: 1.3.6.1.2.1.33.1.2.3.0, name: battery_minutes_remaining}]\n",
+     "use base unit 'seconds' instead of 'minutes'"),
+    ("    metrics: [{oid: 1.3.6.1.4.1.9.9.109.1.1.1.1.8, name: cpu_percent, index_label: cpu}]\n",
+     "use base unit 'ratio' instead of 'percent'"),
     ("    metrics: [{oid: not.an.oid, name: x}]\n", "numeric OID"),
     ("    metrics: [{oid: 1.3.6.1.2.1.1.3.0, name: x, index_label: target}]\n", "label name"),
     ("    metrics: [{oid: 1.3.6.1.2.1.1.3.0, name: a}, {oid: 1.3.6.1.2.1.1.4.0, name: a}]\n", "more than once"),
@@ -307,7 +311,7 @@ def test_catalogue_declares_every_snmp_metric() -> None:
     cat = catalogue()
     for spec in SnmpCollector.METRICS:
         assert cat[spec.name] == spec
-    for name in ("continuity_device_up", "continuity_interface_speed_bits_per_second",
+    for name in ("continuity_device_up", "continuity_interface_speed_bytes_per_second",
                  "continuity_interface_receive_bytes_total", "continuity_interface_errors_total"):
         assert name in cat
     assert cat["continuity_interface_errors_total"].labels == ("interface", "alias", "direction")

@@ -96,13 +96,13 @@ def test_bad_bitrates(bad: object) -> None:
 def test_config_loads_and_unquoted_yaml_times_work(tmp_path: Path) -> None:
     cfg = load_config(make_config(tmp_path)).config
     lib = cfg.site_classes["library"]
-    assert lib.min_download == 10e6 and lib.max_rtt == 0.05 and lib.max_loss == 0.05
+    assert lib.min_download == 10e6 / 8 and lib.max_rtt == 0.05 and lib.max_loss == 0.05
     assert lib.service_hours is not None
     # "end: 18:00" unquoted is YAML 1.1 sexagesimal 1080; it must still mean 18:00.
     assert (lib.service_hours.start, lib.service_hours.end) == ("08:00", "18:00")
     assert lib.service_hours.holidays == {dt.date(2024, 3, 29), dt.date(2024, 4, 1)}
     branch = next(s for s in cfg.sites if s.name == "branch")
-    assert branch.contracted_download == 100e6
+    assert branch.contracted_download == 100e6 / 8  # config in bit/s, held in bytes/s
 
 
 def test_gov_uk_json_bank_holidays() -> None:
@@ -328,7 +328,7 @@ def test_availability_from_the_state_history_with_a_fixed_clock(tmp_path: Path) 
         assert samples[("continuity_site_availability_ratio", "service_hours_30d")] == pytest.approx(
             SERVICE_HOURS_EXPECTED
         )
-        assert samples[("continuity_site_in_service_hours", None)] == 0.0  # Wednesday 00:00 UTC
+        assert samples[("continuity_site_in_service", None)] == 0.0  # Wednesday 00:00 UTC
     finally:
         store.close()
 
@@ -367,11 +367,14 @@ def reach_result(started: float, ok: bool = True) -> Result:
 
 
 def throughput_result(started: float, down: float, up: float = 5e6) -> Result:
+    """``down`` and ``up`` in bit/s, as iperf3 measures them; the metric is in bytes/s."""
     samples = [
         Sample(
-            "continuity_link_throughput_bits_per_second", down, {"class": "library", "direction": "download"}
+            "continuity_link_throughput_bytes_per_second", down / 8, {"class": "library", "direction": "download"}
         ),
-        Sample("continuity_link_throughput_bits_per_second", up, {"class": "library", "direction": "upload"}),
+        Sample(
+            "continuity_link_throughput_bytes_per_second", up / 8, {"class": "library", "direction": "upload"}
+        ),
     ]
     return Result("branch-link", "throughput", "link", "branch", started, 20.0, True, samples=samples)
 
@@ -431,7 +434,7 @@ def test_unanswered_burst_is_total_loss_and_failed_throughput_is_no_verdict(tmp_
     rep = next(r for r in ev.evaluate() if r.site == "branch")
     crit = {c.criterion: c for c in rep.criteria}
     assert crit["loss"].value == 1.0 and crit["loss"].verdict is False
-    assert crit["download"].value == 50e6 and crit["download"].verdict is True
+    assert crit["download"].value == 50e6 / 8 and crit["download"].verdict is True
     assert crit["rtt"].value is None and crit["rtt"].verdict is True  # no new rtt: verdict unchanged
     assert rep.met_all is False
     assert "branch-link: no reply to any of 5 icmp probes (loss 1.0)" in rep.notes
@@ -455,6 +458,7 @@ AUTHS = 'auths:\n  v2: {type: snmp_v2c, community: "${SNMP_COMMUNITY}"}\n'
 
 
 def snmp_result(started: float, speed: float, rx: float, tx: float) -> Result:
+    """``speed`` in bit/s, as the device reports it; the metric is in bytes/s."""
     lb = {"interface": "ge-0/0/0", "alias": "WAN to ISP"}
     return Result(
         "branch-router",
@@ -465,10 +469,10 @@ def snmp_result(started: float, speed: float, rx: float, tx: float) -> Result:
         0.1,
         True,
         samples=[
-            Sample("continuity_interface_speed_bits_per_second", speed, lb),
+            Sample("continuity_interface_speed_bytes_per_second", speed / 8, lb),
             Sample("continuity_interface_receive_bytes_total", rx, lb),
             Sample("continuity_interface_transmit_bytes_total", tx, lb),
-            Sample("continuity_interface_speed_bits_per_second", 1e9, {"interface": "lan", "alias": ""}),
+            Sample("continuity_interface_speed_bytes_per_second", 1e9 / 8, {"interface": "lan", "alias": ""}),
         ],
     )
 
@@ -491,21 +495,21 @@ def test_negotiated_speed_below_contract_fails_and_utilisation(
     store.put(snmp_result(t, 10e6, rx=1000, tx=500))
     rep = next(r for r in ev.evaluate() if r.site == "branch")
     c = next(c for c in rep.criteria if c.criterion == "negotiated_speed")
-    assert (c.threshold, c.value, c.instant, c.verdict) == (100e6, 10e6, False, None)
+    assert (c.threshold, c.value, c.instant, c.verdict) == (100e6 / 8, 10e6 / 8, False, None)
     # 60 s later: 7.5 MB in (1 Mbit/s), 750 kB out (0.1 Mbit/s) on a 10 Mbit/s interface.
     store.put(snmp_result(t + 60, 10e6, rx=1000 + 7_500_000, tx=500 + 750_000))
     rep = next(r for r in ev.evaluate() if r.site == "branch")
     c = next(c for c in rep.criteria if c.criterion == "negotiated_speed")
     assert c.verdict is False
-    assert rep.negotiated_bps == 10e6
+    assert rep.negotiated == 10e6 / 8
     assert rep.utilisation == {"download": pytest.approx(0.1), "upload": pytest.approx(0.01)}
     samples = {
         (s.name, s.labels.get("direction"), s.labels.get("criterion")): s.value for s in report_samples([rep])
     }
-    assert samples[("continuity_link_contracted_bits_per_second", "download", None)] == 100e6
+    assert samples[("continuity_link_contracted_bytes_per_second", "download", None)] == 100e6 / 8
     assert samples[("continuity_link_utilisation_ratio", "download", None)] == pytest.approx(0.1)
-    assert samples[("continuity_site_standard_threshold", None, "negotiated_speed")] == 100e6
-    assert samples[("continuity_site_standard_value", None, "negotiated_speed")] == 10e6
+    assert samples[("continuity_site_standard_threshold", None, "negotiated_speed")] == 100e6 / 8
+    assert samples[("continuity_site_standard_value", None, "negotiated_speed")] == 10e6 / 8
     assert samples[("continuity_site_standard_met", None, "negotiated_speed")] == 0.0
     # A counter reset (device reboot) gives no utilisation spike.
     store.put(snmp_result(t + 120, 10e6, rx=10, tx=10))
@@ -550,7 +554,7 @@ def test_sites_command_prints_thresholds_values_and_verdicts(
     data = json.loads(capsys.readouterr().out)
     assert rc == 1 and [s["site"] for s in data["sites"]] == ["branch"]
     dl = next(c for c in data["sites"][0]["criteria"] if c["criterion"] == "download")
-    assert (dl["threshold"], dl["value"], dl["verdict"]) == (10e6, 1.9e6, "failed")
+    assert (dl["threshold"], dl["value"], dl["verdict"]) == (10e6 / 8, 1.9e6 / 8, "failed")
     assert main(["sites", "--config", str(p), "--site", "nowhere"]) == 2
     assert "no site named 'nowhere'" in capsys.readouterr().err
 
