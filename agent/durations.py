@@ -67,3 +67,31 @@ def format_duration(seconds: float) -> str:
             out.append(f"{s // size}{unit}")
             s %= size
     return "".join(out) or "0s"
+
+
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_PART = re.compile(r"(\d*(?:\.\d*)?)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(value: object) -> float:
+    """Seconds from a duration as Go's ``time.ParseDuration`` reads it (``1s``, ``1m30s``,
+    ``500ms``, ``-2h``, ``0``), for files shared with Go programs. As Go's YAML decoder does for a
+    ``time.Duration``, a YAML integer is a number of nanoseconds."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DurationError(f"invalid duration {value!r}")
+    if isinstance(value, int):
+        return value * 1e-9
+    text = value
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _GO_PART.finditer(body):
+        if m.start() != pos or m.group(1) in ("", "."):
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise DurationError(f"invalid duration {value!r}: expected a Go duration like 1s, 500ms or 1m30s")
+    return sign * total

@@ -30,7 +30,7 @@ from agent.configtypes import scrub
 from collectors.base import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
-    from agent.webconfig import FailureLimiter
+    from agent.webconfig import FailureLimiter, RequestLimiter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ WORKERS = 16  # threads running handlers
 MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sending its request is dropped
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# What Go's net/http answers, and when: the first five bytes on a TLS port look like plain HTTP.
+PLAIN_HTTP_ON_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+_HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -153,6 +156,10 @@ class WebApp:
         self.auth: Callable[[HttpRequest], HttpResponse | None] | None = None
         self.limiter: FailureLimiter | None = None
         self.headers: dict[str, str] = {}
+        # rate_limit from the web config: one bucket for all requests, checked before anything else.
+        self.request_limiter: RequestLimiter | None = None
+        # Re-reads the web config if its files changed; False while they do not make a valid one.
+        self.refresh: Callable[[], bool] | None = None
 
     def set_routes(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
@@ -167,6 +174,11 @@ class WebApp:
     def dispatch(self, req: HttpRequest) -> HttpResponse:
         """Rate limit, authenticate, route. A client that keeps failing authentication (401 or
         403 with credentials given, to basic auth or to a route's own token check) gets 429."""
+        if self.refresh is not None and not self.refresh():
+            return HttpResponse(500, b"Internal Server Error\n")
+        rl = self.request_limiter
+        if rl is not None and not rl.allow():
+            return HttpResponse(429, b"Too Many Requests\n")
         limiter = self.limiter
         if limiter is not None:
             wait = limiter.retry_after(req.client)
@@ -238,13 +250,17 @@ def render_status_page(st: dict[str, Any], links: Iterable[tuple[str, str]] = ()
 class _Conn:
     """One client connection, owned by the I/O loop while reading and by a worker while answered."""
 
-    __slots__ = ("addr", "buf", "deadline", "error", "fd", "keep", "opened", "request", "sock", "state")
+    __slots__ = (
+        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "request", "sans", "sock", "state", "wake_at",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.state = state  # "handshake" | "head" | "idle" | "busy"
+        self.state = state  # "sniff" | "handshake" | "head" | "idle" | "busy"
+        self.sans: tuple[str, ...] = ()  # client_allowed_sans of the config this connection started under
+        self.wake_at = 0.0  # "sniff" with a partial first line: look again then
         self.buf = b""
         self.request = b""
         self.error: tuple[int, str] | None = None
@@ -325,6 +341,9 @@ class HttpServer:
         self.idle_timeout = idle_timeout
         self.ssl_context = ssl_context
         self.allowed_sans = allowed_sans
+        # Called for each new connection: re-reads the web config (new certificate) if its files
+        # changed; False while they do not make a valid config, and the connection is refused.
+        self.refresh: Callable[[], bool] | None = None
         self.max_connections = max_connections
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._lsock = socket.socket(family, socket.SOCK_STREAM)
@@ -343,6 +362,7 @@ class HttpServer:
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._conns: dict[int, _Conn] = {}
         self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
+        self._sniffing: dict[int, _Conn] = {}  # first bytes so far could be plain HTTP: look again soon
         self._work: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
@@ -390,7 +410,7 @@ class HttpServer:
     def _loop(self) -> None:
         while not self._stopping:
             try:
-                events = self._sel.select(timeout=0.25)
+                events = self._sel.select(timeout=0.02 if self._sniffing else 0.25)
             except OSError:  # pragma: no cover - selector closed under us
                 return
             for key, _mask in events:
@@ -409,6 +429,12 @@ class HttpServer:
                 except queue.Empty:
                     break
                 self._resume(conn)
+            if self._sniffing:
+                now = time.monotonic()
+                for c in [c for c in self._sniffing.values() if now >= c.wake_at]:
+                    del self._sniffing[c.fd]
+                    if c.fd in self._conns:
+                        self._sniff(c)
             self._sweep()
 
     def _accept(self) -> None:
@@ -426,12 +452,8 @@ class HttpServer:
                 continue
             sock.setblocking(False)
             if self.ssl_context is not None:
-                try:
-                    sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-                except (ssl.SSLError, OSError):
-                    sock.close()
-                    continue
-                conn = _Conn(sock, addr, "handshake", now, now + self.request_timeout)
+                # Plain HTTP first gets Go's 400; TLS is set up once the first bytes say it is not that.
+                conn = _Conn(sock, addr, "sniff", now, now + self.request_timeout)
             else:
                 conn = _Conn(sock, addr, "head", now, now + self.request_timeout)
             self._conns[conn.fd] = conn
@@ -454,13 +476,72 @@ class HttpServer:
 
     def _close(self, conn: _Conn) -> None:
         self._conns.pop(conn.fd, None)
+        self._sniffing.pop(conn.fd, None)
         if conn.state != "busy":
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._sel.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
 
+    def _sniff(self, conn: _Conn) -> None:
+        """A new connection to the TLS port: answer plain HTTP as Go does, else start TLS with the
+        web config in force now (re-read if its files changed)."""
+        raw = conn.sock
+        try:
+            first = raw.recv(5, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not first:
+            self._close(conn)
+            return
+        if len(first) < 5 and any(h.startswith(first) for h in _HTTP_STARTS):
+            conn.wake_at = time.monotonic() + 0.02  # not yet decidable; do not spin on it
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(raw)
+            self._sniffing[conn.fd] = conn
+            return
+        if first in _HTTP_STARTS:
+            self._refuse_plain_http(conn)
+            return
+        if self.refresh is not None and not self.refresh():
+            self._close(conn)  # the web config on disk is broken: serve nothing (as Go's toolkit)
+            return
+        ctx = self.ssl_context
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(raw)
+        self._conns.pop(conn.fd, None)
+        try:
+            if ctx is None:
+                raise ssl.SSLError("TLS is off")
+            conn.sock = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError):
+            raw.close()
+            return
+        conn.sans = self.allowed_sans
+        conn.state = "handshake"
+        self._conns[conn.fd] = conn
+        self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+        self._on_event(conn)
+
+    def _refuse_plain_http(self, conn: _Conn) -> None:
+        sock = conn.sock
+        with contextlib.suppress(OSError):
+            for _ in range(16):  # read what was sent, so that closing sends FIN, not a reset
+                if not sock.recv(65536):
+                    break
+        with contextlib.suppress(OSError):
+            sock.send(PLAIN_HTTP_ON_TLS)
+            sock.shutdown(socket.SHUT_WR)
+        log.debug("http %s: plain HTTP to the TLS port; answered 400", conn.addr[0])
+        self._close(conn)
+
     def _on_event(self, conn: _Conn) -> None:
+        if conn.state == "sniff":
+            self._sniff(conn)
+            return
         if conn.state == "handshake":
             sock = conn.sock
             assert isinstance(sock, ssl.SSLSocket)
@@ -478,7 +559,7 @@ class HttpServer:
                 return
             from agent.webconfig import peer_san_allowed
 
-            if self.allowed_sans and not peer_san_allowed(sock.getpeercert(), self.allowed_sans):
+            if conn.sans and not peer_san_allowed(sock.getpeercert(), conn.sans):
                 log.warning("http %s: client certificate has none of the allowed SANs", conn.addr[0])
                 self._close(conn)
                 return

@@ -23,7 +23,7 @@ from agent.exposition import AgentStatus, make_registry
 from agent.http import HttpServer, WebApp
 from agent.runner import run_task
 from agent.state import StateStore
-from agent.webconfig import FailureLimiter, WebConfigError, exposure_warnings, is_loopback, load_web_config
+from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
 from collectors.base import Collector, CollectorContext, Route, Task
 from collectors.registry import collectors
 
@@ -87,6 +87,7 @@ class Agent:
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
         self.web: WebApp | None = None
+        self._web_source: WebConfigSource | None = None
         self._ready = False
         self.extra_jobs: list[Callable[[Agent], None]] = []  # hooks adding non-target jobs (reports)
         self.extra_metrics: list[Any] = []  # prometheus_client collectors registered beside the state's
@@ -206,9 +207,6 @@ class Agent:
         self.web = WebApp(registry, self.status_json, lambda: self._ready)
         self.web.set_routes(self._routes())
         self.web.limiter = FailureLimiter()
-        if self.web_config is not None:
-            self.web.auth = self.web_config.auth
-            self.web.headers = dict(self.web_config.headers)
         host, port = parse_listen_address(self.listen)
         self.http = HttpServer(
             self.web,
@@ -217,6 +215,10 @@ class Agent:
             self.ssl_context,
             allowed_sans=tuple(getattr(self.web_config, "allowed_sans", ())),
         )
+        if self.web_config is not None:
+            self._web_source = WebConfigSource(self.web_config, on_change=self._apply_web_config)
+            self._apply_web_config(self.web_config)
+            self.web.refresh = self.http.refresh = self._web_config_ok
         self.http.start()
         self.scheduler.start()
         self._ready = True
@@ -355,26 +357,25 @@ class Agent:
         return True
 
     def _reload_web_config(self) -> None:
-        """Read --web.config.file again (new certificate, users); a bad file keeps the old one."""
-        old = self.web_config
-        if old is None or self.web is None or self.http is None:
-            return
-        try:
-            new = load_web_config(old.path)
-        except WebConfigError as e:
-            log.error("web config reload rejected, keeping the old one: %s", e)
-            return
-        if new.tls != old.tls:
-            log.error("web config reload: switching TLS on or off needs a restart; keeping the old web config")
-            return
-        self.web_config = new
-        self.http.ssl_context = new.ssl_context
-        self.http.allowed_sans = new.allowed_sans
-        self.web.auth = new.auth
-        self.web.headers = dict(new.headers)
-        for w in new.warnings:
-            log.warning("%s", w)
-        log.info("web config reloaded from %s", new.path)
+        """SIGHUP: read --web.config.file again now. (Changed files are also picked up without a
+        signal, on the next connection or request.)"""
+        if self._web_source is not None:
+            self._web_source.get(force=True)
+
+    def _web_config_ok(self) -> bool:
+        return self._web_source is not None and self._web_source.get() is not None
+
+    def _apply_web_config(self, wc: WebConfig) -> None:
+        """Put a (re-)loaded web config in force: certificate and client checks for new
+        connections; users, headers and the request rate limit for the next request."""
+        self.web_config = wc
+        if self.http is not None and wc.ssl_context is not None:
+            self.http.ssl_context = wc.ssl_context
+            self.http.allowed_sans = wc.allowed_sans
+        if self.web is not None:
+            self.web.auth = wc.auth
+            self.web.headers = dict(wc.headers)
+            self.web.request_limiter = self._web_source.limiter if self._web_source is not None else None
 
     async def stop(self) -> None:
         self._ready = False

@@ -1,16 +1,21 @@
-"""``--web.config.file``: TLS, mutual TLS, basic auth and response headers, in the format of the
-Prometheus exporter-toolkit, so one file serves node_exporter and this agent::
+"""``--web.config.file``: TLS, mutual TLS, basic auth, response headers and a request rate limit,
+in the format of the Prometheus exporter-toolkit, so one file serves node_exporter and this agent::
 
     tls_server_config:
-      cert_file: agent.crt          # relative paths are relative to this file
+      cert_file: agent.crt          # relative paths are relative to this file (or inline: cert, key)
       key_file: agent.key
       client_auth_type: RequireAndVerifyClientCert   # optional mutual TLS
-      client_ca_file: clients-ca.crt
+      client_ca_file: clients-ca.crt                 # default: the system's roots, as in Go
       min_version: TLS12            # TLS10 .. TLS13, default TLS12
     http_server_config:
       headers: {Strict-Transport-Security: max-age=31536000}
+    rate_limit: {interval: 100ms, burst: 20}          # all requests, as the toolkit's limiter
     basic_auth_users:
       prometheus: $2y$10$...        # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
+
+The file is checked as the exporter-toolkit checks it (the same files are accepted and refused),
+and it and the files it names are re-read when they change: :class:`WebConfigSource` is asked
+for every connection and request, so a renewed certificate is served on the next connection.
 
 Failed logins are rate limited per client address (429 with ``Retry-After``); bcrypt runs only
 for clients that are not blocked, and successful checks are cached so a scrape does not pay the
@@ -21,22 +26,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import logging
+import os
+import re
 import ssl
 import stat
+import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from agent.durations import DurationError, parse_go_duration
+from agent.openssl import GROUPS, OpenSSLUnavailable, accept_any_client_cert, set_groups
 from collectors.base import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
@@ -48,51 +60,54 @@ TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
 
-# Go crypto/tls names (as in the exporter-toolkit) -> OpenSSL names. TLS 1.3 suites cannot be
-# restricted in Go either; they are accepted and always enabled.
+# The suites Go's crypto/tls lists in tls.CipherSuites() (its secure ones), by the names the
+# exporter-toolkit matches, -> OpenSSL names. Go's insecure suites (3DES, CBC_SHA256, RC4) and
+# alias names are unknown to the toolkit, and so here.
 CIPHER_SUITES: dict[str, str] = {
-    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
     "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
-    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
     "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
     "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
     "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
     "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
-    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
     "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
     "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
     "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
 }
+# TLS 1.3 suites: accepted; Go (and so the agent) does not let a config restrict them.
 TLS13_SUITES = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
-CURVES = {"CurveP256", "CurveP384", "CurveP521", "X25519"}
+# Go's net/http refuses to serve HTTP/2 over TLS 1.2 unless one of these is allowed.
+HTTP2_REQUIRED_SUITES = ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+CURVES = tuple(GROUPS)
 
-# Response headers the exporter-toolkit lets a web config set.
-ALLOWED_HEADERS = (
-    "Strict-Transport-Security",
-    "X-Content-Type-Options",
-    "X-Frame-Options",
-    "X-XSS-Protection",
-    "Content-Security-Policy",
-)
+# Response headers a web config may set, and the values allowed where the toolkit enumerates them
+# (names and values compared exactly, as the toolkit does).
+ALLOWED_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
 
-ClientAuthType = Literal[
-    "NoClientCert",
-    "RequestClientCert",
-    "RequireAnyClientCert",
-    "RequireClientCert",
-    "VerifyClientCertIfGiven",
-    "RequireAndVerifyClientCert",
-]
+# client_auth_type -> (ask for a certificate, require one, verify it). RequireClientCert is the
+# toolkit's old name for RequireAnyClientCert.
+CLIENT_AUTH: dict[str, tuple[bool, bool, bool]] = {
+    "": (False, False, False),
+    "NoClientCert": (False, False, False),
+    "RequestClientCert": (True, False, False),
+    "RequireAnyClientCert": (True, True, False),
+    "RequireClientCert": (True, True, False),
+    "VerifyClientCertIfGiven": (True, False, True),
+    "RequireAndVerifyClientCert": (True, True, True),
+}
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S)
 
 # bcrypt of a random string, checked for unknown users so that a wrong user name costs as much
 # time as a wrong password (no user enumeration by timing). Same idea as the exporter-toolkit.
@@ -104,27 +119,45 @@ class WebConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+
+def _none_is_empty(v: Any) -> Any:
+    return "" if v is None else v  # Go's YAML decoder leaves a string empty for null
 
 
 class TLSServerConfig(_Model):
+    cert: str = ""
+    key: SecretStr = SecretStr("")
+    client_ca: str = ""
     cert_file: str = ""
     key_file: str = ""
-    client_auth_type: ClientAuthType | Literal[""] = ""
+    client_auth_type: str = ""
     client_ca_file: str = ""
     client_allowed_sans: list[str] | None = None
-    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
-    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13", ""] = ""
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
     cipher_suites: list[str] | None = None
     prefer_server_cipher_suites: bool = True
     curve_preferences: list[str] | None = None
+
+    _empty = field_validator(
+        "cert", "key", "client_ca", "cert_file", "key_file", "client_auth_type", "client_ca_file", mode="before"
+    )(_none_is_empty)
+
+    @field_validator("min_version", "max_version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if v not in TLS_VERSIONS:
+            raise ValueError(f"unknown TLS version: {v}")
+        return v
 
     @field_validator("cipher_suites")
     @classmethod
     def _ciphers(cls, v: list[str] | None) -> list[str] | None:
         for name in v or []:
             if name not in CIPHER_SUITES and name not in TLS13_SUITES:
-                raise ValueError(f"unknown cipher suite {name!r}")
+                raise ValueError(f"unknown cipher: {name}")
         return v
 
     @field_validator("curve_preferences")
@@ -132,32 +165,60 @@ class TLSServerConfig(_Model):
     def _curves(cls, v: list[str] | None) -> list[str] | None:
         for name in v or []:
             if name not in CURVES:
-                raise ValueError(f"unknown curve {name!r} (one of {', '.join(sorted(CURVES))})")
+                raise ValueError(f"unknown curve: {name} (one of {', '.join(CURVES)})")
         return v
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the section asks for TLS at all (the toolkit's ``IsEnabled``)."""
+        return any(
+            (self.cert_file, self.cert, self.key_file, self.key.get_secret_value(), self.client_ca_file,
+             self.client_ca, self.client_auth_type)
+        )  # fmt: skip
 
 
 class HTTPServerConfig(_Model):
-    http2: bool = True  # accepted for compatibility; the agent speaks HTTP/1.1
+    http2: bool = True  # the agent speaks HTTP/1.1; the toolkit's HTTP/2 cipher rule still applies
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        allowed = {h.lower(): h for h in ALLOWED_HEADERS}
-        out = {}
         for name, value in v.items():
-            canon = allowed.get(name.lower())
-            if canon is None:
-                raise ValueError(f"header {name!r} cannot be set (allowed: {', '.join(ALLOWED_HEADERS)})")
+            allowed = ALLOWED_HEADERS.get(name)
+            if allowed is None:
+                raise ValueError(f"HTTP header {name!r} can not be configured (allowed: {', '.join(ALLOWED_HEADERS)})")
+            if allowed and value not in allowed:
+                raise ValueError(f"invalid value for {name}: expected one of {', '.join(allowed)}, got {value!r}")
             if any(c in value for c in "\r\n\x00"):
-                raise ValueError(f"header {name!r}: value contains a line break")
-            out[canon] = value
-        return out
+                raise ValueError(f"HTTP header {name!r}: value contains a line break")
+        return v
+
+
+class RateLimitConfig(_Model):
+    burst: int = 0
+    interval: float = 0.0  # seconds; 0 (or less) means no limit
+
+    @field_validator("burst", mode="before")
+    @classmethod
+    def _burst(cls, v: Any) -> Any:
+        return 0 if v is None else v
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, v: Any) -> float:
+        if v is None:
+            return 0.0
+        try:
+            return parse_go_duration(v)
+        except DurationError as e:
+            raise ValueError(str(e)) from None
 
 
 class WebConfigModel(_Model):
     tls_server_config: TLSServerConfig | None = None
     http_server_config: HTTPServerConfig | None = None
+    rate_limit: RateLimitConfig | None = None
     basic_auth_users: dict[str, str] | None = None
 
     @field_validator("basic_auth_users")
@@ -188,6 +249,7 @@ class WebConfig:
     headers: dict[str, str] = field(default_factory=dict)
     allowed_sans: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()  # the web config and every file it names: re-read when one changes
 
     @property
     def tls(self) -> bool:
@@ -198,10 +260,32 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
+def _headers_as_written(data: dict[str, Any], text: str | bytes) -> None:
+    """Header values as the text written in the file: Go's YAML decoder reads ``X-XSS-Protection: 1``
+    into a string as "1" (and ``0x1`` as "0x1"), so the same file means the same header here."""
+    section = data.get("http_server_config")
+    if not isinstance(section, dict) or not isinstance(section.get("headers"), dict):
+        return
+    raw = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
+    raw_headers = (raw.get("http_server_config") or {}).get("headers") if isinstance(raw, dict) else None
+    typed = section["headers"]
+    if not isinstance(raw_headers, dict) or len(raw_headers) != len(typed):
+        return
+    out: dict[Any, Any] = {}
+    for (k, v), (rk, rv) in zip(typed.items(), raw_headers.items(), strict=True):
+        if isinstance(v, dict | list):
+            out[k] = v  # a structure: let validation refuse it
+        else:
+            out[rk if isinstance(rk, str) else k] = "" if v is None else rv
+    section["headers"] = out
+
+
 def parse_web_config(text: str | bytes, path: Path) -> WebConfigModel:
     """Parse and validate the file's text (no file access). Raises :class:`WebConfigError`."""
     try:
         data = yaml.safe_load(text)
+        if isinstance(data, dict):
+            _headers_as_written(data, text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -221,30 +305,19 @@ def parse_web_config(text: str | bytes, path: Path) -> WebConfigModel:
         extra = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         raise WebConfigError(f"{path}: {_format_loc(tuple(err['loc']))}: {msg}{extra}") from None
     tls = model.tls_server_config
-    if tls is not None and (tls.cert_file or tls.key_file):
-        if not tls.cert_file:
-            raise WebConfigError(f"{path}: tls_server_config.cert_file: missing (key_file is set)")
-        if not tls.key_file:
-            raise WebConfigError(f"{path}: tls_server_config.key_file: missing (cert_file is set)")
-        if tls.max_version and TLS_VERSIONS[tls.max_version] < TLS_VERSIONS[tls.min_version]:
+    if tls is not None and tls.enabled:
+        # The toolkit's checks that need no file, in its order.
+        if not tls.cert_file and not tls.cert:
+            raise WebConfigError(f"{path}: tls_server_config: missing one of cert or cert_file")
+        if not tls.key_file and not tls.key.get_secret_value():
+            raise WebConfigError(f"{path}: tls_server_config: missing one of key or key_file")
+        if TLS_VERSIONS[tls.max_version] < TLS_VERSIONS[tls.min_version]:
             raise WebConfigError(f"{path}: tls_server_config.max_version: lower than min_version")
-        auth_type = tls.client_auth_type or "NoClientCert"
-        if tls.client_ca_file and auth_type == "NoClientCert":
+        if tls.client_auth_type not in CLIENT_AUTH:
             raise WebConfigError(
-                f"{path}: tls_server_config.client_auth_type: client_ca_file is set without a client auth policy"
+                f"{path}: tls_server_config.client_auth_type: invalid ClientAuth {tls.client_auth_type!r} "
+                f"(one of {', '.join(a for a in CLIENT_AUTH if a)})"
             )
-        if auth_type in ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert"):
-            raise WebConfigError(
-                f"{path}: tls_server_config.client_auth_type: {auth_type} (client certificates accepted without "
-                "verification) is not supported by this agent; use VerifyClientCertIfGiven or "
-                "RequireAndVerifyClientCert with client_ca_file"
-            )
-        if auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not tls.client_ca_file:
-            raise WebConfigError(f"{path}: tls_server_config.client_ca_file: required by {auth_type}")
-        if tls.client_allowed_sans and auth_type == "NoClientCert":
-            raise WebConfigError(f"{path}: tls_server_config.client_allowed_sans: needs a client_auth_type")
-    elif tls is not None and (tls.client_ca_file or tls.client_auth_type not in ("", "NoClientCert")):
-        raise WebConfigError(f"{path}: tls_server_config.cert_file: client certificates need TLS (cert_file, key_file)")
     return model
 
 
@@ -253,25 +326,88 @@ def _resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def build_ssl_context(model: TLSServerConfig, base: Path, path: Path) -> tuple[ssl.SSLContext, list[str]]:
+@contextlib.contextmanager
+def _pem_file(data: str) -> Iterator[str]:
+    """A path OpenSSL can read ``data`` from; an anonymous in-memory file where Linux has them, so
+    an inline key never touches a disk."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("web-config-pem", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, data.encode())
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as d:  # pragma: no cover - not Linux
+        p = Path(d) / "pem"
+        p.touch(mode=0o600)
+        p.write_text(data)
+        yield str(p)
+
+
+def _no_password() -> bytes:
+    raise WebConfigError("the key is encrypted; the exporter-toolkit format has no key password")
+
+
+def _reason(e: BaseException) -> str:
+    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, tls: TLSServerConfig, base: Path, path: Path, warnings: list[str]) -> None:
+    cert = _resolve(base, tls.cert_file) if tls.cert_file else None
+    key = _resolve(base, tls.key_file) if tls.key_file else None
+    for key_name, p in (("cert_file", cert), ("key_file", key)):
+        if p is not None and not p.is_file():
+            raise WebConfigError(f"{path}: tls_server_config.{key_name}: cannot read {p}: no such file")
+    if key is not None:
+        with contextlib.suppress(OSError):
+            if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+                warnings.append(f"{path}: tls_server_config.key_file: {key} is readable by others; chmod 600 it")
+    where = f"{cert or 'cert'}, {key or 'key'}"
+    try:
+        with contextlib.ExitStack() as stack:
+            certfile = str(cert) if cert else stack.enter_context(_pem_file(tls.cert))
+            keyfile = str(key) if key else stack.enter_context(_pem_file(tls.key.get_secret_value()))
+            ctx.load_cert_chain(certfile, keyfile, password=_no_password)
+    except WebConfigError as e:
+        raise WebConfigError(f"{path}: tls_server_config: cannot load certificate/key ({where}): {e}") from None
+    except (ssl.SSLError, OSError) as e:
+        reason = _reason(e)
+        raise WebConfigError(f"{path}: tls_server_config: cannot load certificate/key ({where}): {reason}") from None
+
+
+def _load_client_cas(ctx: ssl.SSLContext, tls: TLSServerConfig, base: Path, path: Path) -> None:
+    """``client_ca_file`` or inline ``client_ca``; neither: the system roots, as Go does."""
+    if tls.client_ca_file:
+        ca = _resolve(base, tls.client_ca_file)
+        key_name = "client_ca_file"
+        try:
+            pem = ca.read_bytes()
+        except OSError as e:
+            raise WebConfigError(f"{path}: tls_server_config.client_ca_file: cannot read {ca}: {_reason(e)}") from None
+    elif tls.client_ca:
+        key_name, pem = "client_ca", tls.client_ca.encode()
+    else:
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        return
+    certs = _PEM_CERT.findall(pem)
+    if not certs:
+        raise WebConfigError(f"{path}: tls_server_config.{key_name}: no PEM certificate in it")
+    try:
+        ctx.load_verify_locations(cadata=b"\n".join(certs).decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError) as e:
+        raise WebConfigError(f"{path}: tls_server_config.{key_name}: cannot load: {_reason(e)}") from None
+
+
+def build_ssl_context(
+    model: TLSServerConfig, base: Path, path: Path, http2: bool = True
+) -> tuple[ssl.SSLContext, list[str]]:
+    """The server context for a TLS section, checked in the order the exporter-toolkit checks."""
     warnings: list[str] = []
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[model.min_version]
-    if model.max_version:
-        ctx.maximum_version = TLS_VERSIONS[model.max_version]
-    cert, key = _resolve(base, model.cert_file), _resolve(base, model.key_file)
-    for key_name, p in (("cert_file", cert), ("key_file", key)):
-        if not p.is_file():
-            raise WebConfigError(f"{path}: tls_server_config.{key_name}: cannot read {p}: no such file")
-    try:
-        if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
-            warnings.append(f"{path}: tls_server_config.key_file: {key} is readable by others; chmod 600 it")
-        ctx.load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
-        raise WebConfigError(
-            f"{path}: tls_server_config: cannot load certificate/key ({cert}, {key}): {reason}"
-        ) from None
+    ctx.maximum_version = TLS_VERSIONS[model.max_version]
+    _load_cert_chain(ctx, model, base, path, warnings)
     if model.cipher_suites:
         names = [CIPHER_SUITES[c] for c in model.cipher_suites if c in CIPHER_SUITES]
         if names:
@@ -281,19 +417,51 @@ def build_ssl_context(model: TLSServerConfig, base: Path, path: Path) -> tuple[s
                 raise WebConfigError(
                     f"{path}: tls_server_config.cipher_suites: none of these suites is available in OpenSSL"
                 ) from None
+        elif ctx.maximum_version >= ssl.TLSVersion.TLSv1_3:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # only TLS 1.3 suites listed: as in Go, no TLS 1.2
+        else:
+            raise WebConfigError(f"{path}: tls_server_config.cipher_suites: no suite for TLS 1.2 or lower")
     if model.prefer_server_cipher_suites:
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    if model.curve_preferences:
-        warnings.append(f"{path}: tls_server_config.curve_preferences: ignored (OpenSSL's defaults are used)")
-    auth_type = model.client_auth_type or "NoClientCert"
-    if auth_type != "NoClientCert":
-        ca = _resolve(base, model.client_ca_file)
-        try:
-            ctx.load_verify_locations(cafile=str(ca))
-        except (ssl.SSLError, OSError) as e:
-            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
-            raise WebConfigError(f"{path}: tls_server_config.client_ca_file: cannot load {ca}: {reason}") from None
-        ctx.verify_mode = ssl.CERT_REQUIRED if auth_type == "RequireAndVerifyClientCert" else ssl.CERT_OPTIONAL
+    else:
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        if model.curve_preferences:
+            set_groups(ctx, model.curve_preferences)
+        ask, require, verify = CLIENT_AUTH[model.client_auth_type]
+        has_ca = bool(model.client_ca_file or model.client_ca)
+        if verify:
+            _load_client_cas(ctx, model, base, path)
+            ctx.verify_mode = ssl.CERT_REQUIRED if require else ssl.CERT_OPTIONAL
+        elif has_ca and model.client_ca_file:
+            _resolve(base, model.client_ca_file).read_bytes()  # Go reads it first: a missing file is that error
+        if has_ca and not ask:
+            raise WebConfigError(
+                f"{path}: tls_server_config.client_auth_type: client CA's have been configured without a "
+                "Client Auth Policy"
+            )
+        if ask and not verify:
+            accept_any_client_cert(ctx, required=require)
+    except OSError as e:
+        raise WebConfigError(f"{path}: tls_server_config.client_ca_file: cannot read: {_reason(e)}") from None
+    except OpenSSLUnavailable as e:
+        raise WebConfigError(f"{path}: tls_server_config: not supported by this Python/OpenSSL: {e}") from None
+    if model.client_allowed_sans is not None and not require:
+        raise WebConfigError(
+            f"{path}: tls_server_config.client_allowed_sans: requires client_auth_type RequireAnyClientCert or "
+            "RequireAndVerifyClientCert"
+        )
+    if (
+        http2
+        and model.cipher_suites
+        and TLS_VERSIONS[model.min_version] < ssl.TLSVersion.TLSv1_3
+        and not any(c in model.cipher_suites for c in HTTP2_REQUIRED_SUITES)
+    ):
+        raise WebConfigError(
+            f"{path}: tls_server_config.cipher_suites: TLSConfig.CipherSuites is missing an HTTP/2-required "
+            f"AES_128_GCM_SHA256 cipher (need at least one of {' or '.join(HTTP2_REQUIRED_SUITES)}), or set "
+            "http_server_config.http2: false"
+        )
     return ctx, warnings
 
 
@@ -308,22 +476,33 @@ def load_web_config(path: str | Path) -> WebConfig:
     ctx = None
     warnings: list[str] = []
     sans: tuple[str, ...] = ()
+    files = [p]
     tls = model.tls_server_config
-    if tls is not None and tls.cert_file:
-        ctx, warnings = build_ssl_context(tls, base, p)
+    if tls is not None and tls.enabled:
+        http2 = model.http_server_config.http2 if model.http_server_config else True
+        ctx, warnings = build_ssl_context(tls, base, p, http2)
         sans = tuple(tls.client_allowed_sans or ())
+        files += [_resolve(base, f) for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f]
     auth = BasicAuth(model.basic_auth_users) if model.basic_auth_users else None
     headers = dict(model.http_server_config.headers) if model.http_server_config else {}
-    return WebConfig(p, model, ctx, auth, headers, sans, tuple(warnings))
+    return WebConfig(p, model, ctx, auth, headers, sans, tuple(warnings), tuple(files))
+
+
+def _go_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return value
 
 
 def peer_san_allowed(cert: dict[str, Any] | None, allowed: tuple[str, ...]) -> bool:
-    """Whether a verified client certificate carries one of the allowed subject alternative names."""
+    """Whether a client certificate carries one of the allowed subject alternative names (DNS
+    names, e-mail addresses, IP addresses in Go's notation, URIs; compared exactly, as Go does)."""
     if not allowed:
         return True
     if not cert:
         return False
-    names = {str(v) for _k, v in cert.get("subjectAltName", ())}
+    names = {_go_ip(str(v)) if k == "IP Address" else str(v) for k, v in cert.get("subjectAltName", ())}
     return any(a in names for a in allowed)
 
 
@@ -429,6 +608,127 @@ class FailureLimiter:
             self._buckets.move_to_end(key)
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
+
+
+class RequestLimiter:
+    """``rate_limit``: one token bucket for all requests, as the toolkit's ``rate.Limiter``: holds
+    ``burst`` tokens, starts full, gains one every ``interval``; a request without a token gets 429.
+    A burst of 0 (or less) with an interval lets nothing through, as in Go."""
+
+    def __init__(self, interval: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.clock = clock
+        self._tokens = float(max(burst, 0))
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        if self.burst < 1:
+            return False
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.interval)
+            self._at = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
+def request_limiter(model: WebConfigModel) -> RequestLimiter | None:
+    rl = model.rate_limit
+    return RequestLimiter(rl.interval, rl.burst) if rl is not None and rl.interval > 0 else None
+
+
+def _stamp(files: tuple[Path, ...]) -> tuple[tuple[str, int, int, int, int, int] | tuple[str], ...]:
+    out: list[tuple[str, int, int, int, int, int] | tuple[str]] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            out.append((str(f),))
+            continue
+        out.append((str(f), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+class WebConfigSource:
+    """The web config in force, re-read when the file or a file it names (certificate, key, client
+    CAs) changes, as the exporter-toolkit re-reads them for every new connection and request. Each
+    call to :meth:`get` costs a few ``stat`` calls; a change is loaded once.
+
+    While the files on disk do not make a valid config (or would switch TLS on or off, which needs a
+    restart), :meth:`get` returns None and the server refuses connections and requests, as the
+    toolkit does with a broken file: nothing is served under a config that is no longer there."""
+
+    def __init__(self, initial: WebConfig, on_change: Callable[[WebConfig], None] | None = None) -> None:
+        self.path = initial.path
+        self.on_change = on_change
+        self._current: WebConfig | None = initial
+        self._tls = initial.tls
+        self._files = initial.files or (initial.path,)
+        self._stamp = _stamp(self._files)
+        self._lock = threading.Lock()
+        self.limiter = request_limiter(initial.model)
+
+    @property
+    def current(self) -> WebConfig | None:
+        return self._current
+
+    def get(self, force: bool = False) -> WebConfig | None:
+        if not force and _stamp(self._files) == self._stamp:
+            return self._current
+        with self._lock:
+            stamp = _stamp(self._files)  # taken before reading: a change while loading is seen next time
+            if not force and stamp == self._stamp:
+                return self._current
+            self._load(stamp)
+            return self._current
+
+    def _load(self, stamp: tuple[Any, ...]) -> None:
+        try:
+            new = load_web_config(self.path)
+        except WebConfigError as e:
+            self._current = None
+            self._watch(_named_files(self.path), stamp)
+            log.error("web config changed and is now invalid; refusing requests until it is fixed: %s", e)
+            return
+        self._watch(new.files, stamp)
+        if new.tls != self._tls:
+            self._current = None
+            log.error(
+                "web config %s now switches TLS %s; that needs a restart: refusing requests until then",
+                self.path,
+                "on" if new.tls else "off",
+            )
+            return
+        old = self._current
+        if old is None or old.model.rate_limit != new.model.rate_limit:
+            self.limiter = request_limiter(new.model)
+        self._current = new
+        for w in new.warnings:
+            log.warning("%s", w)
+        log.info("web config re-read from %s", self.path)
+        if self.on_change is not None:
+            self.on_change(new)
+
+    def _watch(self, files: tuple[Path, ...], stamp: tuple[Any, ...]) -> None:
+        if files != self._files:
+            self._files = files
+            stamp = _stamp(files)
+        self._stamp = stamp
+
+
+def _named_files(path: Path) -> tuple[Path, ...]:
+    """The web config and the files it names, as far as it can be parsed."""
+    try:
+        model = parse_web_config(path.read_bytes(), path)
+    except (OSError, WebConfigError):
+        return (path,)
+    tls = model.tls_server_config
+    names = (tls.cert_file, tls.key_file, tls.client_ca_file) if tls is not None else ()
+    return (path, *(_resolve(path.parent.resolve(), f) for f in names if f))
 
 
 def is_loopback(host: str) -> bool:
