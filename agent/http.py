@@ -30,7 +30,7 @@ from agent.configtypes import scrub
 from collectors.base import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
-    from agent.webconfig import FailureLimiter, RequestLimiter
+    from agent.webconfig import FailureLimiter, RequestLimiter, WebConfig, WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,8 @@ class _Conn:
 def frame_request(buf: bytes) -> tuple[str, int, str]:
     """Find one whole request at the start of ``buf``: ("need", 0, ""), ("ok", length, "") or
     ("error", status, message). Only framing; the request itself is parsed by http.server."""
+    if buf[:1] < b" " and buf[:1] not in (b"\r", b"\n"):
+        return "error", 400, "not an HTTP request (TLS to the plain-HTTP port?)"
     m = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
     first_nl = buf.find(b"\n", 0, MAX_REQUEST_LINE + 2)
     if first_nl < 0 and len(buf) > MAX_REQUEST_LINE:
@@ -677,3 +679,29 @@ class HttpServer:
             return False
         conn.request = b""
         return not h.close_connection
+
+
+def use_web_config(
+    app: WebApp, server: HttpServer, source: WebConfigSource, also: Callable[[WebConfig], None] | None = None
+) -> None:
+    """Serve under the web config that ``source`` keeps current: its certificate and client
+    checks for each new connection, its users, headers and request rate limit for each request.
+    While its files do not make a valid config, connections and requests are refused."""
+
+    def apply(wc: WebConfig) -> None:
+        if wc.ssl_context is not None:
+            server.ssl_context = wc.ssl_context
+            server.allowed_sans = wc.allowed_sans
+        app.auth = wc.auth
+        app.headers = dict(wc.headers)
+        app.request_limiter = source.limiter
+        if also is not None:
+            also(wc)
+
+    def ok() -> bool:
+        return source.get() is not None
+
+    source.on_change = apply
+    if source.current is not None:
+        apply(source.current)
+    app.refresh = server.refresh = ok

@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry
-from agent.http import HttpServer, WebApp
+from agent.http import HttpServer, WebApp, use_web_config
 from agent.runner import run_task
 from agent.state import StateStore
 from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
@@ -216,9 +216,8 @@ class Agent:
             allowed_sans=tuple(getattr(self.web_config, "allowed_sans", ())),
         )
         if self.web_config is not None:
-            self._web_source = WebConfigSource(self.web_config, on_change=self._apply_web_config)
-            self._apply_web_config(self.web_config)
-            self.web.refresh = self.http.refresh = self._web_config_ok
+            self._web_source = WebConfigSource(self.web_config)
+            use_web_config(self.web, self.http, self._web_source, also=self._web_config_changed)
         self.http.start()
         self.scheduler.start()
         self._ready = True
@@ -362,20 +361,8 @@ class Agent:
         if self._web_source is not None:
             self._web_source.get(force=True)
 
-    def _web_config_ok(self) -> bool:
-        return self._web_source is not None and self._web_source.get() is not None
-
-    def _apply_web_config(self, wc: WebConfig) -> None:
-        """Put a (re-)loaded web config in force: certificate and client checks for new
-        connections; users, headers and the request rate limit for the next request."""
+    def _web_config_changed(self, wc: WebConfig) -> None:
         self.web_config = wc
-        if self.http is not None and wc.ssl_context is not None:
-            self.http.ssl_context = wc.ssl_context
-            self.http.allowed_sans = wc.allowed_sans
-        if self.web is not None:
-            self.web.auth = wc.auth
-            self.web.headers = dict(wc.headers)
-            self.web.request_limiter = self._web_source.limiter if self._web_source is not None else None
 
     async def stop(self) -> None:
         self._ready = False
