@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +99,33 @@ def make_pki(d: Path) -> Pki:
 
 def bcrypt_hash(password: str, rounds: int = 4) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+@contextmanager
+def web_server(config: Path | None) -> Iterator[int | str]:
+    """The agent's web-config loading and HTTP server on 127.0.0.1, wired as the running agent
+    wires them (``agent.http.use_web_config``), serving the agent's own endpoints. Yields the port,
+    or "refused" when the web config is refused (after checking the error is one line naming it)."""
+    from prometheus_client import CollectorRegistry
+
+    from agent.http import HttpServer, WebApp, use_web_config
+    from agent.webconfig import FailureLimiter, WebConfigError, WebConfigSource, load_web_config
+
+    wc = None
+    if config is not None:
+        try:
+            wc = load_web_config(config)
+        except WebConfigError as e:
+            assert "\n" not in str(e) and str(config) in str(e)
+            yield "refused"
+            return
+    app = WebApp(CollectorRegistry(), dict, lambda: True)
+    app.limiter = FailureLimiter()
+    server = HttpServer(app, "127.0.0.1", 0, wc.ssl_context if wc else None, workers=2)
+    if wc is not None:
+        use_web_config(app, server, WebConfigSource(wc))
+    server.start()
+    try:
+        yield server.port
+    finally:
+        server.stop()

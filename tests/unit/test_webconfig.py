@@ -6,20 +6,25 @@ from __future__ import annotations
 import base64
 import ssl
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.durations import DurationError, parse_go_duration
 from agent.webconfig import (
     BasicAuth,
     FailureLimiter,
+    RequestLimiter,
     WebConfigError,
+    WebConfigSource,
     exposure_warnings,
     load_web_config,
     parse_web_config,
     peer_san_allowed,
+    request_limiter,
 )
 from collectors.base import HttpRequest
 from tests.helpers.tls import bcrypt_hash, make_pki
@@ -224,6 +229,8 @@ def test_peer_san_check() -> None:
     assert peer_san_allowed(cert, ("10.0.0.5",))
     assert not peer_san_allowed(cert, ("other",))
     assert not peer_san_allowed(None, ("other",))
+    # IP addresses as Go prints them (OpenSSL writes IPv6 in full, upper case).
+    assert peer_san_allowed({"subjectAltName": (("IP Address", "2001:DB8:0:0:0:0:0:1\n"),)}, ("2001:db8::1",))
 
 
 def test_exposure_warnings(tmp_path: Path) -> None:
@@ -287,3 +294,107 @@ def test_shipped_example_parses() -> None:
     m = parse_web_config(example.read_text(), example)
     assert m.tls_server_config is not None and m.tls_server_config.cert_file
     assert m.basic_auth_users and all(h.startswith("$2") for h in m.basic_auth_users.values())
+
+
+# -- exporter-toolkit parity -----------------------------------------------------------------------
+
+
+def test_header_values_are_the_text_written_as_go_reads_them() -> None:
+    text = (
+        "http_server_config:\n  headers:\n    X-XSS-Protection: 1\n    Strict-Transport-Security: 0x10\n"
+        "    Content-Security-Policy:\n"
+    )
+    m = parse_web_config(text, P)
+    assert m.http_server_config is not None
+    assert m.http_server_config.headers == {
+        "X-XSS-Protection": "1",
+        "Strict-Transport-Security": "0x10",  # not 16
+        "Content-Security-Policy": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1s", 1.0), ("1m30s", 90.0), ("500ms", 0.5), ("1.5h", 5400.0), ("-2s", -2.0), ("0", 0.0), (0, 0.0),
+     (5, 5e-9), ("1us", 1e-6), ("3µs", 3e-6)],
+)  # fmt: skip
+def test_go_durations(value: object, seconds: float) -> None:
+    assert parse_go_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "1", "1d", "s", "1.s5", "1 s", True, 1.5, None, "--1s"])
+def test_bad_go_durations(value: object) -> None:
+    with pytest.raises(DurationError):
+        parse_go_duration(value)
+
+
+def test_request_limiter_is_gos_token_bucket() -> None:
+    now = [0.0]
+    lim = RequestLimiter(interval=1.0, burst=2, clock=lambda: now[0])
+    assert [lim.allow() for _ in range(3)] == [True, True, False]  # starts full
+    now[0] += 0.5
+    assert not lim.allow()
+    now[0] += 0.5
+    assert lim.allow() and not lim.allow()
+    now[0] += 100
+    assert [lim.allow() for _ in range(3)] == [True, True, False]  # never more than the burst
+    assert not RequestLimiter(interval=1.0, burst=0).allow()  # burst 0: nothing, as rate.Limiter
+
+
+def test_rate_limit_interval_zero_is_off() -> None:
+    assert request_limiter(parse_web_config("rate_limit: {interval: 0, burst: 0}\n", P)) is None
+    assert request_limiter(parse_web_config("rate_limit: {interval: 1s}\n", P)) is not None
+
+
+def test_inline_key_is_never_echoed(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "web.yml"
+    bogus = "-----BEGIN PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END PRIVATE KEY-----\n"
+    f.write_text(yaml.safe_dump({"tls_server_config": {"cert": pki.server_cert.read_text(), "key": bogus}}))
+    with pytest.raises(WebConfigError) as ei:
+        load_web_config(f)
+    assert "U0VDUkVU" not in str(ei.value) and "cannot load certificate/key" in str(ei.value)
+    assert "U0VDUkVU" not in repr(parse_web_config(f.read_text(), f))
+    f.write_text(
+        yaml.safe_dump(
+            {"tls_server_config": {"cert": pki.server_cert.read_text(), "key": pki.server_key.read_text()}}
+        )
+    )
+    assert load_web_config(f).tls
+
+
+def test_client_cas_default_to_system_roots_and_inline_cas(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "web.yml"
+    tls = {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}
+    f.write_text(yaml.safe_dump({"tls_server_config": {**tls, "client_auth_type": "RequireAndVerifyClientCert"}}))
+    ctx = load_web_config(f).ssl_context
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.cert_store_stats()["x509_ca"] > 0
+    inline = {**tls, "client_auth_type": "VerifyClientCertIfGiven", "client_ca": pki.ca.read_text()}
+    f.write_text(yaml.safe_dump({"tls_server_config": inline}))
+    ctx = load_web_config(f).ssl_context
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_OPTIONAL and ctx.cert_store_stats()["x509_ca"] == 1
+    f.write_text(yaml.safe_dump({"tls_server_config": {**inline, "client_ca": "no certificate here"}}))
+    with pytest.raises(WebConfigError, match="client_ca: no PEM certificate"):
+        load_web_config(f)
+    f.write_text(yaml.safe_dump({"tls_server_config": {**tls, "client_auth_type": "VerifyClientCertIfGiven",
+                                                       "client_allowed_sans": ["x"]}}))  # fmt: skip
+    with pytest.raises(WebConfigError, match="client_allowed_sans: requires client_auth_type"):
+        load_web_config(f)
+
+
+def test_source_rereads_changed_files_and_refuses_a_broken_one(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "web.yml"
+    f.write_text(f"basic_auth_users: {{u: '{bcrypt_hash('p')}'}}\n")
+    changes = []
+    src = WebConfigSource(load_web_config(f), on_change=changes.append)
+    first = src.get()
+    assert first is not None and src.get() is first and changes == []  # unchanged: not re-read
+    f.write_text(f"basic_auth_users: {{v: '{bcrypt_hash('p')}'}}\n")
+    new = src.get()
+    assert new is not None and new is not first and new.model.basic_auth_users == {"v": ANY}
+    assert changes == [new]
+    f.write_text("basic_auth_users: {v: plain}\n")
+    assert src.get() is None and src.get() is None  # refused, and loaded once
+    f.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n")
+    assert src.get() is None  # switching TLS on needs a restart
+    f.write_text(f"rate_limit: {{interval: 1s, burst: 5}}\nbasic_auth_users: {{v: '{bcrypt_hash('p')}'}}\n")
+    assert src.get() is not None and src.limiter is not None and src.limiter.burst == 5
