@@ -370,7 +370,10 @@ def _expected(case: Case) -> str:
 
 def test_exporter_toolkit_web_testdata(tmp_path: Path) -> None:
     data = shared_testdata("exporter-toolkit-web")
-    node_bin = need("prometheus-node-exporter")
+    try:
+        node_bin: str | None = need("prometheus-node-exporter")  # under CI=true a missing one fails
+    except pytest.skip.Exception:
+        node_bin = None  # a developer machine without it: the agent's column still counts
     allowed = documented_differences()
     rows: list[Row] = []
     for i, case in enumerate(_cases()):
@@ -382,12 +385,14 @@ def test_exporter_toolkit_web_testdata(tmp_path: Path) -> None:
         agent, adetail = _outcome(web_server, case, data, work)
         if case.replace_with:  # a fresh copy for the second program
             shutil.copyfile(data / case.file, work / case.file)
-        node, ndetail = _outcome(
-            lambda cfg, i=i: _node_exporter(node_bin, cfg, tmp_path / f"node{i}.log"),  # type: ignore[misc]
-            case,
-            data,
-            work,
-        )
+        node, ndetail = ("not installed", "")
+        if node_bin is not None:
+            node, ndetail = _outcome(
+                lambda cfg, i=i, b=node_bin: _node_exporter(b, cfg, tmp_path / f"node{i}.log"),  # type: ignore[misc]
+                case,
+                data,
+                work,
+            )
         rows.append(Row(case, agent, node, [d for d in (adetail, ndetail) if d]))
 
     width = max(len(r.case.file or "(none)") for r in rows)
@@ -397,7 +402,7 @@ def test_exporter_toolkit_web_testdata(tmp_path: Path) -> None:
         exp = _expected(r.case)
         marks = []
         for who, got in (("agent", r.agent), ("node_exporter", r.node)):
-            if got != exp:
+            if got != exp and got != "not installed":
                 key = (who, r.case.file or "(none)", r.case.name)
                 if key in allowed:
                     marks.append(f"{who}: listed")

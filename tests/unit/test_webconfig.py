@@ -250,7 +250,9 @@ _scalars = st.one_of(
 _keys = st.sampled_from(
     [
         "tls_server_config", "http_server_config", "basic_auth_users", "cert_file", "key_file", "client_auth_type",
-        "client_ca_file", "min_version", "max_version", "cipher_suites", "headers", "http2", "x",
+        "client_ca_file", "min_version", "max_version", "cipher_suites", "headers", "http2", "x", "rate_limit",
+        "interval", "burst", "cert", "key", "client_ca", "curve_preferences", "prefer_server_cipher_suites",
+        "X-XSS-Protection", "X-Frame-Options",
     ]
 )  # fmt: skip
 _docs = st.recursive(
