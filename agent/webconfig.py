@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from agent.durations import DurationError, parse_go_duration
 from agent.openssl import GROUPS, OpenSSLUnavailable, accept_any_client_cert, set_groups
+from agent.yamlstrict import UniqueKeySafeLoader
 from collectors.base import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def _headers_as_written(data: dict[str, Any], text: str | bytes) -> None:
 def parse_web_config(text: str | bytes, path: Path) -> WebConfigModel:
     """Parse and validate the file's text (no file access). Raises :class:`WebConfigError`."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader; repeated keys refused
         if isinstance(data, dict):
             _headers_as_written(data, text)
     except yaml.YAMLError as e:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agent.evidence.models import EstateSettings, EvidenceRecord, Runbook
+from agent.yamlstrict import construct_mapping_unique
 
 MAX_FILE_BYTES = 1024 * 1024
 ESTATE_FILE = "estate.yml"
@@ -76,24 +77,8 @@ def _no_alias_compose(self: Any, parent: Any, index: Any) -> Any:
     return yaml.composer.Composer.compose_node(self, parent, index)
 
 
-def _construct_mapping(self: Any, node: Any, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = self.construct_object(key_node, deep=True)
-        try:
-            dup = key in seen
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "mapping keys must be plain values", key_node.start_mark
-            ) from None
-        if dup:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
-
-
 _Loader.compose_node = _no_alias_compose  # type: ignore[method-assign]
-_Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
+_Loader.construct_mapping = construct_mapping_unique  # type: ignore[method-assign]
 
 
 class _Dumper(yaml.SafeDumper):
