@@ -259,7 +259,7 @@ class _Conn:
         self.fd = sock.fileno()
         self.addr = addr
         self.state = state  # "sniff" | "handshake" | "head" | "idle" | "busy"
-        self.sans: tuple[str, ...] = ()  # client_allowed_sans of the config this connection started under
+        self.sans: tuple[str, ...] | None = None  # client_allowed_sans of the config it started under
         self.wake_at = 0.0  # "sniff" with a partial first line: look again then
         self.buf = b""
         self.request = b""
@@ -334,7 +334,7 @@ class HttpServer:
         *,
         workers: int = WORKERS,
         max_connections: int = MAX_CONNECTIONS,
-        allowed_sans: tuple[str, ...] = (),
+        allowed_sans: tuple[str, ...] | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
@@ -561,7 +561,7 @@ class HttpServer:
                 return
             from agent.webconfig import peer_san_allowed
 
-            if conn.sans and not peer_san_allowed(sock.getpeercert(), conn.sans):
+            if conn.sans is not None and not peer_san_allowed(sock.getpeercert(), conn.sans):
                 log.warning("http %s: client certificate has none of the allowed SANs", conn.addr[0])
                 self._close(conn)
                 return

@@ -213,7 +213,7 @@ class Agent:
             host,
             port,
             self.ssl_context,
-            allowed_sans=tuple(getattr(self.web_config, "allowed_sans", ())),
+            allowed_sans=getattr(self.web_config, "allowed_sans", None),
         )
         if self.web_config is not None:
             self._web_source = WebConfigSource(self.web_config)

@@ -248,7 +248,7 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None
     auth: BasicAuth | None
     headers: dict[str, str] = field(default_factory=dict)
-    allowed_sans: tuple[str, ...] = ()
+    allowed_sans: tuple[str, ...] | None = None  # None: no SAN check; () allows no certificate, as in Go
     warnings: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()  # the web config and every file it names: re-read when one changes
 
@@ -476,13 +476,13 @@ def load_web_config(path: str | Path) -> WebConfig:
     base = p.parent.resolve()
     ctx = None
     warnings: list[str] = []
-    sans: tuple[str, ...] = ()
+    sans: tuple[str, ...] | None = None
     files = [p]
     tls = model.tls_server_config
     if tls is not None and tls.enabled:
         http2 = model.http_server_config.http2 if model.http_server_config else True
         ctx, warnings = build_ssl_context(tls, base, p, http2)
-        sans = tuple(tls.client_allowed_sans or ())
+        sans = tuple(tls.client_allowed_sans) if tls.client_allowed_sans is not None else None
         files += [_resolve(base, f) for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f]
     auth = BasicAuth(model.basic_auth_users) if model.basic_auth_users else None
     headers = dict(model.http_server_config.headers) if model.http_server_config else {}
@@ -499,8 +499,6 @@ def _go_ip(value: str) -> str:
 def peer_san_allowed(cert: dict[str, Any] | None, allowed: tuple[str, ...]) -> bool:
     """Whether a client certificate carries one of the allowed subject alternative names (DNS
     names, e-mail addresses, IP addresses in Go's notation, URIs; compared exactly, as Go does)."""
-    if not allowed:
-        return True
     if not cert:
         return False
     names = {_go_ip(str(v)) if k == "IP Address" else str(v) for k, v in cert.get("subjectAltName", ())}

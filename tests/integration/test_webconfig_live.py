@@ -148,3 +148,11 @@ def test_rate_limit_is_one_bucket_for_all_requests(tmp_path: Path) -> None:
             statuses.append(conn.getresponse().status)
             conn.close()
         assert statuses == [401, 200, 401, 429, 429]
+
+
+def test_empty_allowed_sans_allow_no_certificate(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = _tls(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.ca), client_allowed_sans=[])
+    with web_server(_write(tmp_path / "web.yml", {"tls_server_config": tls})) as port:
+        with pytest.raises((ssl.SSLError, ConnectionError, IndexError)):  # as Go: nothing matches
+            _get(_connect(port, cert=(pki.client_cert, pki.client_key)))

@@ -226,7 +226,7 @@ def test_limiter_memory_is_bounded() -> None:
 
 def test_peer_san_check() -> None:
     cert = {"subjectAltName": (("DNS", "prometheus.example"), ("IP Address", "10.0.0.5"))}
-    assert peer_san_allowed(cert, ())
+    assert not peer_san_allowed(cert, ())  # an empty list allows no certificate, as in Go
     assert peer_san_allowed(cert, ("10.0.0.5",))
     assert not peer_san_allowed(cert, ("other",))
     assert not peer_san_allowed(None, ("other",))
