@@ -81,7 +81,10 @@ class Case:
 
 def _cases() -> list[Case]:
     tls = Client(tls=True)
-    out = [Case("TestYAMLFiles", "empty config yml", "web_config_empty.yml", Client(), OK)]
+    out = [
+        Case("TestYAMLFiles", "path to config yml invalid", "somefile", None, REFUSED),
+        Case("TestYAMLFiles", "empty config yml", "web_config_empty.yml", Client(), OK),
+    ]
     for f in (
         "web_config_junk.yml",
         "web_config_junk_key.yml",
