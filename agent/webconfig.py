@@ -182,6 +182,11 @@ class HTTPServerConfig(_Model):
     http2: bool = True  # the agent speaks HTTP/1.1; the toolkit's HTTP/2 cipher rule still applies
     headers: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _no_headers(cls, v: Any) -> Any:
+        return {} if v is None else v
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
