@@ -299,12 +299,16 @@ def parse_web_config(text: str | bytes, path: Path) -> WebConfigModel:
         raise WebConfigError(f"{path}: invalid YAML: {where}{problem}") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise WebConfigError(f"{path}: invalid YAML: {e}") from None
+    except RecursionError:
+        raise WebConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise WebConfigError(f"{path}: web config must be a YAML mapping")
     try:
         model = WebConfigModel.model_validate(data)
+    except RecursionError:
+        raise WebConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except ValidationError as e:
         err = e.errors(include_url=False, include_input=False)[0]
         msg = err["msg"].removeprefix("Value error, ")

@@ -85,6 +85,8 @@ def test_empty_file_is_plain_http() -> None:
         ("http_server_config: {headers: {Content-Security-Policy: \"a\\r\\nSet-Cookie: a\"}}\n", "line break"),
         ("http_server_config: {headers: {X-XSS-Protection: [1]}}\n", "X-XSS-Protection"),
         ("unknown: 1\n", "unknown: Extra inputs are not permitted"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("http_server_config: {headers: {X-XSS-Protection: " + "[" * 3000 + "]" * 3000 + "}}", "nested too deeply"),
         ("basic_auth_users: {a: x}\nbasic_auth_users: {b: y}\n", "duplicate key 'basic_auth_users'"),  # as Go
         ("tls_server_config: [\n", "invalid YAML: line"),
     ],
