@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= deploy/examples/demo.yml
 PYTEST_ARGS ?=
 
-.PHONY: lock audit run test test-fast lint typecheck bench soak docs system-deps venv clean check-config
+.PHONY: lock audit run test test-fast lint typecheck bench soak docs system-deps venv clean check-config deb
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ bench: venv system-deps
 # 200 mixed targets, half blackholed or hanging, 10 minutes; curves in docs/soak.png (needs root).
 soak: venv system-deps
 	$(BIN)/python -m bench.soak --minutes 10
+
+# The Debian package: dist/continuity-agent_<version>_<arch>.deb (docs/deployment.md). Debian's python3,
+# dpkg-deb and fakeroot; the bundled virtual environment comes from requirements.lock with hashes.
+DEB_OUT ?= dist
+deb: system-deps
+	/usr/bin/python3 deploy/tools/build_deb.py --out $(DEB_OUT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
