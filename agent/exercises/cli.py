@@ -134,6 +134,40 @@ def cmd_void(a: argparse.Namespace) -> int:
     return _done(_recorder(a).void(a.seq, a.reason), a.name)
 
 
+def cmd_status(a: argparse.Namespace) -> int:
+    from agent.exercises.journal import Journal, check_name
+    from agent.exercises.record import load_estate
+    from agent.exercises.status import render_text, status
+
+    check_name(a.name)
+    at = _opt_time(a) or datetime.now(UTC)
+    estate = load_estate(a.runbooks)
+    st = status(a.name, Journal.open(a.evidence, a.name).read(), estate, at)
+    if a.format == "json":
+        print_json(st.to_json())
+    else:
+        print(render_text(st))
+    return EXIT_OK if st.on_track else EXIT_FINDINGS
+
+
+def cmd_finish(a: argparse.Namespace) -> int:
+    from agent.evidence import EvidenceInputError, verify
+    from agent.evidence.cli import render_text
+    from agent.exercises.finish import finish
+
+    rec = _recorder(a)
+    res = finish(rec, _opt_time(a))
+    for s in res.seals:
+        print(f"{s.path}: sealed as record {s.sequence} ({s.artefacts} artefacts hashed); sha256 {s.sha256}")
+    print(f"exercise {a.name}: finished; the journal accepts no more entries")
+    try:
+        rep = verify(a.runbooks, a.evidence)
+    except EvidenceInputError as e:
+        raise ExerciseInputError(str(e.issues[0]) if e.issues else str(e)) from None
+    print(render_text(rep))
+    return EXIT_OK if rep.ok else EXIT_FINDINGS
+
+
 def _guard(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -218,6 +252,13 @@ def register(subparsers: Any) -> None:
         p.add_argument(f"--{k}", default=None)
     p.add_argument("--name", dest="who", default=None, help="a participant's corrected name")
     p.add_argument("--result", choices=("pass", "fail"), default=None)
+
+    p = cmd("status", cmd_status, "where the exercise stands and its projection against the objective; exit 1 over it")
+    p.add_argument("--at", default=None, help="as at this time (ISO 8601 with offset; default now)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = cmd("finish", cmd_finish, "close the journal, write and seal one evidence record per system, verify")
+    p.add_argument("--at", default=None, help="when the exercise ended (default now)")
 
     p = cmd("void", cmd_void, "void an earlier entry (a new entry; nothing is rewritten)")
     p.add_argument("seq", type=int)

@@ -21,11 +21,33 @@ from agent.exercises.model import STEP_STATES, TYPES, checker
 ARTEFACT_DIR = "artefacts"
 
 
-def load_estate(runbooks_dir: str | Path) -> Estate:
+_ESTATES: dict[tuple[Any, ...], Estate] = {}
+
+
+def _fingerprint(d: Path) -> tuple[Any, ...]:
     try:
-        return load_runbooks(runbooks_dir)
+        files = sorted(d.iterdir())
+        return (str(d.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_ino) for p in files))
+    except OSError:
+        return (str(d),)
+
+
+def load_estate(runbooks_dir: str | Path) -> Estate:
+    """The runbooks, loaded once per process while their files are unchanged (the board and a
+    burst of CLI calls in one process read them again only after an edit)."""
+    d = Path(runbooks_dir)
+    key = _fingerprint(d)
+    got = _ESTATES.get(key)
+    if got is not None:
+        return got
+    try:
+        estate = load_runbooks(d)
     except EvidenceInputError as e:
         raise ExerciseInputError(str(e.issues[0]) if e.issues else str(e)) from None
+    if len(_ESTATES) > 16:
+        _ESTATES.clear()
+    _ESTATES[key] = estate
+    return estate
 
 
 def text(value: str | None, what: str, *, required: bool = True, limit: int = 2000) -> str:
