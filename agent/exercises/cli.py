@@ -168,12 +168,22 @@ def cmd_finish(a: argparse.Namespace) -> int:
     return EXIT_OK if rep.ok else EXIT_FINDINGS
 
 
+def cmd_import(a: argparse.Namespace) -> int:
+    from agent.exercises.importer import import_file
+
+    systems = [s.strip() for s in a.systems.split(",")] if a.systems else None
+    new = import_file(_recorder(a), a.source, timezone=a.timezone, type_=a.type, systems=systems)
+    print(f"exercise {a.name}: {len(new)} entries imported from {a.source} (entries {new[0]['seq']}-{new[-1]['seq']})")
+    return EXIT_OK
+
+
 def _guard(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             return int(func(args))
         except ExerciseInputError as e:
-            _err(str(e))
+            for line in getattr(e, "lines", None) or [str(e)]:
+                _err(line)
             return EXIT_BAD_INPUT
         except OSError as e:
             _err(f"{getattr(e, 'filename', None) or 'exercise'}: {e.strerror or e}")
@@ -259,6 +269,14 @@ def register(subparsers: Any) -> None:
 
     p = cmd("finish", cmd_finish, "close the journal, write and seal one evidence record per system, verify")
     p.add_argument("--at", default=None, help="when the exercise ended (default now)")
+
+    p = cmd("import", cmd_import, "import an exercise logged in a spreadsheet (.csv or .xlsx), all rows or none")
+    p.add_argument("--from", dest="source", required=True, help="the .csv or .xlsx file")
+    p.add_argument("--timezone", default="Europe/London", help="for times without a UTC offset (default Europe/London)")
+    p.add_argument("--type", default="full_recovery", choices=("full_recovery", "partial_recovery", "tabletop"))
+    p.add_argument(
+        "--systems", default=None, help="runbook ids when the sheet declares the exercise (default: those in the sheet)"
+    )
 
     p = cmd("void", cmd_void, "void an earlier entry (a new entry; nothing is rewritten)")
     p.add_argument("seq", type=int)
