@@ -82,6 +82,7 @@ class SystemProgress:
     steps: tuple[StepStatus, ...]
     validations: dict[str, str]  # id -> pass | fail
     signed_off_by: str | None
+    validation_ids: tuple[str, ...] = ()  # every validation of the runbook
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,6 +270,7 @@ def _system(
         steps=tuple(out[s.id] for s in rb.recovery_steps),
         validations={k: v[0] for k, v in sl.validations.items()},
         signed_off_by=sl.sign_off[0] if sl.sign_off else None,
+        validation_ids=tuple(v.id for v in rb.validation),
     )
 
 

@@ -122,3 +122,26 @@ def evidence_copy(tmp_path: Path) -> Path:
     ev = tmp_path / "evidence"
     shutil.copytree(SHIPPED_EVIDENCE, ev)
     return ev
+
+
+LIVE_PROJECTED = 4.5 * 3600  # see running_exercise
+
+
+def running_exercise(evidence: Path, name: str = "live-1") -> datetime:
+    """An exercise over core-network running now, declared an hour ago, whose projection does not
+    move for the next hour: dr-wan (2h) and firewalls (2h, from 0h30m) are in progress, so
+    remote-access (2h, after both) starts at 2h30m and the system is restored at 4h30m
+    (:data:`LIVE_PROJECTED`). Returns T0."""
+    from agent.exercises.record import Recorder
+
+    t0 = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    rec = Recorder(RUNBOOKS, evidence, name, "live-test")
+    rec.start("full_recovery", ["core-network"], t0)
+    h = timedelta(hours=1)
+    rec.step("core-network", "dr-wan", "start", at=t0, operator="N. Patel")
+    rec.step("core-network", "core-switches", "start", at=t0, operator="N. Patel")
+    rec.step("core-network", "core-switches", "done", at=t0 + 0.5 * h)
+    rec.step("core-network", "firewalls", "start", at=t0 + 0.5 * h, operator="S. Okafor")
+    rec.step("core-network", "dns-dhcp", "start", at=t0 + 0.5 * h)
+    rec.step("core-network", "dns-dhcp", "done", at=t0 + 0.75 * h)
+    return t0
