@@ -22,6 +22,7 @@ from agent.exercises.journal import SUBDIR, SUFFIX, ExerciseInputError, iso
 from agent.exercises.model import ExerciseLog, SystemLog, replay
 from agent.exercises.record import Recorder
 from agent.exercises.status import action_id
+from agent.reports.runner import write_atomic
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,23 @@ def build_record(name: str, log: ExerciseLog, sl: SystemLog, journal_rel: str) -
 
 
 def finish(recorder: Recorder, at: datetime | None = None) -> FinishResult:
+    """Close the journal and write and seal the records. Run again after a crash between the
+    ``finish`` entry and the last seal, it writes and seals the records still missing."""
     name = recorder.journal.name
     ev = recorder.evidence_dir
     journal_rel = f"{SUBDIR}/{name}{SUFFIX}"
     built: dict[str, dict[str, Any]] = {}
+    entries = recorder.journal.read()
+    if entries and entries[-1]["action"] == "finish":
+        log = replay(entries, recorder.estate)
+        missing = {
+            rid: build_record(name, log, sl, journal_rel)
+            for rid, sl in log.systems.items()
+            if not (ev / record_name(name, rid)).exists()
+        }
+        if not missing:
+            raise ExerciseInputError(f"exercise {name!r} is finished and its records are written")
+        return _write_and_seal(recorder, missing)
 
     def check(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
         log = replay([*entries, new], recorder.estate)
@@ -129,11 +143,16 @@ def finish(recorder: Recorder, at: datetime | None = None) -> FinishResult:
             built[rid] = build_record(name, log, sl, journal_rel)
 
     recorder.journal.append(recorder.actor, "finish", {}, at=at, check=check)
+    return _write_and_seal(recorder, built)
+
+
+def _write_and_seal(recorder: Recorder, docs: dict[str, dict[str, Any]]) -> FinishResult:
+    name, ev = recorder.journal.name, recorder.evidence_dir
     paths: list[Path] = []
     seals: list[SealResult] = []
-    for rid, doc in built.items():
+    for rid, doc in docs.items():
         path = ev / record_name(name, rid)
-        path.write_text(dump_yaml(doc), encoding="utf-8")
+        write_atomic(path, dump_yaml(doc))
         paths.append(path)
         try:
             seals.append(seal(recorder.estate.directory, ev, path))

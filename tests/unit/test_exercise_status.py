@@ -243,3 +243,23 @@ def test_finish_refuses_a_running_step_and_writes_nothing(tmp_path: Path) -> Non
     rc, _, err = run(ev, "exercise", "finish", n)
     assert rc == 2 and "activate-dag of email" in err and err.count("\n") == 1
     assert journal.read_bytes() == before and not list(ev.glob("*.yml"))
+
+
+def test_finish_after_a_crash_writes_the_missing_records(tmp_path: Path) -> None:
+    from agent.exercises.journal import Journal
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    n = "crashed"
+    ok(ev, "start", n, "--type", "tabletop", "--systems", "email", "--declared-at", xs.at(0))
+    ok(ev, "step", n, "email", "activate-dag", "start", "--at", xs.at(1))
+    ok(ev, "step", n, "email", "activate-dag", "done", "--at", xs.at(2))
+    # The process died right after the finish entry was on disk, before any record was written.
+    Journal.open(ev, n).append("crashed-writer", "finish", {})
+    rc, out, err = run(ev, "exercise", "finish", n)
+    assert rc in (0, 1), err
+    rec = yaml.safe_load((ev / f"{n}-email.yml").read_text())
+    assert rec["sequence"] == 1 and rec["result"] == "fail"  # tabletop, but three steps never ran
+    assert [s["id"] for s in rec["steps"]] == ["activate-dag"]
+    rc, _, err = run(ev, "exercise", "finish", n)
+    assert rc == 2 and "records are written" in err
