@@ -190,7 +190,8 @@ class Journal:
                 f"no exercise {self.name!r} in {self.evidence_dir} (start it with `exercise start`)"
             )
         with self.locked():
-            if self.exists():
+            # An empty file is a start that crashed between creating the journal and writing to it.
+            if self.exists() and (not create or self.path.stat().st_size > 0):
                 if create:
                     raise ExerciseInputError(f"exercise {self.name!r} already exists ({self.path}): a second start")
                 entries = self.read()

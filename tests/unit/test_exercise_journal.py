@@ -264,3 +264,11 @@ def test_real_entry_point_bad_input(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_start_that_crashed_before_writing_can_be_repeated(tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    (ev / "exercises").mkdir(parents=True)
+    (ev / "exercises" / "ex2.journal.jsonl").write_bytes(b"")  # created, nothing written, process killed
+    assert run(ev, "start", "ex2", "--type", "tabletop", "--systems", "core-network") == 0
+    assert [e["action"] for e in Journal.open(ev, "ex2").read()] == ["start"]

@@ -258,6 +258,7 @@ def test_finish_after_a_crash_writes_the_missing_records(tmp_path: Path) -> None
     Journal.open(ev, n).append("crashed-writer", "finish", {})
     rc, out, err = run(ev, "exercise", "finish", n)
     assert rc in (0, 1), err
+    assert out.count("sealed as record 1") == 1
     rec = yaml.safe_load((ev / f"{n}-email.yml").read_text())
     assert rec["sequence"] == 1 and rec["result"] == "fail"  # tabletop, but three steps never ran
     assert [s["id"] for s in rec["steps"]] == ["activate-dag"]
