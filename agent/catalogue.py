@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from agent.exercises.metrics import EXERCISE_METRICS
 from agent.reports.metrics import REPORT_METRICS
 from collectors.base import MetricSpec
 from collectors.registry import collectors
@@ -183,7 +184,7 @@ def check_spec(spec: MetricSpec) -> list[str]:
 def catalogue() -> dict[str, MetricSpec]:
     out: dict[str, MetricSpec] = {}
     problems: list[str] = []
-    specs = [*CORE_METRICS, *REPORT_METRICS]
+    specs = [*CORE_METRICS, *REPORT_METRICS, *EXERCISE_METRICS]
     for cls in collectors().values():
         specs.extend(cls.METRICS)
     for spec in specs:
@@ -227,6 +228,7 @@ def owners() -> dict[str, str]:
     """metric name -> collector kind (or 'agent')."""
     out = {s.name: "agent" for s in CORE_METRICS}
     out.update({s.name: "reports" for s in REPORT_METRICS})
+    out.update({s.name: "exercises" for s in EXERCISE_METRICS})
     for kind, cls in collectors().items():
         for s in cls.METRICS:
             out.setdefault(s.name, kind)

@@ -21,7 +21,12 @@ from agent import logs as agent_logs
 log = logging.getLogger("continuity-agent")
 
 # Modules adding subcommands: each has ``register(subparsers)`` and sets ``func(args) -> int``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("agent.reports.cli", "agent.evidence.cli", "agent.standards_cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "agent.reports.cli",
+    "agent.evidence.cli",
+    "agent.standards_cli",
+    "agent.exercises.cli",
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 

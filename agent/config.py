@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
+from agent.exercises.config import ExercisesConfig
 from agent.reports.config import ReportsConfig
 from agent.standards import Bitrate, SiteClass, WanInterface
 from agent.standards import check_config as check_standards
@@ -109,6 +110,7 @@ class AgentConfig(StrictModel):
     auths: dict[str, AuthConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     reports: ReportsConfig | None = None  # DR test reports (agent/reports, docs/reports.md)
+    exercises: ExercisesConfig | None = None  # DR exercise board and metrics (agent/exercises, docs/exercises.md)
 
     @model_validator(mode="after")
     def _cross_check(self) -> AgentConfig:

@@ -43,7 +43,7 @@ class _DropCancelled(logging.Filter):
 logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
 
 # Modules with ``install(agent)`` adding non-target jobs, metrics collectors and HTTP routes.
-AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service",)
+AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service", "agent.exercises.service")
 
 
 def build_collectors(loaded: LoadedConfig, ctx: CollectorContext) -> dict[str, Collector]:

@@ -537,6 +537,54 @@ def dr_readiness() -> Dashboard:
     return d
 
 
+def dr_exercise() -> Dashboard:
+    e = 'exercise=~"$exercise"'
+    d = Dashboard("continuity-dr-exercise", "Continuity — DR exercise (live)",
+                  "A DR exercise while it runs (`continuity-agent exercise`, the agent's /exercise/ board): time "
+                  "since the incident was declared, the projected estate recovery against the 72-hour objective, "
+                  "systems restored, steps by state and late steps.",
+                  ["dr"], [query_variable("exercise", "Exercise",
+                                          "label_values(continuity_exercise_active, exercise)", multi=True)])
+    d.add(stat("Elapsed since T0", q(f"max by (exercise) (continuity_exercise_elapsed_seconds{{{e}}})",
+                                     "{{exercise}}"), unit="s", thresholds=steps(("blue", None))), 6, 5)
+    d.add(stat("Projected estate recovery",
+               q(f"max by (exercise) (continuity_exercise_projected_seconds{{{e}}})", "{{exercise}}"),
+               q(f"max(continuity_exercise_objective_seconds{{{e}}})", "objective"), unit="s",
+               thresholds=steps(("green", None), ("red", ESTATE_OBJECTIVE)),
+               description="Done steps as measured, the rest at their planned durations over the dependency "
+                           "graph, from T0."), 8, 5)
+    d.add(stat("Systems restored", q(f"sum(continuity_exercise_system_restored{{{e}}})", "restored"),
+               q(f"count(continuity_exercise_system_restored{{{e}}})", "systems"),
+               thresholds=steps(("blue", None))), 5, 5)
+    d.add(stat("Late steps", q(f"sum(continuity_exercise_late_steps{{{e}}})", "late"),
+               thresholds=steps(("green", None), ("orange", 1)), text_mode="value",
+               description="Steps in progress for longer than their expected duration."), 5, 5)
+    d.add(timeseries("Projection against the objective",
+                     q(f"max by (exercise) (continuity_exercise_projected_seconds{{{e}}})", "projected {{exercise}}"),
+                     q(f"max by (exercise) (continuity_exercise_elapsed_seconds{{{e}}})", "elapsed {{exercise}}"),
+                     q(f"max(continuity_exercise_objective_seconds{{{e}}})", "objective"),
+                     unit="s", min_=0,
+                     description="A projection that climbs while elapsed time climbs means the work is "
+                                 "falling behind the plan."), 14, 9)
+    d.add(bargauge("Projection as a share of the objective",
+                   q(f"max by (exercise) (continuity_exercise_projected_seconds{{{e}}})"
+                     f" / max by (exercise) (continuity_exercise_objective_seconds{{{e}}})", "{{exercise}}"),
+                   unit="percentunit", min_=0, max_=1.5,
+                   thresholds=steps(("green", None), ("orange", 0.9), ("red", 1))), 10, 9)
+    d.add(table("Systems", [
+        ("Restored", q(f"max by (exercise, runbook) (continuity_exercise_system_restored{{{e}}})", table=True)),
+        ("Done", q(f'sum by (exercise, runbook) (continuity_exercise_steps{{{e},state="done"}})', table=True)),
+        ("In progress", q(f'sum by (exercise, runbook) (continuity_exercise_steps{{{e},state="in_progress"}})',
+                          table=True)),
+        ("Ready", q(f'sum by (exercise, runbook) (continuity_exercise_steps{{{e},state="ready"}})', table=True)),
+        ("Steps", q(f"sum by (exercise, runbook) (continuity_exercise_steps{{{e}}})", table=True)),
+    ], overrides=[column("Restored", mappings=YES_NO, thresholds=OK_BAD, cell="color-background")]), 12, 9)
+    d.add(bargauge("Steps by state",
+                   q(f"sum by (state) (continuity_exercise_steps{{{e}}})", "{{state}}"),
+                   min_=0, thresholds=steps(("blue", None))), 12, 9)
+    return d
+
+
 def agent_health() -> Dashboard:
     i = 'instance=~"$instance"'
     d = Dashboard("continuity-agent-health", "Continuity — Agent health",
@@ -595,6 +643,7 @@ DASHBOARDS = {
     "backups": backups,
     "dr-readiness": dr_readiness,
     "agent-health": agent_health,
+    "dr-exercise": dr_exercise,
 }
 
 

@@ -43,6 +43,7 @@ from agent.catalogue import catalogue
 from collectors.registry import collectors
 from tests.helpers.backups import Repos, make_repos
 from tests.helpers.common import ROOT, AgentProcess, free_port, http_get, need, wait_until
+from tests.helpers.exercise_script import running_exercise
 from tests.helpers.prom import Prometheus
 from tests.helpers.promql import RULES_DIR, dashboard_exprs, metric_names, strip_strings
 from tests.helpers.tls import make_pki
@@ -96,6 +97,11 @@ def _demo_config(tmp_path: Path, port: int, fx: Fixtures) -> Path:
         site = next(s for s in cfg["sites"] if s["name"] == cfg["agent"]["site"])
         site["wan_interface"] = {"snmp_target": "demo-router", "interface": "lo"}
     _add_fixture_targets(cfg, fx)
+    # A DR exercise running now, for the "DR exercise (live)" dashboard.
+    exercise_evidence = tmp_path / "exercise-evidence"
+    exercise_evidence.mkdir()
+    running_exercise(exercise_evidence)
+    cfg["exercises"] = {"runbooks_dir": str(ROOT / "runbooks"), "evidence_dir": str(exercise_evidence), "refresh": "2s"}
     path = tmp_path / "demo.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -192,7 +198,7 @@ def _snmp() -> Any:
 
 def _substitute(expr: str, instance: str) -> str:
     expr = expr.replace("$__rate_interval", RATE_WINDOW).replace("$__interval", SCRAPE)
-    return expr.replace("$site", "demo-hq").replace("$instance", instance)
+    return expr.replace("$site", "demo-hq").replace("$instance", instance).replace("$exercise", "live-1")
 
 
 def _as_promql(expr: str) -> str:

@@ -20,7 +20,8 @@ GRAFANA = ROOT / "grafana"
 PANEL_TYPES = {"row", "stat", "timeseries", "table", "bargauge", "gauge", "state-timeline", "text", "piechart"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
-EXPECTED = {"estate-overview.json", "site-detail.json", "backups.json", "dr-readiness.json", "agent-health.json"}
+EXPECTED = {"estate-overview.json", "site-detail.json", "backups.json", "dr-readiness.json", "agent-health.json",
+            "dr-exercise.json"}
 
 
 def _generator() -> ModuleType:

@@ -1,0 +1,202 @@
+"""Recording: every way of writing to an exercise journal (CLI, board, import) goes through here.
+
+Each function checks its input, then appends under the journal's lock with the replay check, so
+a refused entry writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.evidence import Estate, EvidenceInputError, load_runbooks, sha256_file
+from agent.exercises.journal import ExerciseInputError, Journal, check_name, iso
+from agent.exercises.model import STEP_STATES, TYPES, checker
+
+ARTEFACT_DIR = "artefacts"
+
+
+_ESTATES: dict[tuple[Any, ...], Estate] = {}
+
+
+def _fingerprint(d: Path) -> tuple[Any, ...]:
+    try:
+        files = sorted(d.iterdir())
+        return (str(d.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_ino) for p in files))
+    except OSError:
+        return (str(d),)
+
+
+def load_estate(runbooks_dir: str | Path) -> Estate:
+    """The runbooks, loaded once per process while their files are unchanged (the board and a
+    burst of CLI calls in one process read them again only after an edit)."""
+    d = Path(runbooks_dir)
+    key = _fingerprint(d)
+    got = _ESTATES.get(key)
+    if got is not None:
+        return got
+    try:
+        estate = load_runbooks(d)
+    except EvidenceInputError as e:
+        raise ExerciseInputError(str(e.issues[0]) if e.issues else str(e)) from None
+    if len(_ESTATES) > 16:
+        _ESTATES.clear()
+    _ESTATES[key] = estate
+    return estate
+
+
+def text(value: str | None, what: str, *, required: bool = True, limit: int = 2000) -> str:
+    v = (value or "").strip()
+    if required and not v:
+        raise ExerciseInputError(f"{what} is empty")
+    if len(v) > limit:
+        raise ExerciseInputError(f"{what} is longer than {limit} characters")
+    if any(c in v for c in "\r\n\x00"):
+        raise ExerciseInputError(f"{what} must be one line")
+    return v
+
+
+class Recorder:
+    """One exercise, the runbooks it is judged against, and who is recording."""
+
+    def __init__(self, runbooks_dir: str | Path, evidence_dir: str | Path, name: str, actor: str) -> None:
+        check_name(name)
+        self.estate = load_estate(runbooks_dir)
+        self.evidence_dir = Path(evidence_dir)
+        if not self.evidence_dir.is_dir():
+            raise ExerciseInputError(f"{self.evidence_dir}: evidence directory does not exist")
+        self.journal = Journal.open(self.evidence_dir, name)
+        self.actor = text(actor, "actor", limit=200)
+        self.check = checker(self.estate)
+
+    def _append(self, action: str, fields: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+        return self.journal.append(self.actor, action, fields, at=at, check=self.check)
+
+    def start(self, type_: str, systems: list[str] | None, declared_at: datetime | None = None) -> dict[str, Any]:
+        if type_ not in TYPES:
+            raise ExerciseInputError(f"--type {type_!r}: expected one of {', '.join(TYPES)}")
+        ids = systems if systems else sorted(self.estate.runbooks)
+        for rid in ids:
+            if rid not in self.estate.runbooks:
+                raise ExerciseInputError(f"--systems: no runbook {rid!r} in {self.estate.directory}")
+        if len(set(ids)) != len(ids):
+            raise ExerciseInputError("--systems: a runbook is listed more than once")
+        return self.journal.append(
+            self.actor, "start", {"type": type_, "systems": ids}, at=declared_at, check=self.check, create=True
+        )
+
+    def step(
+        self,
+        runbook: str,
+        step: str,
+        state: str,
+        *,
+        at: datetime | None = None,
+        operator: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        if state not in STEP_STATES:
+            raise ExerciseInputError(f"step state {state!r}: expected one of {', '.join(STEP_STATES)}")
+        fields = {
+            "runbook": runbook,
+            "step": step,
+            "state": state,
+            "operator": text(operator or self.actor, "--operator", limit=200),
+            "note": text(note, "--note", required=False),
+        }
+        return self._append("step", fields, at)
+
+    def restored(self, runbook: str, at: datetime | None = None) -> dict[str, Any]:
+        return self._append("restored", {"runbook": runbook}, at)
+
+    def validate(
+        self, runbook: str, validation: str, result: str, by: str, at: datetime | None = None
+    ) -> dict[str, Any]:
+        if result not in ("pass", "fail"):
+            raise ExerciseInputError(f"validation result {result!r}: expected pass or fail")
+        fields = {"runbook": runbook, "validation": validation, "result": result, "by": text(by, "--by", limit=200)}
+        return self._append("validate", fields, at)
+
+    def action(self, runbook: str, description: str, owner: str, due: str) -> dict[str, Any]:
+        try:
+            d = date.fromisoformat(due.strip())
+        except ValueError:
+            raise ExerciseInputError(f"--due {due!r} is not a date (YYYY-MM-DD)") from None
+        fields = {
+            "runbook": runbook,
+            "description": text(description, "--description"),
+            "owner": text(owner, "--owner", limit=200),
+            "due": d.isoformat(),
+        }
+        return self._append("action", fields)
+
+    def participant(self, name: str, role: str) -> dict[str, Any]:
+        return self._append(
+            "participant", {"name": text(name, "--name", limit=200), "role": text(role, "--role", limit=200)}
+        )
+
+    def sign_off(self, runbook: str, by: str, role: str, at: datetime | None = None) -> dict[str, Any]:
+        fields = {"runbook": runbook, "by": text(by, "--by", limit=200), "role": text(role, "--role", limit=200)}
+        return self._append("sign_off", fields, at)
+
+    def artefact(self, runbook: str, file: str | Path) -> dict[str, Any]:
+        src = Path(file)
+        if not src.is_file():
+            raise ExerciseInputError(f"{src}: not a regular file")
+        name = text(src.name, "artefact file name", limit=200)
+        if name.startswith("."):
+            raise ExerciseInputError(f"{src}: artefact file names must not start with '.'")
+        try:
+            digest = sha256_file(src)
+        except OSError as e:
+            raise ExerciseInputError(f"{src}: cannot read: {e.strerror or e}") from None
+        rel = f"{ARTEFACT_DIR}/{self.journal.name}/{runbook}/{name}"
+        fields = {"runbook": runbook, "path": rel, "file_sha256": digest}
+
+        def check(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
+            self.check(entries, new)
+            if any(e["action"] == "artefact" and e.get("path") == rel for e in entries):
+                raise ExerciseInputError(f"artefact {rel} is already recorded in this exercise")
+            dest = self.evidence_dir / rel
+            if dest.exists():
+                raise ExerciseInputError(f"{dest} already exists")
+            _copy(src, dest, digest)
+
+        return self.journal.append(self.actor, "artefact", fields, check=check)
+
+    def amend(self, seq: int, changes: dict[str, Any]) -> dict[str, Any]:
+        if not changes:
+            raise ExerciseInputError("amend: nothing to change (give --at, --operator, --note, --by, --role, ...)")
+        return self._append("amend", {"target": seq, "changes": changes})
+
+    def void(self, seq: int, reason: str) -> dict[str, Any]:
+        return self._append("void", {"target": seq, "reason": text(reason, "--reason")})
+
+
+def _copy(src: Path, dest: Path, digest: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        if sha256_file(tmp) != digest:
+            raise ExerciseInputError(f"{src} changed while it was copied")
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["Recorder", "iso", "load_estate", "now", "text"]

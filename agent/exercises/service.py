@@ -1,0 +1,169 @@
+"""The agent side of exercises: a job recomputing every exercise's status (every ``refresh``,
+30 s by default, and after every write from the board), the exercise metrics read from that
+snapshot, and the ``/exercise/`` board. Installed into :class:`agent.service.Agent` by
+:func:`install`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector as PromCollector
+
+from agent.catalogue import catalogue
+from agent.exercises.config import ExercisesConfig, directories
+from agent.exercises.journal import ExerciseInputError, Journal, list_exercises
+from agent.exercises.record import load_estate
+from agent.exercises.status import STEP_STATES, ExerciseStatus, status
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "exercises:refresh"
+
+
+class ExerciseBoard:
+    """Snapshots of every exercise's status; recomputed in the agent's worker threads."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.lock = threading.Lock()
+        self.snapshots: dict[str, ExerciseStatus] = {}
+        self.errors: dict[str, str] = {}  # exercise -> why its journal cannot be read
+        self._cache: dict[str, tuple[tuple[int, int], ExerciseStatus]] = {}
+
+    def dirs(self) -> tuple[Path | None, Path | None]:
+        return directories(self.agent.loaded.config)
+
+    @property
+    def refresh_seconds(self) -> float:
+        cfg: ExercisesConfig | None = getattr(self.agent.loaded.config, "exercises", None)
+        return cfg.refresh if cfg is not None else 30.0
+
+    def schedule(self, agent: Any) -> None:
+        """``Agent.extra_jobs`` hook: (re)add the refresh job after every config (re)load."""
+        if agent.scheduler is None:
+            return
+        rb, ev = self.dirs()
+        if rb is None or ev is None:
+            if agent.scheduler.get_job(JOB_ID) is not None:
+                agent.scheduler.remove_job(JOB_ID)
+            with self.lock:
+                self.snapshots, self.errors = {}, {}
+            return
+        agent.scheduler.add_job(
+            self.run,
+            "interval",
+            seconds=self.refresh_seconds,
+            id=JOB_ID,
+            name=JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            replace_existing=True,
+        )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.agent.executor, self.refresh)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.agent.clock(), UTC)
+
+    def compute(self, name: str, at: datetime | None = None) -> ExerciseStatus:
+        """One exercise's status now, or as at ``at`` (raises ExerciseInputError for a journal that
+        does not verify)."""
+        rb, ev = self.dirs()
+        if rb is None or ev is None:
+            raise ExerciseInputError("no runbooks or evidence directory configured (exercises:)")
+        estate = load_estate(rb)
+        j = Journal.open(ev, name)
+        entries = j.read()
+        t0 = datetime.fromisoformat(entries[0]["at"]) if entries else self.now()
+        return status(name, entries, estate, at if at is not None else max(self.now(), t0))
+
+    def refresh(self, only: str | None = None) -> None:
+        rb, ev = self.dirs()
+        if rb is None or ev is None:
+            return
+        names = [only] if only else list_exercises(ev)
+        snaps: dict[str, ExerciseStatus] = {}
+        errors: dict[str, str] = {}
+        for name in names:
+            try:
+                st = Journal.open(ev, name).path.stat()
+                key = (st.st_size, st.st_mtime_ns)
+                cached = self._cache.get(name)
+                if cached is not None and cached[0] == key and cached[1].finished:
+                    snaps[name] = cached[1]
+                    continue
+                snap = self.compute(name)
+                self._cache[name] = (key, snap)
+                snaps[name] = snap
+            except (ExerciseInputError, OSError) as e:
+                errors[name] = str(e)
+                log.warning("exercise %s: %s", name, e)
+            except Exception:
+                log.exception("exercise %s: status failed", name)
+                errors[name] = "internal error (see the agent log)"
+        with self.lock:
+            if only:
+                self.snapshots.pop(only, None)
+                self.errors.pop(only, None)
+                self.snapshots.update(snaps)
+                self.errors.update(errors)
+            else:
+                self.snapshots, self.errors = snaps, errors
+
+
+class ExerciseMetrics(PromCollector):
+    """The exercise metrics from the board's snapshots; no I/O."""
+
+    def __init__(self, board: ExerciseBoard) -> None:
+        self.board = board
+
+    def collect(self) -> Iterable[Metric]:
+        cat = catalogue()
+        with self.board.lock:
+            snaps = dict(self.board.snapshots)
+        now = self.board.agent.clock()
+        ms: dict[str, Metric] = {}
+
+        def add(name: str, labels: dict[str, str], value: float) -> None:
+            if name not in ms:
+                spec = cat[name]
+                ms[name] = Metric(name, spec.help, spec.type, spec.unit)
+            ms[name].add_sample(name, labels, value)
+
+        for name, st in sorted(snaps.items()):
+            ex = {"exercise": name}
+            add("continuity_exercise_active", ex, 0.0 if st.finished else 1.0)
+            if st.finished:
+                continue
+            add("continuity_exercise_elapsed_seconds", ex, max(0.0, now - st.declared_at.timestamp()))
+            add("continuity_exercise_projected_seconds", ex, st.projected_seconds)
+            add("continuity_exercise_objective_seconds", ex, st.objective_seconds)
+            add("continuity_exercise_late_steps", ex, float(len(st.late_steps)))
+            for sp in st.systems:
+                rl = {"exercise": name, "runbook": sp.runbook}
+                add("continuity_exercise_system_restored", rl, 1.0 if sp.state == "restored" else 0.0)
+                for state in STEP_STATES:
+                    n = sum(1 for s in sp.steps if s.state == state)
+                    add("continuity_exercise_steps", {**rl, "state": state}, float(n))
+        return list(ms.values())
+
+
+def install(agent: Any) -> None:
+    """Hook the refresh job, the metrics and the /exercise/ board into an Agent."""
+    board = ExerciseBoard(agent)
+    agent.exercise_board = board
+    agent.extra_jobs.append(board.schedule)
+    agent.extra_metrics.append(ExerciseMetrics(board))
+    from agent.exercises import web
+
+    agent.extra_routes.extend(web.routes(agent, board))
