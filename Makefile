@@ -53,7 +53,7 @@ docs: venv
 	$(BIN)/python -m agent.docs > docs/metrics.md
 
 test: venv system-deps lint typecheck audit
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # Without the slow suites (soaks, shaped links, the 50-target run).
 test-fast: venv system-deps

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers.common import ROOT, free_port, http_get, need, need_root, unavailable, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.deb]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.deb, pytest.mark.xdist_group("deb")]
 
 ETC, STATE, OPT = Path("/etc/continuity-agent"), Path("/var/lib/continuity-agent"), Path("/opt/continuity-agent")
 UNIT = Path("/lib/systemd/system/continuity-agent.service")
