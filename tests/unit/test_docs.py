@@ -272,3 +272,51 @@ def test_evidence_snippets_are_valid_records(snippet: Snippet) -> None:
     for artefact in data.get("artefacts", []):
         artefact["sha256"] = "0" * 64
     EvidenceRecord.model_validate(data)
+
+
+def _config_models() -> list[tuple[str, type]]:
+    from agent.config import AgentConfig
+    from collectors.registry import auth_models, collectors
+
+    out: list[tuple[str, type]] = [("", AgentConfig)]
+    out += [(kind, c.config_model) for kind, c in collectors().items()]
+    out += [(f"auths ({kind})", m) for kind, m in auth_models().items()]
+    return out
+
+
+def test_every_config_key_is_documented() -> None:
+    """Every key of every config model (agent sections, each target kind, each auth type, nested
+    blocks) is named in the docs or the example configs: in backticks, or as a YAML key."""
+    import typing
+
+    from pydantic import BaseModel
+
+    texts = "\n".join(_doc_texts().values())
+
+    def documented(key: str) -> bool:
+        k = re.escape(key)
+        return re.search(rf"`{k}`|`{k}:|`[a-z_.]*\.{k}`|^\s*#?\s*-?\s*{k}:|[{{,]\s*{k}:", texts, re.M) is not None
+
+    def models(ann: object) -> list[type[BaseModel]]:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        return [m for a in typing.get_args(ann) for m in models(a)]
+
+    seen: set[type] = set()
+    missing: list[str] = []
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if not documented(key):
+                missing.append(f"{path}.{key}".lstrip("."))
+            for inner in models(field.annotation):
+                walk(inner, f"{path}.{key}")
+
+    for path, model in _config_models():
+        walk(model, path)
+    assert len(seen) >= 20
+    assert not missing, "config keys no doc names: " + ", ".join(missing)
