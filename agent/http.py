@@ -30,7 +30,7 @@ from agent.configtypes import scrub
 from collectors.base import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
-    from agent.webconfig import FailureLimiter, RequestLimiter, WebConfig, WebConfigSource
+    from agent.webconfig import BasicAuth, FailureLimiter, RequestLimiter, WebConfig, WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,12 @@ class WebApp:
         self.status_json = status_json
         self.ready = ready
         self.routes: list[Route] = []
-        # Set from --web.config.file (agent.webconfig): basic auth, failed-auth limiter, headers.
-        self.auth: Callable[[HttpRequest], HttpResponse | None] | None = None
+        # Set from --web.config.file (agent.webconfig): basic auth and response headers.
+        self.auth: BasicAuth | None = None
+        # Failed basic-auth logins (per address and user, per user, in total) and, apart from
+        # them, failed credentials on routes that check their own (the backup push token).
         self.limiter: FailureLimiter | None = None
+        self.own_auth_limiter: FailureLimiter | None = None
         self.headers: dict[str, str] = {}
         # rate_limit from the web config: one bucket for all requests, checked before anything else.
         self.request_limiter: RequestLimiter | None = None
@@ -172,31 +175,47 @@ class WebApp:
         return [(href, label) for href, label in self.PAGES if href in prefixes]
 
     def dispatch(self, req: HttpRequest) -> HttpResponse:
-        """Rate limit, authenticate, route. A client that keeps failing authentication (401 or
-        403 with credentials given, to basic auth or to a route's own token check) gets 429."""
+        """Refresh the web config, apply its request rate limit, authenticate, rate limit
+        failures, route (docs/security.md, "Failed logins").
+
+        Basic auth (when configured) applies to every route but those with their own credentials;
+        :meth:`BasicAuth.authenticate` answers 401 or 429 and never refuses credentials it has
+        verified before. A route with its own credentials always runs (a right token is never
+        refused); its failures (401/403 with an ``Authorization`` header, and 404s) are counted
+        by ``own_auth_limiter`` and, once that client is over the limit, answered with 429 -- on
+        that route only: they never affect basic auth or any other route."""
         if self.refresh is not None and not self.refresh():
             return HttpResponse(500, b"Internal Server Error\n")
         rl = self.request_limiter
         if rl is not None and not rl.allow():
             return HttpResponse(429, b"Too Many Requests\n")
-        limiter = self.limiter
-        if limiter is not None:
-            wait = limiter.retry_after(req.client)
-            if wait > 0:
-                return HttpResponse(
-                    429, b"too many failed logins; try again later\n", headers={"Retry-After": str(int(wait) + 1)}
-                )
-        resp = self._dispatch(req)
-        if limiter is not None and resp.status in (401, 403) and req.headers.get("authorization"):
-            limiter.failed(req.client)
+        route = self._own_auth_route(req)
+        if route is None:
+            if self.auth is not None:
+                denied = self.auth.authenticate(req, self.limiter)
+                if denied is not None:
+                    return denied
+            return self._dispatch(req)
+        resp = route.handler(req)
+        limiter = self.own_auth_limiter
+        failed = resp.status == 404 or (resp.status in (401, 403) and bool(req.headers.get("authorization")))
+        if limiter is None or not failed:
+            return resp
+        wait = limiter.retry_after(req.client)
+        if wait > 0:
+            from agent.webconfig import too_many
+
+            return too_many(wait)
+        limiter.failed(req.client)
         return resp
 
+    def _own_auth_route(self, req: HttpRequest) -> Route | None:
+        for r in self.routes:
+            if r.own_auth and req.path.startswith(r.prefix) and req.method == r.method:
+                return r
+        return None
+
     def _dispatch(self, req: HttpRequest) -> HttpResponse:
-        own_auth = any(r.own_auth and req.path.startswith(r.prefix) and req.method == r.method for r in self.routes)
-        if self.auth is not None and not own_auth:
-            denied = self.auth(req)
-            if denied is not None:
-                return denied
         get = req.method in ("GET", "HEAD")
         if req.path == "/metrics" and get:
             encoder, content_type = choose_encoder(req.headers.get("accept", ""))

@@ -207,6 +207,7 @@ class Agent:
         self.web = WebApp(registry, self.status_json, lambda: self._ready)
         self.web.set_routes(self._routes())
         self.web.limiter = FailureLimiter()
+        self.web.own_auth_limiter = FailureLimiter()
         host, port = parse_listen_address(self.listen)
         self.http = HttpServer(
             self.web,

@@ -17,9 +17,10 @@ The file is checked as the exporter-toolkit checks it (the same files are accept
 and it and the files it names are re-read when they change: :class:`WebConfigSource` is asked
 for every connection and request, so a renewed certificate is served on the next connection.
 
-Failed logins are rate limited per client address (429 with ``Retry-After``); bcrypt runs only
-for clients that are not blocked, and successful checks are cached so a scrape does not pay the
-bcrypt cost every time.
+Failed logins are rate limited per (address, user), per user and in total (429 with
+``Retry-After``, see :class:`FailureLimiter`); bcrypt runs only for clients that are not blocked,
+and successful checks are cached so a scrape does not pay the bcrypt cost every time and a
+scraper with the right password is never refused.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import ssl
 import stat
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,10 +111,6 @@ CLIENT_AUTH: dict[str, tuple[bool, bool, bool]] = {
 }
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S)
-
-# bcrypt of a random string, checked for unknown users so that a wrong user name costs as much
-# time as a wrong password (no user enumeration by timing). Same idea as the exporter-toolkit.
-_DUMMY_HASH = b"$2b$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 
 
 class WebConfigError(Exception):
@@ -517,105 +515,219 @@ def peer_san_allowed(cert: dict[str, Any] | None, allowed: tuple[str, ...]) -> b
 # -- basic auth ------------------------------------------------------------------------------------
 
 
+def _dummy_hash(cost: int) -> bytes:
+    """bcrypt of a random string at ``cost``, checked for unknown users so that a wrong user name
+    costs as much time as a wrong password of the most expensive user (no enumeration by timing)."""
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+
+
+def _cost(h: bytes) -> int:
+    return int(h[4:6]) if h[4:6].isdigit() else 10
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` value, or None."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, sep, password = raw.partition(":")
+    if not sep or len(password) > 1024:
+        return None
+    return user, password
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes. Verified (user, password) pairs are
     cached (as a SHA-256 of hash and password, never the password itself) so that each scrape
-    does not pay for bcrypt."""
+    does not pay for bcrypt, and so that a scraper with the right password is never refused by
+    the failed-login limiter (see :meth:`authenticate`)."""
 
     CACHE_SIZE = 256
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
+        self.dummy_hash = _dummy_hash(max((_cost(h) for h in self.users.values()), default=10))
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, header: str | None) -> str | None:
-        """The user name if ``header`` carries valid credentials, else None."""
-        if not header:
-            return None
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        user, sep, password = raw.partition(":")
-        if not sep or len(password) > 1024:
-            return None
+    def _cache_key(self, user: str, password: str) -> bytes | None:
         hashed = self.users.get(user)
-        pw = password.encode()
         if hashed is None:
-            bcrypt.checkpw(pw[:72], _DUMMY_HASH)  # same cost as a wrong password
             return None
-        key = hashlib.sha256(hashed + b"\0" + pw).digest()
+        return hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+
+    def cached(self, user: str, password: str) -> bool:
+        """Whether these credentials were verified before (no bcrypt)."""
+        key = self._cache_key(user, password)
+        if key is None:
+            return False
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return user
+                return True
+        return False
+
+    def verify(self, user: str, password: str) -> bool:
+        """bcrypt check (a dummy one of the highest configured cost for unknown users)."""
+        hashed = self.users.get(user)
+        pw = password.encode()
+        if hashed is None:
+            bcrypt.checkpw(pw[:72], self.dummy_hash)  # same cost as a wrong password
+            return False
         try:
             ok = bcrypt.checkpw(pw[:72], hashed) and len(pw) <= 72
         except ValueError:
             ok = False
-        if not ok:
+        if ok:
+            key = self._cache_key(user, password)
+            assert key is not None
+            with self._lock:
+                self._cache[key] = None
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return ok
+
+    def check(self, header: str | None) -> str | None:
+        """The user name if ``header`` carries valid credentials, else None (no limiter)."""
+        creds = parse_basic(header)
+        if creds is None:
             return None
-        with self._lock:
-            self._cache[key] = None
-            while len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return user
+        user, password = creds
+        return user if self.cached(user, password) or self.verify(user, password) else None
+
+    def authenticate(self, req: HttpRequest, limiter: FailureLimiter | None = None) -> HttpResponse | None:
+        """None when the request may go on, else the 401 or 429 to answer. Order: credentials
+        verified before pass at once; then the limiter may answer 429 (no bcrypt); then bcrypt,
+        and a failure is counted against (address, user), the user and the total."""
+        header = req.headers.get("authorization")
+        creds = parse_basic(header)
+        user = creds[0] if creds is not None else ""
+        if creds is not None and self.cached(*creds):
+            return None
+        if header and limiter is not None:
+            wait = limiter.retry_after(req.client, user)
+            if wait > 0:
+                return too_many(wait)
+        if creds is not None and self.verify(*creds):
+            return None
+        if header and limiter is not None:
+            limiter.failed(req.client, user)
+        return HttpResponse(401, b"Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="continuity-agent"'})
 
     def __call__(self, req: HttpRequest) -> HttpResponse | None:
-        if self.check(req.headers.get("authorization")) is not None:
-            return None
-        return HttpResponse(401, b"Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="continuity-agent"'})
+        return self.authenticate(req)
+
+
+def too_many(wait: float) -> HttpResponse:
+    return HttpResponse(429, b"too many failed logins; try again later\n", headers={"Retry-After": str(int(wait) + 1)})
+
+
+def client_key(client: str) -> str:
+    """The address a limit applies to: IPv4 as is, IPv6 per /64 (one host usually has the whole
+    prefix), IPv4-mapped IPv6 as IPv4."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class _Buckets:
+    """Token buckets of failures by key, ``burst`` at once then ``rate`` a second; a key with no
+    failure on record is full. At most ``max_keys`` keys (least recently failed dropped)."""
+
+    def __init__(self, burst: float, rate: float, max_keys: int) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.max_keys = max_keys
+        self.b: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def tokens(self, key: Hashable, now: float) -> float:
+        rec = self.b.get(key)
+        if rec is None:
+            return self.burst
+        return min(self.burst, rec[0] + (now - rec[1]) * self.rate)
+
+    def wait(self, key: Hashable, now: float) -> float:
+        t = self.tokens(key, now)
+        return 0.0 if t >= 1.0 else (1.0 - t) / self.rate
+
+    def has_failed(self, key: Hashable, now: float) -> bool:
+        return self.tokens(key, now) < self.burst
+
+    def fail(self, key: Hashable, now: float) -> None:
+        self.b[key] = (max(0.0, self.tokens(key, now) - 1.0), now)
+        self.b.move_to_end(key)
+        while len(self.b) > self.max_keys:
+            self.b.popitem(last=False)
 
 
 class FailureLimiter:
-    """Token bucket per client address for failed authentication: ``burst`` failures at once,
-    then one every ``1/rate`` seconds. A blocked client gets 429 before any password check."""
+    """Failed authentication, counted three ways, each a token bucket (``burst`` failures at
+    once, then ``rate`` a second):
 
-    def __init__(self, burst: float = 10.0, rate: float = 0.2, max_clients: int = 4096, clock: Any = time.monotonic):
-        self.burst = burst
-        self.rate = rate
-        self.max_clients = max_clients
+    * per (client address, user) -- IPv6 per /64 -- ``burst``/``rate``;
+    * per user, over all addresses -- ``user_burst``/``user_rate``;
+    * in total -- ``total_burst``/``total_rate``.
+
+    A request is refused (429, before any password check) when its (address, user) bucket is
+    empty, or when its address has failed recently (for any user) and the user's or the total
+    bucket is empty. An address with no recent failure is always checked, so other clients'
+    failures never shut out a client that has not failed itself; credentials verified before are
+    never refused at all (:meth:`BasicAuth.authenticate`). Only failed checks are counted, never
+    requests refused with 429, so a blocked client gets one try per refilled token."""
+
+    def __init__(
+        self,
+        burst: float = 10.0,
+        rate: float = 0.2,
+        *,
+        user_burst: float = 30.0,
+        user_rate: float = 0.5,
+        total_burst: float = 100.0,
+        total_rate: float = 2.0,
+        max_clients: int = 4096,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.pairs = _Buckets(burst, rate, max_clients)
+        self.addresses = _Buckets(burst, rate, max_clients)  # only "has failed recently"
+        self.users = _Buckets(user_burst, user_rate, max_clients)
+        self.total = _Buckets(total_burst, total_rate, 1)
         self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # ip -> (tokens, at)
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(client: str) -> str:
-        # IPv6 clients are limited per /64: one host usually has the whole prefix.
-        try:
-            ip = ipaddress.ip_address(client)
-        except ValueError:
-            return client
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-        return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    def _pair(client: str, user: str) -> tuple[str, str]:
+        return client_key(client), user[:256]
 
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        return min(self.burst, tokens + (now - at) * self.rate)
-
-    def retry_after(self, client: str) -> float:
-        """Seconds until ``client`` may try again; 0 when it is not blocked."""
-        key = self._key(client)
-        with self._lock:
-            if key not in self._buckets:
-                return 0.0
-            tokens = self._tokens(key, self.clock())
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
-
-    def failed(self, client: str) -> None:
-        key = self._key(client)
+    def retry_after(self, client: str, user: str = "") -> float:
+        """Seconds until ``client`` may try ``user`` again; 0 when it is not blocked."""
+        pair = self._pair(client, user)
         with self._lock:
             now = self.clock()
-            tokens = max(0.0, self._tokens(key, now) - 1.0)
-            self._buckets[key] = (tokens, now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
+            wait = self.pairs.wait(pair, now)
+            if wait > 0 or not self.addresses.has_failed(pair[0], now):
+                return wait
+            return max(self.users.wait(pair[1], now), self.total.wait(None, now))
+
+    def failed(self, client: str, user: str = "") -> None:
+        pair = self._pair(client, user)
+        with self._lock:
+            now = self.clock()
+            self.pairs.fail(pair, now)
+            self.addresses.fail(pair[0], now)
+            self.users.fail(pair[1], now)
+            self.total.fail(None, now)
 
 
 class RequestLimiter:

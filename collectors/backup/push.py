@@ -4,8 +4,8 @@
 token being that backup's secret. Optional JSON body: ``{"size_bytes": 123, "message": "..."}``.
 The time recorded is the agent's own clock, never the caller's.
 
-* no token: 401, unknown backup (or not a push backup): 404, wrong token: 403, bad body: 400 --
-  and nothing is written;
+* not ``<name>/success|fail``: 404, no token: 401, wrong token *or* unknown backup (or not a push
+  backup): 403 with the same body, bad body: 400 -- and nothing is written;
 * tokens are compared in constant time (:func:`hmac.compare_digest`);
 * accepted pushes go to the state store, so they survive a restart.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import secrets
 from typing import Any
 
 from collectors.backup.kv import BackupKV, key
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/backup/"
 ACTIONS = ("success", "fail")
+_NO_TOKEN = secrets.token_bytes(32)  # compared against for names that are not push backups
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> HttpResponse:
@@ -89,11 +91,13 @@ def make_routes(agent: Any) -> list[Route]:
             return _json(401, {"error": "missing bearer token"}, {"WWW-Authenticate": 'Bearer realm="backup"'})
         cfg = agent.loaded.config
         target = cfg.target(name)
-        if target is None or target.kind != "backup" or target.type != "push" or target.token is None:
-            return _json(404, {"error": f"no push backup named {name!r}"})
-        if not hmac.compare_digest(token.encode("utf-8"), target.token.reveal().encode("utf-8")):
-            log.warning("backup push for %s from %s refused: wrong token", name, req.client)
-            return _json(403, {"error": "wrong token"})
+        known = target is not None and target.kind == "backup" and target.type == "push" and target.token is not None
+        # Unknown names get the same answer as a wrong token, after the same comparison, so names
+        # cannot be found by probing without a token.
+        expected = target.token.reveal().encode("utf-8") if known and target is not None else _NO_TOKEN
+        if not hmac.compare_digest(token.encode("utf-8"), expected) or not known:
+            log.warning("backup push for %s from %s refused: wrong token or no such push backup", name, req.client)
+            return _json(403, {"error": "wrong token or no such push backup"})
         parsed = _body(req)
         if isinstance(parsed, str):
             return _json(400, {"error": parsed})
@@ -105,5 +109,6 @@ def make_routes(agent: Any) -> list[Route]:
         return _json(200, {"backup": name, "recorded": action, "at": now})
 
     # The token is this route's own credential: the web config's basic auth does not apply (a push
-    # carries one Authorization header), failed attempts are still rate limited per client.
+    # carries one Authorization header); failed attempts (403, 404) are rate limited per client on
+    # this route only (WebApp.own_auth_limiter).
     return [Route("POST", PREFIX, handle, own_auth=True)]

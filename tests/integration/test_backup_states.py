@@ -268,8 +268,8 @@ def test_push_endpoint(tmp_path: Path) -> None:
             (post(url), 401),
             (post(url, "wrong-token"), 403),
             (post(url, "other-token-5521"), 403),  # another backup's token
-            (post(agent.url + "/api/v1/backup/unknown/success", token), 404),
-            (post(agent.url + "/api/v1/backup/not-push/success", token), 404),
+            (post(agent.url + "/api/v1/backup/unknown/success", token), 403),  # as a wrong token
+            (post(agent.url + "/api/v1/backup/not-push/success", token), 403),
             (post(agent.url + "/api/v1/backup/veeam-nightly/explode", token), 404),
             (post(url, token, b"[1, 2]"), 400),
             (post(url, token, b'{"size_bytes": -1}'), 400),

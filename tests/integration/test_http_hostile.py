@@ -38,6 +38,7 @@ def _app(reports_dir: Path | None = None) -> WebApp:
     routes.append(Route("POST", "/api/v1/push", lambda r: HttpResponse(403, b"wrong token\n"), own_auth=True))
     app.set_routes(routes)
     app.limiter = FailureLimiter(burst=5, rate=0.01)
+    app.own_auth_limiter = FailureLimiter(burst=5, rate=0.01)
     return app
 
 
@@ -319,12 +320,13 @@ def test_basic_auth_and_failed_login_limit(pki) -> None:  # type: ignore[no-unty
         assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw")) == 200
         statuses = [status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.2")) for _ in range(8)]
         assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
-        # Blocked even with the right password: the limiter answers before any check.
-        blocked = _tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.2")
+        blocked = _tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.2")
         assert status_of(blocked) == 429 and b"Retry-After:" in blocked
+        # Never blocked with the right password (verified before, so no bcrypt either).
+        assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.2")) == 200
         # Another client is not affected.
-        assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.3")) == 200
-        # A route with its own token check skips basic auth, and its failures count too.
+        assert status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.3")) == 401
+        # A route with its own token check skips basic auth; its failures count on that route only.
         push = b"POST /api/v1/push/x HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 0\r\n\r\n"
         ctx = ssl.create_default_context(cafile=str(pki.ca))
         codes = []
@@ -334,5 +336,6 @@ def test_basic_auth_and_failed_login_limit(pki) -> None:  # type: ignore[no-unty
                     t.sendall(push)
                     codes.append(status_of(t.recv(4096)))
         assert codes[:5] == [403] * 5 and codes[5:] == [429] * 2
+        assert status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.4")) == 401
     finally:
         srv.stop()

@@ -391,8 +391,8 @@ def test_push_handler(tmp_path: Path) -> None:
         (HttpRequest("POST", "/api/v1/backup/p/success", {}, {"authorization": "Basic tok-123456"}, b"", ""), 401),
         (req("/api/v1/backup/p/success", "tok-12345"), 403),
         (req("/api/v1/backup/p/success", "tok-1234567"), 403),
-        (req("/api/v1/backup/zz/success", "tok-123456"), 404),
-        (req("/api/v1/backup/c/success", "tok-123456"), 404),
+        (req("/api/v1/backup/zz/success", "tok-123456"), 403),  # unknown: same answer as a wrong token
+        (req("/api/v1/backup/c/success", "tok-123456"), 403),  # not a push backup: the same
         (req("/api/v1/backup/p/ok", "tok-123456"), 404),
         (req("/api/v1/backup/a/p/success", "tok-123456"), 404),
         (req("/api/v1/backup/p/success", "tok-123456", b"\xff"), 400),
@@ -426,14 +426,15 @@ def test_push_route_bypasses_basic_auth_but_not_its_token(tmp_path: Path) -> Non
     from prometheus_client import CollectorRegistry
 
     from agent.http import WebApp
-    from collectors.base import HttpResponse
+    from agent.webconfig import BasicAuth
+    from tests.helpers.tls import bcrypt_hash
 
     agent = push_agent(tmp_path)
     app = WebApp(CollectorRegistry(), dict, lambda: True)
     app.set_routes(make_routes(agent))
-    app.auth = lambda r: HttpResponse(401, b"basic auth required\n")
+    app.auth = BasicAuth({"prom": bcrypt_hash("pw")})
     assert app.dispatch(HttpRequest("GET", "/metrics", {}, {}, b"", "x")).status == 401
-    assert app.dispatch(req("/api/v1/backup/p/success")).body != b"basic auth required\n"
+    assert b"Unauthorized" not in app.dispatch(req("/api/v1/backup/p/success")).body
     assert app.dispatch(req("/api/v1/backup/p/success")).status == 401
     assert app.dispatch(req("/api/v1/backup/p/success", "nope")).status == 403
     assert app.dispatch(req("/api/v1/backup/p/success", "tok-123456")).status == 200

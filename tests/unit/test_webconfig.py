@@ -204,26 +204,94 @@ def test_limiter_blocks_after_burst_and_recovers() -> None:
     now = [1000.0]
     lim = FailureLimiter(burst=3, rate=0.5, clock=lambda: now[0])
     for _ in range(3):
-        assert lim.retry_after("10.0.0.1") == 0
-        lim.failed("10.0.0.1")
-    assert lim.retry_after("10.0.0.1") > 0
-    assert lim.retry_after("10.0.0.2") == 0  # per client
+        assert lim.retry_after("10.0.0.1", "prom") == 0
+        lim.failed("10.0.0.1", "prom")
+    assert lim.retry_after("10.0.0.1", "prom") > 0
+    assert lim.retry_after("10.0.0.2", "prom") == 0  # per address
+    assert lim.retry_after("10.0.0.1", "other") == 0  # and per user
     now[0] += 2.0  # one token back
-    assert lim.retry_after("10.0.0.1") == 0
-    lim.failed("10.0.0.1")
-    assert lim.retry_after("10.0.0.1") > 0
-    # IPv6: one /64 is one client.
+    assert lim.retry_after("10.0.0.1", "prom") == 0
+    lim.failed("10.0.0.1", "prom")
+    assert lim.retry_after("10.0.0.1", "prom") > 0
+    # IPv6: one /64 is one client; IPv4-mapped addresses are the IPv4 address.
     for i in range(3):
-        lim.failed(f"2001:db8::{i + 1}")
-    assert lim.retry_after("2001:db8::ffff") > 0
-    assert lim.retry_after("2001:db8:0:1::1") == 0
+        lim.failed(f"2001:db8::{i + 1}", "prom")
+    assert lim.retry_after("2001:db8::ffff", "prom") > 0
+    assert lim.retry_after("2001:db8:0:1::1", "prom") == 0
+    assert lim.retry_after("::ffff:10.0.0.1", "prom") > 0
+
+
+def test_limiter_per_user_over_all_addresses() -> None:
+    now = [0.0]
+    lim = FailureLimiter(burst=10, rate=0.1, user_burst=5, user_rate=0.1, clock=lambda: now[0])
+    for i in range(5):  # one failure each from five addresses
+        lim.failed(f"10.0.0.{i}", "prom")
+    # The user's budget is spent: an address that has failed is refused for that user ...
+    assert lim.retry_after("10.0.0.1", "prom") > 0
+    assert lim.retry_after("10.0.0.1", "alice") == 0  # (other users are not)
+    # ... an address that has not failed is still checked (it may be the real scraper).
+    assert lim.retry_after("10.0.9.9", "prom") == 0
+    now[0] += 10.0
+    assert lim.retry_after("10.0.0.1", "prom") == 0
+
+
+def test_limiter_total_over_rotating_addresses_and_users() -> None:
+    now = [0.0]
+    lim = FailureLimiter(total_burst=20, total_rate=1.0, clock=lambda: now[0])
+    refused = 0
+    for i in range(64):  # 64 addresses, 5 random user names each
+        for j in range(5):
+            if lim.retry_after(f"127.0.0.{i}", f"u{i}-{j}") > 0:
+                refused += 1
+            else:
+                lim.failed(f"127.0.0.{i}", f"u{i}-{j}")
+    # 20 failures, then one per address (its first: it had not failed yet), the rest refused.
+    assert refused == 64 * 5 - 20 - (64 - 4)
+    assert lim.retry_after("127.0.1.1", "prom") == 0  # a fresh address is still checked
 
 
 def test_limiter_memory_is_bounded() -> None:
     lim = FailureLimiter(burst=1, rate=0.001, max_clients=100)
     for i in range(1000):
-        lim.failed(f"10.1.{i // 256}.{i % 256}")
-    assert len(lim._buckets) == 100
+        lim.failed(f"10.1.{i // 256}.{i % 256}", f"user{i}")
+    assert len(lim.pairs.b) == 100 and len(lim.users.b) == 100 and len(lim.addresses.b) == 100
+
+
+def test_valid_credentials_pass_a_blocked_client_and_bcrypt_is_skipped_for_blocked_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bcrypt
+
+    auth = BasicAuth({"prom": bcrypt_hash("right")})
+    lim = FailureLimiter(burst=2, rate=0.001)
+    assert auth.authenticate(_req(_basic("prom", "right")), lim) is None  # verified once
+    for _ in range(2):
+        resp = auth.authenticate(_req(_basic("prom", "wrong")), lim)
+        assert resp is not None and resp.status == 401
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: calls.append(h) or real(pw, h))
+    resp = auth.authenticate(_req(_basic("prom", "wrong")), lim)
+    assert resp is not None and resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+    assert calls == []  # refused before any bcrypt
+    assert auth.authenticate(_req(_basic("prom", "right")), lim) is None  # never refused
+    resp = auth.authenticate(_req(None), lim)  # no credentials: 401, not counted, not refused
+    assert resp is not None and resp.status == 401
+
+
+def test_dummy_hash_costs_as_much_as_the_most_expensive_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding: with a cost-12 user the dummy hash for unknown users had cost 10 (107 ms vs 285 ms),
+    so user names could be told apart by timing."""
+    import bcrypt
+
+    h12 = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=12)).decode()
+    auth = BasicAuth({"cheap": bcrypt_hash("x"), "dear": h12})
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: calls.append(h) or real(pw, h))
+    assert auth.check(_basic("nobody", "pw")) is None
+    assert auth.check(_basic("dear", "wrong")) is None
+    assert [c[:7] for c in calls] == [b"$2b$12$", h12[:7].encode()]
 
 
 def test_peer_san_check() -> None:
