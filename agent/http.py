@@ -47,6 +47,15 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # What Go's net/http answers, and when: the first five bytes on a TLS port look like plain HTTP.
 PLAIN_HTTP_ON_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header field name (RFC 9110 5.1)
+
+
+def security_headers(configured: dict[str, str]) -> dict[str, str]:
+    """The headers every response carries: ``nosniff`` and those of the web config."""
+    out = {"X-Content-Type-Options": "nosniff"}
+    for k, v in configured.items():
+        out[next((o for o in out if o.lower() == k.lower()), k)] = v
+    return out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -95,9 +104,25 @@ class _Handler(BaseHTTPRequestHandler):
             resp = HttpResponse(500, b"internal error\n")
         self._send(resp, head=(method == "HEAD"))
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._sent_headers: set[str] = set()
+        super().send_response(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if hasattr(self, "_sent_headers"):
+            self._sent_headers.add(keyword.lower())
+        super().send_header(keyword, value)
+
+    def end_headers(self) -> None:
+        # Every response, http.server's own errors (400, 501, 505 ...) included, carries them.
+        for k, v in security_headers(self.app.headers).items():
+            if k.lower() not in getattr(self, "_sent_headers", ()):
+                self.send_header(k, v)
+        super().end_headers()
+
     def _send(self, resp: HttpResponse, head: bool = False) -> None:
         body = resp.body
-        extra = {**self.app.headers, **dict(resp.headers)}
+        extra = dict(resp.headers)
         if len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
             body = gzip.compress(body, compresslevel=1)
             extra["Content-Encoding"] = "gzip"
@@ -105,10 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Content-Type-Options", "nosniff")
             for k, v in extra.items():
-                if k.lower() != "x-content-type-options":
-                    self.send_header(k, v)
+                self.send_header(k, v)
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -305,10 +328,13 @@ def frame_request(buf: bytes) -> tuple[str, int, str]:
         return "error", 431, "request header fields too large"
     length: int | None = None
     for line in buf[: m.start()].split(b"\n")[1:]:
+        line = line.removesuffix(b"\r")
+        if line[:1] in (b" ", b"\t"):  # obs-fold: parsers disagree on it (RFC 9112 5.2)
+            return "error", 400, "folded header lines are not accepted"
         name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
+        if not sep or not name or not _TOKEN.fullmatch(name):  # e.g. "Content-Length : 5" (RFC 9112 5.1)
+            return "error", 400, "malformed header line"
+        name = name.lower()
         if name == b"transfer-encoding":
             return "error", 501, "Transfer-Encoding is not supported; send Content-Length"
         if name == b"content-length":
@@ -675,10 +701,11 @@ class HttpServer:
         if conn.error is not None:
             status, msg = conn.error
             body = (msg + "\n").encode()
+            extra = "".join(f"{k}: {v}\r\n" for k, v in security_headers(self.app.headers).items())
             head = (
                 f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
                 f"Server: {_Handler.server_version}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
             ).encode()
             with contextlib.suppress(OSError):
                 sock.sendall(head + body)

@@ -339,3 +339,48 @@ def test_basic_auth_and_failed_login_limit(pki) -> None:  # type: ignore[no-unty
         assert status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.4")) == 401
     finally:
         srv.stop()
+
+
+# -- issue 19, lows: headers on every response, strict framing ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),  # http.server's own error
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),  # the framer's errors
+        (b"GET /metrics HTTP/1.1\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
+        (b"POST /api/v1/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+        (b"PATCH /metrics HTTP/1.1\r\n\r\n", 501),
+        (b"GET /metrics HTTP/9.9\r\n\r\n", 505),
+        (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
+        (b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 200),
+    ],
+)
+def test_security_headers_on_every_response(server: HttpServer, request_bytes: bytes, status: int) -> None:
+    """Finding: error responses 400/414/431/501 lacked the security headers."""
+    server.app.headers = {"X-Frame-Options": "deny", "Content-Security-Policy": "default-src 'none'"}
+    resp = raw(server.port, request_bytes)
+    assert status_of(resp) == status
+    head = resp.split(b"\r\n\r\n")[0].lower()
+    for h in (b"x-content-type-options: nosniff", b"x-frame-options: deny", b"content-security-policy: default-src"):
+        assert h in head, (h, head)
+    assert head.count(b"x-content-type-options") == 1
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /api/v1/echo HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",  # whitespace before the colon
+        b"POST /api/v1/echo HTTP/1.1\r\nContent-Length\t: 5\r\n\r\nhello",
+        b"POST /api/v1/echo HTTP/1.1\r\nX-A: 1\r\n Content-Length: 5\r\n\r\nhello",  # obs-fold
+        b"POST /api/v1/echo HTTP/1.1\r\nX-A: 1\r\n\tmore\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /api/v1/echo HTTP/1.1\r\nno colon here\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /api/v1/echo HTTP/1.1\r\n: 5\r\n\r\n",
+    ],
+)
+def test_strict_header_framing(server: HttpServer, head: bytes) -> None:
+    """Finding: the framer accepted ``Content-Length : 5`` and obs-folded headers that the parser
+    then read differently (request smuggling material)."""
+    assert frame_request(head)[:2] == ("error", 400)
+    assert status_of(raw(server.port, head)) == 400
