@@ -14,8 +14,10 @@ sequence number, and replaces the file atomically.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +52,15 @@ class SealResult:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     lock = directory / ".seal.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # Not through a symlink: a planted link must not make the sealer create or lock its target.
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as e:
+        why = "it is a symlink" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        raise EvidenceInputError([InputIssue(str(lock), "", f"cannot open the seal lock: {why}")]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EvidenceInputError([InputIssue(str(lock), "", "cannot open the seal lock: not a regular file")])
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -316,3 +316,19 @@ def test_resolve_artefact(tmp_path: Path) -> None:
     assert not resolve_artefact(tmp_path / "ev", "a/../../b.txt").ok
     assert not resolve_artefact(tmp_path / "ev", "/etc/passwd").ok
     assert not resolve_artefact(tmp_path / "ev", "C:\\x").ok
+
+
+def test_seal_lock_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    """Issue 19 (low): ``evidence/.seal.lock`` followed a symlink and created the target."""
+    kit = make(tmp_path, seal_records=False)
+    target = tmp_path / "elsewhere" / "created-by-the-sealer"
+    target.parent.mkdir()
+    (kit.evidence / ".seal.lock").symlink_to(target)
+    rc, _, err = run_cli("evidence", "seal", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         str(kit.record_path("01-base.yml")))
+    assert rc == 2 and ".seal.lock: cannot open the seal lock: it is a symlink" in err, err
+    assert not target.exists()
+    assert "sequence:" not in kit.record_path("01-base.yml").read_text()
+    (kit.evidence / ".seal.lock").unlink()
+    kit.seal("01-base.yml")  # a real lock file: fine, and private
+    assert (kit.evidence / ".seal.lock").stat().st_mode & 0o077 == 0
