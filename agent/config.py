@@ -21,6 +21,7 @@ from collectors.base import TargetBase
 from collectors.registry import auth_models, collectors
 
 DEFAULT_LISTEN = "127.0.0.1:9072"
+MAX_CONFIG_BYTES = 16 * 2**20  # a config is a few KiB; a huge one is a mistake or an attack
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,20 @@ def _cross_check_remainder(
     return out
 
 
+def _reports_overlap(cfg: AgentConfig, config_path: Path) -> str | None:
+    """Reports are written to and served from ``reports.output_dir``: it must not be, or contain,
+    the state directory or the config's directory (state.db, tokens and the config next to the
+    reports). A sub-directory of either is fine."""
+    if cfg.reports is None:
+        return None
+    out = cfg.reports.output_dir.resolve()
+    for what, d in (("the state directory", cfg.agent.state_dir), ("the config file's directory", config_path.parent)):
+        d = d.resolve()
+        if out == d or out in d.parents:
+            return f"{out} is or contains {what} ({d}); give the reports a directory of their own"
+    return None
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Load and validate a config file. Raises :class:`ConfigError` listing every problem."""
     from agent import configtypes
@@ -287,9 +302,12 @@ def load_config(path: str | Path) -> LoadedConfig:
     p = Path(path)
     fname = str(p)
     try:
-        raw_bytes = p.read_bytes()
+        with p.open("rb") as f:
+            raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError([ConfigIssue(fname, "", f"cannot read config: {e.strerror or e}")]) from None
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigIssue(fname, "", f"config is larger than {MAX_CONFIG_BYTES // 2**20} MiB")])
     try:
         data = yaml.safe_load(raw_bytes)
     except yaml.YAMLError as e:
@@ -320,6 +338,9 @@ def load_config(path: str | Path) -> LoadedConfig:
         cfg = cfg.model_copy(
             update={"agent": cfg.agent.model_copy(update={"state_dir": (p.parent / state_dir).resolve()})}
         )
+    overlap = _reports_overlap(cfg, p)
+    if overlap:
+        raise ConfigError([ConfigIssue(fname, "reports.output_dir", overlap)])
     return LoadedConfig(
         path=p,
         config=cfg,

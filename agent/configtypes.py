@@ -121,6 +121,23 @@ SECRET_FILE_MODE_STRICT = False
 secret_file_warnings: list[str] = []
 
 
+def check_secret_file_mode(path: Path, key: str, st_mode: int, strict: bool | None = None) -> None:
+    """A secret file (a ``*_file`` secret, an SSH key) readable by group or others: a warning, or
+    an error under ``agent.secret_file_mode: refuse``."""
+    if st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        mode = stat.S_IMODE(st_mode)
+        msg = f"secret file {path} ({key}) is readable by group or others (mode {mode:04o}); chmod 600 it"
+        if SECRET_FILE_MODE_STRICT if strict is None else strict:
+            raise PydanticCustomError("secret_file_mode", msg + " (agent.secret_file_mode is refuse)")
+        secret_file_warnings.append(msg)
+
+
+def secret_file_strictness(info: ValidationInfo) -> bool | None:
+    """``agent.secret_file_mode`` from the validation context: True for refuse, None if unset."""
+    mode = (info.context or {}).get("secret_file_mode")
+    return None if mode is None else mode == "refuse"
+
+
 def read_secret_file(path: Path, key: str, strict: bool | None = None) -> Secret:
     try:
         st = path.stat()
@@ -133,12 +150,7 @@ def read_secret_file(path: Path, key: str, strict: bool | None = None) -> Secret
         ) from None
     except UnicodeDecodeError:
         raise PydanticCustomError("secret_file", "secret file {path} is not UTF-8 text", {"path": str(path)}) from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        mode = stat.S_IMODE(st.st_mode)
-        msg = f"secret file {path} ({key}) is readable by group or others (mode {mode:04o}); chmod 600 it"
-        if SECRET_FILE_MODE_STRICT if strict is None else strict:
-            raise PydanticCustomError("secret_file_mode", msg + " (agent.secret_file_mode is refuse)")
-        secret_file_warnings.append(msg)
+    check_secret_file_mode(path, key, st.st_mode, strict)
     value = data.rstrip("\r\n")
     if not value:
         raise PydanticCustomError("secret_file", "secret file {path} is empty", {"path": str(path)})
@@ -179,9 +191,7 @@ class StrictModel(BaseModel):
                 )
             if not isinstance(raw, str) or not raw:
                 raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
-            mode = (info.context or {}).get("secret_file_mode")
-            strict = None if mode is None else mode == "refuse"
-            out[name] = read_secret_file(resolve_path(raw, info), key, strict)
+            out[name] = read_secret_file(resolve_path(raw, info), key, secret_file_strictness(info))
         return out
 
 

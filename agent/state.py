@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from collections import Counter
@@ -116,6 +118,21 @@ class Snapshot:
     db_errors: int
 
 
+def make_private(state_dir: Path, db: Path) -> None:
+    """State dir 0700, database 0600 (SQLite gives its -wal and -shm files the database's mode).
+    Looser modes left by an older version or a hand-made directory are tightened when we own the
+    file; the history of results, push tokens' use and errors is nobody else's business."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    for p, mode in ((state_dir, 0o700), (db, 0o600), (Path(f"{db}-wal"), 0o600), (Path(f"{db}-shm"), 0o600)):
+        with contextlib.suppress(FileNotFoundError):
+            st = p.lstat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid() and not stat.S_ISLNK(st.st_mode):
+                os.chmod(p, mode)
+                log.info("state: tightened %s to %o", p, mode)
+
+
 class StateStore:
     def __init__(self, state_dir: Path | None, *, retention: float = 400 * 86400.0, clock: Any = time.time) -> None:
         self._lock = threading.Lock()
@@ -146,8 +163,8 @@ class StateStore:
 
     def _open(self, state_dir: Path) -> None:
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
             self.path = state_dir / "state.db"
+            make_private(state_dir, self.path)
             conn = self._connect()
             conn.executescript(SCHEMA)
             self._load(conn)

@@ -36,7 +36,15 @@ from typing import Any, Literal
 import paramiko
 from pydantic import Field, ValidationInfo, field_validator
 
-from agent.configtypes import Duration, Secret, StrictModel, resolve_path, scrub
+from agent.configtypes import (
+    Duration,
+    Secret,
+    StrictModel,
+    check_secret_file_mode,
+    resolve_path,
+    scrub,
+    secret_file_strictness,
+)
 from collectors.base import AUTH, TIMEOUT, UNREACHABLE, CollectorContext, CollectorError
 from collectors.commands import (
     BAD_OUTPUT,
@@ -79,6 +87,8 @@ class SshAuth(StrictModel):
         p = resolve_path(v, info)
         if not p.is_file():
             raise ValueError(f"{info.field_name} {p} does not exist or is not a file")
+        if info.field_name == "key_file":  # a private key is a secret file like any *_file
+            check_secret_file_mode(p, "key_file", p.stat().st_mode, secret_file_strictness(info))
         return p
 
     @field_validator("connect_timeout", "auth_timeout")

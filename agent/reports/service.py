@@ -7,6 +7,7 @@ import asyncio
 import html
 import logging
 import mimetypes
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from prometheus_client.registry import Collector as PromCollector
 
 from agent.catalogue import catalogue
 from agent.reports.config import ReportsConfig, cron_trigger
-from agent.reports.runner import generate, prune, write_dated
+from agent.reports.runner import EXTENSIONS, REPORT_PREFIX, generate, prune, write_dated
 from collectors.base import HttpRequest, HttpResponse, Route
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,18 @@ PREFIX = "/reports"
 _TYPES = {".html": "text/html; charset=utf-8", ".md": "text/markdown; charset=utf-8", ".json": "application/json"}
 
 
+# What the report job writes (runner.write_dated): nothing else in output_dir is ever served, so
+# a misplaced state database, token file or config next to the reports stays private.
+_REPORT_NAME = re.compile(rf"{REPORT_PREFIX}[0-9A-Za-z][0-9A-Za-z_-]*\.(?:{'|'.join(EXTENSIONS.values())})")
+
+
 def _safe_path(root: Path, rel: str) -> Path | None:
-    """The file under ``root`` that ``rel`` names, or None: no ``..``, no absolute paths, no
-    hidden files, no symlinks leaving the directory, no sub-directories."""
+    """The report file under ``root`` that ``rel`` names, or None: only report file names, no
+    ``..``, no absolute paths, no hidden files, no symlinks leaving the directory, no
+    sub-directories."""
     if not rel or "\x00" in rel or "\\" in rel or "/" in rel or rel.startswith("."):
+        return None
+    if not _REPORT_NAME.fullmatch(rel):
         return None
     try:
         base = root.resolve(strict=True)

@@ -396,7 +396,7 @@ def test_reports_route_lists_serves_and_refuses_traversal(tmp_path: Path) -> Non
     h = reports_handler(_FakeAgent(cfg))
     listing = h(_req("/reports/"))
     assert listing.status == 200 and b"dr-20250331T090000Z.html" in listing.body
-    assert b"a&amp;&lt;b&gt;.json" in listing.body
+    assert b"a&amp;&lt;b&gt;.json" not in listing.body and b"a&<b>" not in listing.body  # not a report's name
     assert b".hidden" not in listing.body and b"link.txt" not in listing.body
     got = h(_req("/reports/dr-20250331T090000Z.html"))
     assert got.status == 200 and got.body == b"<p>report</p>" and got.content_type.startswith("text/html")
@@ -404,7 +404,8 @@ def test_reports_route_lists_serves_and_refuses_traversal(tmp_path: Path) -> Non
     assert h(_req("/reports")).status == 301
     for bad in ("/reports/../secret.txt", "/reports/..", "/reports//etc/passwd", "/reports/link.txt",
                 "/reports/.hidden", "/reports/sub", "/reports/sub/../dr-20250331T090000Z.html",
-                "/reports/missing.html", "/reports/x\x00y", "/reportsx", "/reports/..%2fsecret.txt"):
+                "/reports/missing.html", "/reports/x\x00y", "/reportsx", "/reports/..%2fsecret.txt",
+                "/reports/a&<b>.json"):
         resp = h(_req(bad))
         assert resp.status == 404, bad
         assert b"secret" not in resp.body
