@@ -8,6 +8,8 @@ records and error messages can be scrubbed (see :func:`scrub`).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import stat
@@ -16,6 +18,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
@@ -38,22 +41,70 @@ _known_lock = threading.Lock()
 _known_secrets: set[str] = set()
 
 
+def _b64_cores(raw: bytes) -> set[str]:
+    """The base64 characters that encode ``raw`` wherever it sits in a longer string (three byte
+    alignments, standard and URL-safe alphabets): base64("user:" + password) contains one of the
+    password's cores whatever the user name."""
+    out: set[str] = set()
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw).decode()
+        core = enc[-(-8 * k // 6) : 8 * (k + len(raw)) // 6]
+        if len(core) >= 6:
+            out.update((core, core.translate(str.maketrans("+/", "-_"))))
+    return out
+
+
+def _forms(value: str) -> set[str]:
+    """A secret as it may appear in text: raw, percent-encoded, JSON- and repr-escaped, and
+    inside base64 (Basic auth headers, tokens)."""
+    forms = {value, quote(value, safe=""), json.dumps(value)[1:-1], repr(value)[1:-1]}
+    if len(value) >= 6:  # shorter cores would match ordinary text
+        forms |= _b64_cores(value.encode())
+    return {f for f in forms if len(f) >= 4}
+
+
 def register_secret(value: str) -> None:
     # Very short values would make scrubbing mangle ordinary text; they are still masked
     # wherever the Secret object itself is printed.
     if len(value) >= 4:
+        forms = _forms(value)
         with _known_lock:
-            _known_secrets.add(value)
+            _known_secrets.update(forms)
+
+
+# Credentials whoever they belong to (a server echoing our probe's header, a token in a URL or an
+# error text): the value after "Basic"/"Bearer" (not a plain lower-case word, so "basic auth"
+# stays readable) and the rest of any "Authorization:" header line.
+_CREDENTIALS = re.compile(
+    r"(?i:\b(?P<scheme>basic|bearer))(?P<sp>\s+|%20|\+)(?![a-z]+(?:[\s.,;:!?)]|$))[A-Za-z0-9+/._~%-]{6,}=*"
+    r"|(?i:(?P<name>\bauthorization[\"']?\s*[:=]\s*[\"']?))(?P<value>(?!<secret>)[^\s\\\"'][^\r\n\\\"']*)"
+)
+
+
+def _mask_credentials(m: re.Match[str]) -> str:
+    if m.group("scheme"):
+        return f"{m.group('scheme')}{m.group('sp')}{MASK}"
+    value = m.group("value")
+    scheme, sp, rest = value.partition(" ")
+    keep = f"{scheme} " if sp and rest and scheme.isalpha() and len(scheme) < 16 else ""
+    return f"{m.group('name')}{keep}{MASK}"
 
 
 def scrub(text: str) -> str:
-    """Replace every known secret value in ``text`` with ``<secret>``."""
+    """Replace every known secret value in ``text``, in every form it may take (raw, base64,
+    percent-, JSON- and repr-escaped), and every Basic/Bearer credential and Authorization
+    header value, with ``<secret>``."""
     with _known_lock:
         secrets = sorted(_known_secrets, key=len, reverse=True)
     for s in secrets:
         if s in text:
             text = text.replace(s, MASK)
+    if _CREDENTIAL_HINT.search(text):
+        text = _CREDENTIALS.sub(_mask_credentials, text)
     return text
+
+
+_CREDENTIAL_HINT = re.compile(r"(?i)basic|bearer|authorization")
 
 
 class Secret:

@@ -209,3 +209,67 @@ def test_icmp_loopback(tmp_path: Path) -> None:
         assert r.reason == "icmp_not_permitted" and "ping_group_range" in (r.message or "")
         unavailable("ICMP not permitted for this user (root or ping_group_range needed)")
     assert value(r, "continuity_probe_success") == 1.0
+
+
+def test_echoed_basic_auth_is_scrubbed_everywhere(tmp_path: Path) -> None:
+    """Issue 19 (low): a server that echoes the probe's ``Authorization: Basic ...`` line put the
+    base64 credentials into /api/v1/status, the status page and state.db (only the raw password
+    was scrubbed)."""
+    import contextlib
+    import time
+
+    from tests.helpers.common import agent_process, http_get, wait_until
+
+    password = "echo-Pw-7731-secret"
+    token = base64.b64encode(f"probe:{password}".encode()).decode()
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(0.2)
+    stop = threading.Event()
+
+    def echo() -> None:  # answers with the request's Authorization line where a status line goes
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                data = b""
+                while b"\r\n\r\n" not in data and len(data) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                line = next((h for h in data.split(b"\r\n") if h.lower().startswith(b"authorization:")), b"")
+                conn.sendall(line + b"\r\n\r\n")
+
+    th = threading.Thread(target=echo, daemon=True)
+    th.start()
+    (tmp_path / "pw").write_text(password + "\n")
+    (tmp_path / "pw").chmod(0o600)
+    cfg = write_config(
+        tmp_path,
+        HEAD
+        + f"""defaults: {{interval: 1s, timeout: 1s}}
+auths:
+  echo: {{type: http_basic, username: probe, password_file: pw}}
+targets:
+  - {{name: echo, kind: probe, module: http, url: "http://127.0.0.1:{lsock.getsockname()[1]}/", auth: echo}}
+""",
+    )
+    try:
+        with agent_process(cfg) as agent:
+            wait_until(lambda: b"not an HTTP reply" in http_get(agent.url + "/api/v1/status")[1], 20, what="probe run")
+            time.sleep(1.5)  # a few more runs, so the result reaches the database
+            pages = {p: http_get(agent.url + p)[1] for p in ("/api/v1/status", "/", "/metrics")}
+            log = agent.log().encode()
+    finally:
+        stop.set()
+        th.join()
+        lsock.close()
+    assert b"Authorization: Basic <secret>" in pages["/api/v1/status"]  # the echo did arrive
+    db = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir() if p.name.startswith("state.db"))
+    assert b"not an HTTP reply" in db
+    for where, text in {**pages, "state.db": db, "log": log}.items():
+        for needle in (token, token[8:], password, base64.b64encode(password.encode()).decode()[:-2]):
+            assert needle.encode() not in text, (where, needle)

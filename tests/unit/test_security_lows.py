@@ -116,3 +116,29 @@ def test_reports_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(p.parent.stat().st_mode) == 0o700
     finally:
         os.umask(old)
+
+
+def test_scrub_masks_credentials_in_every_encoding() -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    from agent.configtypes import Secret, scrub
+
+    pw = "Zx9-scrub-me/+=pw"
+    Secret(pw)  # registers it
+    for user in ("a", "ab", "abc", "probe"):  # every base64 alignment
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            token = enc(f"{user}:{pw}".encode()).decode()
+            out = scrub(f"reply: {token}")
+            assert token not in out and "<secret>" in out, (user, out)
+    for form in (quote(pw, safe=""), json.dumps(pw)[1:-1], repr(pw)[1:-1], pw):
+        assert scrub(f"x {form} y") == "x <secret> y", form
+    # Anybody's Basic/Bearer credentials and Authorization values, not only registered secrets.
+    assert scrub("got 'Authorization: Basic dXNlcjpodW50ZXIy'") == "got 'Authorization: Basic <secret>'"
+    assert scrub("Bearer tok-123456 refused") == "Bearer <secret> refused"
+    assert scrub('{"authorization": "Token abc123def"}') == '{"authorization": "Token <secret>"}'
+    assert scrub("GET /?auth=Basic%20dXNlcjpodW50ZXIy") == "GET /?auth=Basic%20<secret>"
+    # Ordinary words stay readable.
+    for text in ("missing bearer token", "Basic authentication failed.", "use basic auth", "no authorization"):
+        assert scrub(text) == text
