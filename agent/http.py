@@ -39,7 +39,9 @@ MAX_REQUEST_LINE = 8 * 1024  # longer: 414
 MAX_HEAD = 16 * 1024  # request line + headers; longer: 431
 REQUEST_TIMEOUT = 10.0  # from connect (or the first byte of a keep-alive request) to a whole request
 IDLE_TIMEOUT = 60.0  # keep-alive connection with no request in progress
-WRITE_TIMEOUT = 10.0  # each send of a response
+WRITE_TIMEOUT = 10.0  # a response's write: this long, plus its size at MIN_WRITE_RATE
+MIN_WRITE_RATE = 64 * 1024  # bytes/s a client must at least read at
+MAX_PENDING_OUTPUT = 256 * 2**20  # bytes of responses waiting for slow readers, all connections
 WORKERS = 16  # threads running handlers
 MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sending its request is dropped
 
@@ -293,20 +295,23 @@ class _Conn:
     """One client connection, owned by the I/O loop while reading and by a worker while answered."""
 
     __slots__ = (
-        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "request", "sans", "sock", "state", "wake_at",
+        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "sans", "sock",
+        "state", "wake_at",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.state = state  # "sniff" | "handshake" | "head" | "idle" | "busy"
+        self.state = state  # "sniff" | "handshake" | "head" | "idle" | "busy" | "write"
         self.sans: tuple[str, ...] | None = None  # client_allowed_sans of the config it started under
         self.wake_at = 0.0  # "sniff" with a partial first line: look again then
         self.buf = b""
         self.request = b""
         self.error: tuple[int, str] | None = None
         self.keep = False  # set by the worker: keep the connection open for another request
+        self.out = memoryview(b"")  # the rest of a response the client has not read yet
+        self.out_pos = 0
         self.opened = now
         self.deadline = deadline
 
@@ -351,13 +356,15 @@ def frame_request(buf: bytes) -> tuple[str, int, str]:
 
 
 class _Writer:
-    """``wfile`` for the handler: every write is a blocking sendall with WRITE_TIMEOUT."""
+    """``wfile`` for the handler: collects the response; the worker sends what the socket takes
+    at once and leaves the rest to the I/O loop, so a client that does not read never holds a
+    worker."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self) -> None:
+        self.data = bytearray()
 
     def write(self, data: bytes) -> int:
-        self.sock.sendall(data)
+        self.data += data
         return len(data)
 
     def flush(self) -> None:
@@ -382,10 +389,17 @@ class HttpServer:
         allowed_sans: tuple[str, ...] | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+        min_write_rate: float = MIN_WRITE_RATE,
+        max_pending_output: int = MAX_PENDING_OUTPUT,
     ) -> None:
         self.app = app
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        self.min_write_rate = min_write_rate
+        self.max_pending_output = max_pending_output
+        self._pending_output = 0  # bytes in _Conn.out of connections in state "write" (I/O thread)
         self.ssl_context = ssl_context
         self.allowed_sans = allowed_sans
         # Called for each new connection: re-reads the web config (new certificate) if its files
@@ -439,7 +453,7 @@ class HttpServer:
             self._work.put(None)
         for w in self._workers:
             if w.is_alive():
-                w.join(timeout=WRITE_TIMEOUT + 1)
+                w.join(timeout=5)
         for c in list(self._conns.values()):
             self._close(c)
         with contextlib.suppress(KeyError, ValueError):
@@ -522,7 +536,9 @@ class HttpServer:
             self._close(c)
 
     def _close(self, conn: _Conn) -> None:
-        self._conns.pop(conn.fd, None)
+        if self._conns.pop(conn.fd, None) is not None and conn.state == "write":
+            self._pending_output -= len(conn.out)
+            conn.out = memoryview(b"")
         self._sniffing.pop(conn.fd, None)
         if conn.state != "busy":
             with contextlib.suppress(KeyError, ValueError, OSError):
@@ -586,6 +602,9 @@ class HttpServer:
         self._close(conn)
 
     def _on_event(self, conn: _Conn) -> None:
+        if conn.state == "write":
+            self._write(conn)
+            return
         if conn.state == "sniff":
             self._sniff(conn)
             return
@@ -655,12 +674,51 @@ class HttpServer:
         self._work.put(conn)
 
     def _resume(self, conn: _Conn) -> None:
-        """A worker answered a keep-alive request: wait for the next one on this connection."""
-        if not conn.keep or conn.fd not in self._conns or self._stopping:
+        """A worker answered a request: send the rest of the response if the client has not read
+        it all yet, then wait for the next request on a keep-alive connection."""
+        if conn.fd not in self._conns or self._stopping:
+            self._close(conn)
+            return
+        rest = len(conn.out) - conn.out_pos
+        if rest > 0:
+            if self._pending_output + len(conn.out) > self.max_pending_output:
+                log.warning("http %s: dropping a slow reader (%d bytes of responses already waiting)",
+                            conn.addr[0], self._pending_output)  # fmt: skip
+                self._close(conn)
+                return
+            try:
+                self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+            except (OSError, ValueError, KeyError):
+                self._close(conn)
+                return
+            conn.state = "write"
+            conn.deadline = time.monotonic() + self.write_timeout + rest / self.min_write_rate
+            self._pending_output += len(conn.out)
+            return
+        self._next_request(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        """The client can take more of the response (I/O loop, non-blocking)."""
+        try:
+            while conn.out_pos < len(conn.out):
+                conn.out_pos += conn.sock.send(conn.out[conn.out_pos : conn.out_pos + 65536])
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except (ssl.SSLError, OSError):
+            self._close(conn)
+            return
+        self._pending_output -= len(conn.out)
+        conn.out, conn.out_pos = memoryview(b""), 0
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._sel.unregister(conn.sock)
+        conn.state = "busy"  # between states: not registered, not swept
+        self._next_request(conn)
+
+    def _next_request(self, conn: _Conn) -> None:
+        if not conn.keep:
             self._close(conn)
             return
         try:
-            conn.sock.setblocking(False)
             self._sel.register(conn.sock, selectors.EVENT_READ, conn)
         except (OSError, ValueError, KeyError):
             self._close(conn)
@@ -692,12 +750,25 @@ class HttpServer:
             self._wake()
 
     def _answer(self, conn: _Conn) -> bool:
-        """Answer one request; True if the connection stays open for another."""
+        """Answer one request; True if the connection stays open for another. The response goes
+        out as far as the socket takes it now; the I/O loop sends the rest (:meth:`_write`)."""
+        data, keep = self._respond(conn)
         sock = conn.sock
+        view = memoryview(data)
+        pos = 0
         try:
-            sock.settimeout(WRITE_TIMEOUT)
-        except OSError:
+            sock.setblocking(False)
+            while pos < len(view):
+                pos += sock.send(view[pos : pos + 65536])
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except (ssl.SSLError, OSError):
             return False
+        conn.out, conn.out_pos = view, pos
+        return keep
+
+    def _respond(self, conn: _Conn) -> tuple[bytes, bool]:
+        """The whole response to one request, and whether the connection stays open."""
         if conn.error is not None:
             status, msg = conn.error
             body = (msg + "\n").encode()
@@ -707,24 +778,20 @@ class HttpServer:
                 f"Server: {_Handler.server_version}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
             ).encode()
-            with contextlib.suppress(OSError):
-                sock.sendall(head + body)
             log.debug("http %s: %d %s", conn.addr[0], status, msg)
-            return False
+            return head + body, False
         h = _Handler.__new__(_Handler)
         h.app = self.app
-        h.request = sock
-        h.connection = sock
+        h.request = conn.sock
+        h.connection = conn.sock
         h.client_address = conn.addr
         h.rfile = io.BytesIO(conn.request)
-        h.wfile = _Writer(sock)  # type: ignore[assignment]
+        writer = _Writer()
+        h.wfile = writer  # type: ignore[assignment]
         h.close_connection = True
-        try:
-            h.handle_one_request()
-        except OSError:
-            return False
+        h.handle_one_request()
         conn.request = b""
-        return not h.close_connection
+        return bytes(writer.data), not h.close_connection
 
 
 def use_web_config(

@@ -384,3 +384,99 @@ def test_strict_header_framing(server: HttpServer, head: bytes) -> None:
     then read differently (request smuggling material)."""
     assert frame_request(head)[:2] == ("error", 400)
     assert status_of(raw(server.port, head)) == 400
+
+
+# -- issue 19, lows: slow readers --------------------------------------------------------------------
+
+BIG = 16 * 2**20
+
+
+@pytest.fixture
+def big_report(tmp_path: Path) -> Path:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "dr-big.html").write_bytes(os.urandom(BIG // 2).hex().encode())
+    return reports
+
+
+def _slow_readers(port: int, n: int, path: str = "/reports/dr-big.html") -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())  # and never read
+        socks.append(s)
+    return socks
+
+
+def test_clients_that_do_not_read_hold_no_worker(big_report: Path) -> None:
+    """Finding: 16 clients that never read a 16 MB /reports/ file held all 16 workers;
+    /-/healthy took 9.5 s."""
+    srv = HttpServer(_app(big_report), "127.0.0.1", 0, write_timeout=1.0, min_write_rate=64 * 2**20)
+    srv.start()
+    socks: list[socket.socket] = []
+    try:
+        socks = _slow_readers(srv.port, 16)
+        time.sleep(0.5)  # every request answered as far as the sockets take it
+        for path in ["/-/healthy"] * 5 + ["/metrics"]:  # before: 9.5 s (a 10 s write timeout per worker)
+            t0 = time.perf_counter()
+            assert status_of(get(srv.port, path)) == 200
+            assert time.perf_counter() - t0 < 2.0
+        # The write deadline (1 s + 16 MiB at 64 MiB/s) closes them; memory for them is released.
+        deadline = time.monotonic() + 8
+        while srv.open_connections > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert srv.open_connections == 0 and srv._pending_output == 0
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_output_waiting_for_slow_readers_is_bounded(big_report: Path) -> None:
+    srv = HttpServer(_app(big_report), "127.0.0.1", 0, max_pending_output=2 * BIG)
+    srv.start()
+    socks: list[socket.socket] = []
+    try:
+        socks = _slow_readers(srv.port, 6)
+        time.sleep(1.0)
+        assert srv._pending_output <= 2 * BIG
+        writing = [c for c in list(srv._conns.values()) if c.state == "write"]
+        assert 1 <= len(writing) <= 2  # the others were dropped, not queued in memory
+        assert status_of(get(srv.port, "/-/healthy")) == 200
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_big_response_arrives_whole_over_plain_and_tls(big_report: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    want = (big_report / "dr-big.html").read_bytes()
+    srv = HttpServer(_app(big_report), "127.0.0.1", 0)
+    srv.start()
+    try:
+        # A slow reader: the server's worker is long gone while this is still reading.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET /reports/dr-big.html HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            out = b""
+            while not out.endswith(b"Healthy\n"):
+                chunk = s.recv(1 << 20)
+                assert chunk, "connection closed early"
+                out += chunk
+        head, _, rest = out.partition(b"\r\n\r\n")
+        assert status_of(head) == 200 and rest[: len(want)] == want  # then the pipelined answer
+        assert rest[len(want) :].startswith(b"HTTP/1.1 200")
+    finally:
+        srv.stop()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    srv = HttpServer(_app(big_report), "127.0.0.1", 0, ctx)
+    srv.start()
+    try:
+        resp = _tls_get(pki, srv.port, "/reports/dr-big.html")
+        head, _, body = resp.partition(b"\r\n\r\n")
+        assert status_of(head) == 200 and body == want
+    finally:
+        srv.stop()
