@@ -805,6 +805,8 @@ def use_web_config(
         if wc.ssl_context is not None:
             server.ssl_context = wc.ssl_context
             server.allowed_sans = wc.allowed_sans
+        if wc.auth is not None and app.auth is not None and wc.auth is not app.auth:
+            wc.auth.keep_verified(app.auth)  # a scraper stays verified (and so never limited)
         app.auth = wc.auth
         app.headers = dict(wc.headers)
         app.request_limiter = source.limiter

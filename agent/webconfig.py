@@ -33,7 +33,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import ssl
 import stat
 import tempfile
@@ -515,12 +514,6 @@ def peer_san_allowed(cert: dict[str, Any] | None, allowed: tuple[str, ...]) -> b
 # -- basic auth ------------------------------------------------------------------------------------
 
 
-def _dummy_hash(cost: int) -> bytes:
-    """bcrypt of a random string at ``cost``, checked for unknown users so that a wrong user name
-    costs as much time as a wrong password of the most expensive user (no enumeration by timing)."""
-    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
-
-
 def _cost(h: bytes) -> int:
     return int(h[4:6]) if h[4:6].isdigit() else 10
 
@@ -552,7 +545,10 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
-        self.dummy_hash = _dummy_hash(max((_cost(h) for h in self.users.values()), default=10))
+        # Checked for unknown users, so a wrong user name costs as much as a wrong password of the
+        # most expensive user (no enumeration by timing): that user's own hash, whose result is
+        # ignored -- the same cost, and nothing to compute at start-up.
+        self.dummy_hash = max(self.users.values(), key=_cost)
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -561,6 +557,16 @@ class BasicAuth:
         if hashed is None:
             return None
         return hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+
+    def keep_verified(self, old: BasicAuth) -> None:
+        """After a reload: credentials ``old`` verified stay verified where the user's hash is
+        unchanged (the cache key includes the hash), so a scraper is not sent back to bcrypt --
+        or to the limiter -- by a SIGHUP."""
+        with old._lock:
+            keys = list(old._cache)
+        with self._lock:
+            for k in keys[-self.CACHE_SIZE :]:
+                self._cache[k] = None
 
     def cached(self, user: str, password: str) -> bool:
         """Whether these credentials were verified before (no bcrypt)."""

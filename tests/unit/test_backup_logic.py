@@ -422,6 +422,17 @@ def test_push_handler(tmp_path: Path) -> None:
     assert rec is not None and rec["last_attempt_ok"] is False and rec["last_success"] == NOW
 
 
+def test_push_names_cannot_be_enumerated(tmp_path: Path) -> None:
+    """Issue 19 (low): 403 for a known name and 404 for an unknown one told names apart."""
+    (route,) = make_routes(push_agent(tmp_path))
+    known = route.handler(req("/api/v1/backup/p/success", "guess"))
+    for name in ("zz", "c"):  # unknown, and a backup that is not a push one
+        other = route.handler(req(f"/api/v1/backup/{name}/success", "guess"))
+        assert (other.status, other.body, dict(other.headers)) == (known.status, known.body, dict(known.headers))
+    no_token = [route.handler(req(f"/api/v1/backup/{n}/success")).status for n in ("p", "zz")]
+    assert no_token == [401, 401]
+
+
 def test_push_route_bypasses_basic_auth_but_not_its_token(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 

@@ -291,7 +291,16 @@ def test_dummy_hash_costs_as_much_as_the_most_expensive_user(monkeypatch: pytest
     monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: calls.append(h) or real(pw, h))
     assert auth.check(_basic("nobody", "pw")) is None
     assert auth.check(_basic("dear", "wrong")) is None
-    assert [c[:7] for c in calls] == [b"$2b$12$", h12[:7].encode()]
+    assert [c[:7] for c in calls] == [h12[:7].encode()] * 2
+
+
+def test_verified_credentials_survive_a_reload_unless_the_hash_changed() -> None:
+    h = bcrypt_hash("right")
+    old = BasicAuth({"prom": h, "alice": bcrypt_hash("a")})
+    assert old.check(_basic("prom", "right")) == "prom" and old.check(_basic("alice", "a")) == "alice"
+    new = BasicAuth({"prom": h, "alice": bcrypt_hash("a")})  # alice's hash changed (new salt)
+    new.keep_verified(old)
+    assert new.cached("prom", "right") and not new.cached("alice", "a")
 
 
 def test_peer_san_check() -> None:
