@@ -96,6 +96,15 @@ CORE_METRICS: tuple[MetricSpec, ...] = (
         "Failed writes to the SQLite state database.",
         target_labels=False,
     ),
+    MetricSpec(
+        "continuity_http_auth_failures_total",
+        "counter",
+        "Requests to the agent's HTTP endpoint with wrong credentials, by credential (basic: the web "
+        "config's basic auth; token: a route's own token, e.g. the backup push) and outcome (failed: "
+        "checked and refused; rate_limited: answered 429 without a check).",
+        labels=("credential", "outcome"),
+        target_labels=False,
+    ),
 )
 
 _NAME = re.compile(r"^continuity_[a-z][a-z0-9_]*$")

@@ -22,7 +22,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
@@ -156,6 +158,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")
+
+
+class AuthFailureMetrics(PromCollector):
+    """``continuity_http_auth_failures_total`` from the app's two limiters (no I/O)."""
+
+    def __init__(self, app: WebApp) -> None:
+        self.app = app
+
+    def collect(self) -> Iterable[Metric]:
+        from agent.catalogue import catalogue
+
+        name = "continuity_http_auth_failures_total"
+        m = Metric(name.removesuffix("_total"), catalogue()[name].help, "counter")
+        for credential, lim in (("basic", self.app.limiter), ("token", self.app.own_auth_limiter)):
+            if lim is not None:
+                m.add_sample(name, {"credential": credential, "outcome": "failed"}, float(lim.failures))
+                m.add_sample(name, {"credential": credential, "outcome": "rate_limited"}, float(lim.refusals))
+        return [m] if m.samples else []
 
 
 def _ts(t: float | None) -> str:

@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry
-from agent.http import HttpServer, WebApp, use_web_config
+from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.runner import run_task
 from agent.state import StateStore
 from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
@@ -208,6 +208,7 @@ class Agent:
         self.web.set_routes(self._routes())
         self.web.limiter = FailureLimiter()
         self.web.own_auth_limiter = FailureLimiter()
+        registry.register(AuthFailureMetrics(self.web))
         host, port = parse_listen_address(self.listen)
         self.http = HttpServer(
             self.web,

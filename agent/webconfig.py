@@ -711,20 +711,26 @@ class FailureLimiter:
         self.total = _Buckets(total_burst, total_rate, 1)
         self.clock = clock
         self._lock = threading.Lock()
+        self.failures = 0  # failed checks counted (continuity_http_auth_failures_total)
+        self.refusals = 0  # requests answered 429
+        self._warned_at: float | None = None
 
     @staticmethod
     def _pair(client: str, user: str) -> tuple[str, str]:
         return client_key(client), user[:256]
 
     def retry_after(self, client: str, user: str = "") -> float:
-        """Seconds until ``client`` may try ``user`` again; 0 when it is not blocked."""
+        """Seconds until ``client`` may try ``user`` again; 0 when it is not blocked (a positive
+        answer is counted as a refusal: call it once per request, just before the check)."""
         pair = self._pair(client, user)
         with self._lock:
             now = self.clock()
             wait = self.pairs.wait(pair, now)
-            if wait > 0 or not self.addresses.has_failed(pair[0], now):
-                return wait
-            return max(self.users.wait(pair[1], now), self.total.wait(None, now))
+            if wait == 0 and self.addresses.has_failed(pair[0], now):
+                wait = max(self.users.wait(pair[1], now), self.total.wait(None, now))
+            if wait > 0:
+                self.refusals += 1
+            return wait
 
     def failed(self, client: str, user: str = "") -> None:
         pair = self._pair(client, user)
@@ -734,6 +740,14 @@ class FailureLimiter:
             self.addresses.fail(pair[0], now)
             self.users.fail(pair[1], now)
             self.total.fail(None, now)
+            self.failures += 1
+            if self.total.wait(None, now) > 0 and (self._warned_at is None or now - self._warned_at > 60):
+                self._warned_at = now
+                log.warning(
+                    "http: %d failed logins in all, the total limit is reached: addresses that keep failing get "
+                    "429 (a request with valid credentials is never refused)",
+                    self.failures,
+                )
 
 
 class RequestLimiter:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import AgentProcess, wait_until
+from tests.helpers.common import AgentProcess, http_get, metric_value, wait_until
 from tests.helpers.tls import bcrypt_hash
 
 
@@ -30,6 +30,15 @@ def _request(port: int, method: str, path: str, auth: str | None = None, src: st
                 break
             head += chunk
     return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
+
+
+FAILURES = "continuity_http_auth_failures_total"
+
+
+def _metrics(port: int) -> str:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": basic("prom", "right-pw")})
+    assert status == 200
+    return body.decode()
 
 
 def basic(user: str, pw: str) -> str:
@@ -98,6 +107,10 @@ def test_bad_push_tokens_never_make_metrics_answer_429(tmp_path: Path) -> None:
         for path in ("/metrics", "/-/healthy", "/api/v1/status", "/"):
             assert _request(agent.port, "GET", path) == 200, path  # ... and nowhere else
         assert _request(agent.port, "POST", "/api/v1/backup/x/explode", "Bearer x") == 429  # 404s count too
+        text = agent.metrics()
+        assert metric_value(text, FAILURES, credential="token", outcome="failed") == 10
+        assert metric_value(text, FAILURES, credential="token", outcome="rate_limited") == 3
+        assert metric_value(text, FAILURES, credential="basic", outcome="failed") == 0
     finally:
         agent.stop()
 
@@ -112,6 +125,9 @@ def test_rotating_addresses_hit_the_total_limit(auth_agent: AgentProcess) -> Non
         for j in range(10)
     ]
     assert set(codes) <= {401, 429}
+    text = _metrics(port)
+    assert metric_value(text, FAILURES, credential="basic", outcome="rate_limited") == codes.count(429)
+    assert metric_value(text, FAILURES, credential="basic", outcome="failed") == codes.count(401)
     # The total budget (100 at once) is spent early; after that each address gets the one check
     # an address that has not failed yet is owed, then 429.
     assert codes.count(429) >= 1000, codes.count(429)
