@@ -537,11 +537,12 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes. Verified (user, password) pairs are
-    cached (as a SHA-256 of hash and password, never the password itself) so that each scrape
-    does not pay for bcrypt, and so that a scraper with the right password is never refused by
-    the failed-login limiter (see :meth:`authenticate`)."""
+    cached (as a SHA-256 of hash and password, never the password itself), with the client
+    addresses they were verified from, so that each scrape does not pay for bcrypt and a scraper
+    with the right password is never refused by the failed-login limiter (:meth:`authenticate`)."""
 
     CACHE_SIZE = 256
+    ADDRESSES_PER_ENTRY = 16
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
@@ -549,7 +550,7 @@ class BasicAuth:
         # most expensive user (no enumeration by timing): that user's own hash, whose result is
         # ignored -- the same cost, and nothing to compute at start-up.
         self.dummy_hash = max(self.users.values(), key=_cost)
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
+        self._cache: OrderedDict[bytes, OrderedDict[str, None]] = OrderedDict()  # key -> address keys
         self._lock = threading.Lock()
 
     def _cache_key(self, user: str, password: str) -> bytes | None:
@@ -563,24 +564,37 @@ class BasicAuth:
         unchanged (the cache key includes the hash), so a scraper is not sent back to bcrypt --
         or to the limiter -- by a SIGHUP."""
         with old._lock:
-            keys = list(old._cache)
+            entries = [(k, OrderedDict(v)) for k, v in old._cache.items()]
         with self._lock:
-            for k in keys[-self.CACHE_SIZE :]:
-                self._cache[k] = None
+            for k, addrs in entries[-self.CACHE_SIZE :]:
+                self._cache[k] = addrs
 
-    def cached(self, user: str, password: str) -> bool:
-        """Whether these credentials were verified before (no bcrypt)."""
+    def _remember(self, key: bytes, address: str) -> None:
+        with self._lock:
+            addrs = self._cache.setdefault(key, OrderedDict())
+            addrs[address] = None
+            addrs.move_to_end(address)
+            self._cache.move_to_end(key)
+            while len(addrs) > self.ADDRESSES_PER_ENTRY:
+                addrs.popitem(last=False)
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def cached(self, user: str, password: str, client: str | None = None) -> bool:
+        """Whether these credentials were verified before (no bcrypt) -- from ``client``'s
+        address (IPv6: /64) if given, else from anywhere."""
         key = self._cache_key(user, password)
         if key is None:
             return False
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return True
-        return False
+            addrs = self._cache.get(key)
+            if addrs is None or (client is not None and client_key(client) not in addrs):
+                return False
+            self._cache.move_to_end(key)
+            return True
 
-    def verify(self, user: str, password: str) -> bool:
-        """bcrypt check (a dummy one of the highest configured cost for unknown users)."""
+    def verify(self, user: str, password: str, client: str = "") -> bool:
+        """bcrypt check (for unknown users, one against the most expensive user's hash)."""
         hashed = self.users.get(user)
         pw = password.encode()
         if hashed is None:
@@ -593,10 +607,7 @@ class BasicAuth:
         if ok:
             key = self._cache_key(user, password)
             assert key is not None
-            with self._lock:
-                self._cache[key] = None
-                while len(self._cache) > self.CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            self._remember(key, client_key(client))
         return ok
 
     def check(self, header: str | None) -> str | None:
@@ -608,20 +619,31 @@ class BasicAuth:
         return user if self.cached(user, password) or self.verify(user, password) else None
 
     def authenticate(self, req: HttpRequest, limiter: FailureLimiter | None = None) -> HttpResponse | None:
-        """None when the request may go on, else the 401 or 429 to answer. Order: credentials
-        verified before pass at once; then the limiter may answer 429 (no bcrypt); then bcrypt,
-        and a failure is counted against (address, user), the user and the total."""
+        """None when the request may go on, else the 401 or 429 to answer.
+
+        1. Credentials verified before from this client's address pass at once, whatever the
+           limiter says: a scraper is never refused, even while another client on its address
+           fails logins.
+        2. The limiter may answer 429 (no bcrypt, no cache look-up: a blocked client learns
+           nothing about its guess -- unless it shares an address with a verified scraper).
+        3. Credentials verified before from another address pass without bcrypt; the others get
+           bcrypt, and a failure is counted against (address, user), the user and the total."""
         header = req.headers.get("authorization")
         creds = parse_basic(header)
         user = creds[0] if creds is not None else ""
-        if creds is not None and self.cached(*creds):
+        if creds is not None and self.cached(*creds, client=req.client):
             return None
         if header and limiter is not None:
             wait = limiter.retry_after(req.client, user)
             if wait > 0:
                 return too_many(wait)
-        if creds is not None and self.verify(*creds):
-            return None
+        if creds is not None:
+            key = self._cache_key(*creds)
+            if key is not None and self.cached(*creds):
+                self._remember(key, client_key(req.client))
+                return None
+            if self.verify(*creds, client=req.client):
+                return None
         if header and limiter is not None:
             limiter.failed(req.client, user)
         return HttpResponse(401, b"Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="continuity-agent"'})

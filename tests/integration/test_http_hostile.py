@@ -318,12 +318,17 @@ def test_basic_auth_and_failed_login_limit(pki) -> None:  # type: ignore[no-unty
         p = srv.port
         assert status_of(_tls_get(pki, p, "/metrics")) == 401
         assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw")) == 200
+        assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.2")) == 200
         statuses = [status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.2")) for _ in range(8)]
         assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
         blocked = _tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.2")
         assert status_of(blocked) == 429 and b"Retry-After:" in blocked
-        # Never blocked with the right password (verified before, so no bcrypt either).
+        # Never blocked with the right password verified before from that address (no bcrypt either).
         assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.2")) == 200
+        # A blocked address that never logged in learns nothing from the cache: 429 even when right.
+        for _ in range(5):
+            _tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.5")
+        assert status_of(_tls_get(pki, p, "/metrics", "prom:right-pw", src="127.0.0.5")) == 429
         # Another client is not affected.
         assert status_of(_tls_get(pki, p, "/metrics", "prom:wrong", src="127.0.0.3")) == 401
         # A route with its own token check skips basic auth; its failures count on that route only.

@@ -279,6 +279,25 @@ def test_valid_credentials_pass_a_blocked_client_and_bcrypt_is_skipped_for_block
     assert resp is not None and resp.status == 401
 
 
+def test_cached_credentials_bypass_the_limiter_only_from_an_address_they_were_verified_from() -> None:
+    auth = BasicAuth({"prom": bcrypt_hash("right")})
+    lim = FailureLimiter(burst=1, rate=0.001)
+
+    def at(client: str, pw: str) -> int:
+        r = auth.authenticate(
+            HttpRequest("GET", "/metrics", {}, {"authorization": _basic("prom", pw)}, b"", client), lim
+        )
+        return 200 if r is None else r.status
+
+    assert at("10.0.0.1", "right") == 200
+    assert [at("10.0.0.2", "wrong"), at("10.0.0.2", "wrong")] == [401, 429]
+    assert at("10.0.0.2", "right") == 429  # blocked, and never verified from there: no oracle
+    assert at("10.0.0.3", "right") == 200  # not blocked: verified elsewhere, no bcrypt needed
+    assert [at("10.0.0.3", "wrong"), at("10.0.0.3", "wrong")] == [401, 429]
+    assert at("10.0.0.3", "right") == 200  # now verified from there: never refused
+    assert auth.cached("prom", "right", "10.0.0.3") and not auth.cached("prom", "right", "10.0.0.2")
+
+
 def test_dummy_hash_costs_as_much_as_the_most_expensive_user(monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding: with a cost-12 user the dummy hash for unknown users had cost 10 (107 ms vs 285 ms),
     so user names could be told apart by timing."""
