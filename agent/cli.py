@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from agent.webconfig import WebConfigError, load_web_config
 
         try:
-            web_config = load_web_config(args.web_config_file)
+            web_config = load_web_config(args.web_config_file, loaded.config.agent.refuses_loose_secret_files)
         except WebConfigError as e:
             _err(str(e))
             return EXIT_BAD_INPUT

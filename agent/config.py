@@ -55,6 +55,10 @@ class AgentSection(StrictModel):
         parse_listen_address(v)
         return v
 
+    @property
+    def refuses_loose_secret_files(self) -> bool:
+        return self.secret_file_mode == "refuse"  # noqa: S105 - a policy, not a password
+
 
 class Defaults(StrictModel):
     interval: Duration = 60.0

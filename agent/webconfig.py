@@ -253,6 +253,7 @@ class WebConfig:
     allowed_sans: tuple[str, ...] | None = None  # None: no SAN check; () allows no certificate, as in Go
     warnings: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()  # the web config and every file it names: re-read when one changes
+    refuse_loose_key: bool = False  # loaded under secret_file_mode: refuse (re-reads are too)
 
     @property
     def tls(self) -> bool:
@@ -360,16 +361,23 @@ def _reason(e: BaseException) -> str:
     return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, tls: TLSServerConfig, base: Path, path: Path, warnings: list[str]) -> None:
+def _load_cert_chain(
+    ctx: ssl.SSLContext, tls: TLSServerConfig, base: Path, path: Path, warnings: list[str], refuse_loose_key: bool
+) -> None:
     cert = _resolve(base, tls.cert_file) if tls.cert_file else None
     key = _resolve(base, tls.key_file) if tls.key_file else None
     for key_name, p in (("cert_file", cert), ("key_file", key)):
         if p is not None and not p.is_file():
             raise WebConfigError(f"{path}: tls_server_config.{key_name}: cannot read {p}: no such file")
     if key is not None:
+        mode = 0
         with contextlib.suppress(OSError):
-            if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
-                warnings.append(f"{path}: tls_server_config.key_file: {key} is readable by others; chmod 600 it")
+            mode = key.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+            msg = f"{path}: tls_server_config.key_file: {key} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            if refuse_loose_key:  # the agent config's secret_file_mode: refuse
+                raise WebConfigError(msg + "chmod 600 it (agent.secret_file_mode is refuse)")
+            warnings.append(msg + "chmod 600 it")
     where = f"{cert or 'cert'}, {key or 'key'}"
     try:
         with contextlib.ExitStack() as stack:
@@ -407,14 +415,14 @@ def _load_client_cas(ctx: ssl.SSLContext, tls: TLSServerConfig, base: Path, path
 
 
 def build_ssl_context(
-    model: TLSServerConfig, base: Path, path: Path, http2: bool = True
+    model: TLSServerConfig, base: Path, path: Path, http2: bool = True, refuse_loose_key: bool = False
 ) -> tuple[ssl.SSLContext, list[str]]:
     """The server context for a TLS section, checked in the order the exporter-toolkit checks."""
     warnings: list[str] = []
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[model.min_version]
     ctx.maximum_version = TLS_VERSIONS[model.max_version]
-    _load_cert_chain(ctx, model, base, path, warnings)
+    _load_cert_chain(ctx, model, base, path, warnings, refuse_loose_key)
     if model.cipher_suites:
         names = [CIPHER_SUITES[c] for c in model.cipher_suites if c in CIPHER_SUITES]
         if names:
@@ -472,7 +480,9 @@ def build_ssl_context(
     return ctx, warnings
 
 
-def load_web_config(path: str | Path) -> WebConfig:
+def load_web_config(path: str | Path, refuse_loose_key: bool = False) -> WebConfig:
+    """Load ``--web.config.file``. ``refuse_loose_key``: the agent config's ``secret_file_mode:
+    refuse``, applied to the TLS key file like to the agent's own secret files."""
     p = Path(path)
     try:
         text = p.read_bytes()
@@ -487,12 +497,12 @@ def load_web_config(path: str | Path) -> WebConfig:
     tls = model.tls_server_config
     if tls is not None and tls.enabled:
         http2 = model.http_server_config.http2 if model.http_server_config else True
-        ctx, warnings = build_ssl_context(tls, base, p, http2)
+        ctx, warnings = build_ssl_context(tls, base, p, http2, refuse_loose_key)
         sans = tuple(tls.client_allowed_sans) if tls.client_allowed_sans is not None else None
         files += [_resolve(base, f) for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f]
     auth = BasicAuth(model.basic_auth_users) if model.basic_auth_users else None
     headers = dict(model.http_server_config.headers) if model.http_server_config else {}
-    return WebConfig(p, model, ctx, auth, headers, sans, tuple(warnings), tuple(files))
+    return WebConfig(p, model, ctx, auth, headers, sans, tuple(warnings), tuple(files), refuse_loose_key)
 
 
 def _go_ip(value: str) -> str:
@@ -826,6 +836,7 @@ class WebConfigSource:
 
     def __init__(self, initial: WebConfig, on_change: Callable[[WebConfig], None] | None = None) -> None:
         self.path = initial.path
+        self._refuse_loose_key = initial.refuse_loose_key
         self.on_change = on_change
         self._current: WebConfig | None = initial
         self._tls = initial.tls
@@ -850,7 +861,7 @@ class WebConfigSource:
 
     def _load(self, stamp: tuple[Any, ...]) -> None:
         try:
-            new = load_web_config(self.path)
+            new = load_web_config(self.path, self._refuse_loose_key)
         except WebConfigError as e:
             self._current = None
             self._watch(_named_files(self.path), stamp)

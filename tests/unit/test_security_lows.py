@@ -142,3 +142,18 @@ def test_scrub_masks_credentials_in_every_encoding() -> None:
     # Ordinary words stay readable.
     for text in ("missing bearer token", "Basic authentication failed.", "use basic auth", "no authorization"):
         assert scrub(text) == text
+
+
+def test_web_config_tls_key_follows_secret_file_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    pki.server_key.chmod(0o644)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n")
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("agent: {site: hq, state_dir: state, secret_file_mode: refuse}\n")
+    assert main(["run", "--config", str(cfg), "--web.config.file", str(web)]) == 2
+    err = capsys.readouterr().err
+    assert "tls_server_config.key_file" in err and "0644" in err and "secret_file_mode is refuse" in err
+    assert "Traceback" not in err
