@@ -225,7 +225,7 @@ class WebApp:
 
         Basic auth (when configured) applies to every route but those with their own credentials;
         :meth:`BasicAuth.authenticate` answers 401 or 429 and never refuses credentials it has
-        verified before. A route with its own credentials always runs (a right token is never
+        verified before from the same address. A route with its own credentials always runs (a right token is never
         refused); its failures (401/403 with an ``Authorization`` header, and 404s) are counted
         by ``own_auth_limiter`` and, once that client is over the limit, answered with 429 -- on
         that route only: they never affect basic auth or any other route."""

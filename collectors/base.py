@@ -199,6 +199,6 @@ class Route:
     prefix: str
     handler: Callable[[HttpRequest], HttpResponse]
     # The handler checks its own credentials (e.g. the backup push token): the web config's basic
-    # auth is not asked for. Failed attempts (401/403 with an Authorization header) are still
-    # rate limited per client.
+    # auth is not asked for. Failed attempts (401/403 with an Authorization header, 404) are rate
+    # limited per client on this route only (WebApp.own_auth_limiter).
     own_auth: bool = False
