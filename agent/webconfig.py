@@ -721,8 +721,8 @@ class FailureLimiter:
     A request is refused (429, before any password check) when its (address, user) bucket is
     empty, or when its address has failed recently (for any user) and the user's or the total
     bucket is empty. An address with no recent failure is always checked, so other clients'
-    failures never shut out a client that has not failed itself; credentials verified before are
-    never refused at all (:meth:`BasicAuth.authenticate`). Only failed checks are counted, never
+    failures never shut out a client that has not failed itself; credentials verified before from
+    the same address are never refused at all (:meth:`BasicAuth.authenticate`). Only failed checks are counted, never
     requests refused with 429, so a blocked client gets one try per refilled token."""
 
     def __init__(
@@ -777,7 +777,7 @@ class FailureLimiter:
                 self._warned_at = now
                 log.warning(
                     "http: %d failed logins in all, the total limit is reached: addresses that keep failing get "
-                    "429 (a request with valid credentials is never refused)",
+                    "429 (credentials verified before from the same address are never refused)",
                     self.failures,
                 )
 
