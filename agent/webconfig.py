@@ -738,7 +738,8 @@ class FailureLimiter:
         clock: Any = time.monotonic,
     ) -> None:
         self.pairs = _Buckets(burst, rate, max_clients)
-        self.addresses = _Buckets(burst, rate, max_clients)  # only "has failed recently"
+        # Only "has this address failed recently" (each failure kept on record for a minute).
+        self.addresses = _Buckets(burst, 1 / 60, max_clients)
         self.users = _Buckets(user_burst, user_rate, max_clients)
         self.total = _Buckets(total_burst, total_rate, 1)
         self.clock = clock
