@@ -43,7 +43,7 @@ REQUEST_TIMEOUT = 10.0  # from connect (or the first byte of a keep-alive reques
 IDLE_TIMEOUT = 60.0  # keep-alive connection with no request in progress
 WRITE_TIMEOUT = 10.0  # a response's write: this long, plus its size at MIN_WRITE_RATE
 MIN_WRITE_RATE = 64 * 1024  # bytes/s a client must at least read at
-MAX_PENDING_OUTPUT = 256 * 2**20  # bytes of responses waiting for slow readers, all connections
+MAX_PENDING_OUTPUT = 64 * 2**20  # bytes of responses waiting for slow readers, all connections
 WORKERS = 16  # threads running handlers
 MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sending its request is dropped
 
