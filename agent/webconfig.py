@@ -524,6 +524,9 @@ def peer_san_allowed(cert: dict[str, Any] | None, allowed: tuple[str, ...]) -> b
 # -- basic auth ------------------------------------------------------------------------------------
 
 
+MAX_DUMMY_COST = 12  # bcrypt cost of the check for unknown user names, at most (~0.3 s)
+
+
 def _cost(h: bytes) -> int:
     return int(h[4:6]) if h[4:6].isdigit() else 10
 
@@ -557,9 +560,12 @@ class BasicAuth:
     def __init__(self, users: dict[str, str]) -> None:
         self.users = {u: h.encode() for u, h in users.items()}
         # Checked for unknown users, so a wrong user name costs as much as a wrong password of the
-        # most expensive user (no enumeration by timing): that user's own hash, whose result is
-        # ignored -- the same cost, and nothing to compute at start-up.
-        self.dummy_hash = max(self.users.values(), key=_cost)
+        # most expensive user (no enumeration by timing): that user's own hash (result ignored).
+        # Above MAX_DUMMY_COST a hash of that cost instead: a cost-18 dummy would make every
+        # request with a made-up name cost ~16 s of a core (docs/security.md).
+        cost = min(max(_cost(h) for h in self.users.values()), MAX_DUMMY_COST)
+        same = [h for h in self.users.values() if _cost(h) == cost]
+        self.dummy_hash = same[0] if same else bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
         self._cache: OrderedDict[bytes, OrderedDict[str, None]] = OrderedDict()  # key -> address keys
         self._lock = threading.Lock()
 

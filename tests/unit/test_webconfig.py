@@ -311,6 +311,9 @@ def test_dummy_hash_costs_as_much_as_the_most_expensive_user(monkeypatch: pytest
     assert auth.check(_basic("nobody", "pw")) is None
     assert auth.check(_basic("dear", "wrong")) is None
     assert [c[:7] for c in calls] == [h12[:7].encode()] * 2
+    # Above cost 12 the dummy stays at 12: a made-up name must not cost seconds of CPU.
+    h14 = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=13)).decode()
+    assert BasicAuth({"cheap": bcrypt_hash("x"), "dearer": h14}).dummy_hash[:7] == b"$2b$12$"
 
 
 def test_verified_credentials_survive_a_reload_unless_the_hash_changed() -> None:
