@@ -14,10 +14,8 @@ sequence number, and replaces the file atomically.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from agent.evidence.loader import (
     validate,
 )
 from agent.evidence.models import SEAL_FIELDS, EvidenceRecord
+from agent.lockfile import LockFileError, open_lock_file
 
 HEADER = "# Sealed by `continuity-agent evidence seal`. Do not edit: any change breaks the hash chain.\n"
 
@@ -53,14 +52,9 @@ class SealResult:
 def _locked(directory: Path) -> Iterator[None]:
     lock = directory / ".seal.lock"
     try:
-        # Not through a symlink: a planted link must not make the sealer create or lock its target.
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
-    except OSError as e:
-        why = "it is a symlink" if e.errno == errno.ELOOP else (e.strerror or str(e))
-        raise EvidenceInputError([InputIssue(str(lock), "", f"cannot open the seal lock: {why}")]) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise EvidenceInputError([InputIssue(str(lock), "", "cannot open the seal lock: not a regular file")])
+        fd = open_lock_file(lock)
+    except LockFileError as e:
+        raise EvidenceInputError([InputIssue(str(lock), "", str(e))]) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

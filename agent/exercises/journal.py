@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.lockfile import LockFileError, open_lock_file
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")  # the evidence record's `exercise` id
 SUBDIR = "exercises"
 SUFFIX = ".journal.jsonl"
@@ -151,7 +153,10 @@ class Journal:
         if not self.evidence_dir.is_dir():
             raise ExerciseInputError(f"{self.evidence_dir}: evidence directory does not exist")
         self.path.parent.mkdir(exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = open_lock_file(self.lock_path)
+        except LockFileError as e:
+            raise ExerciseInputError(f"{self.lock_path}: {e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

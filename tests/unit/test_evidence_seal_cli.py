@@ -326,7 +326,7 @@ def test_seal_lock_does_not_follow_a_symlink(tmp_path: Path) -> None:
     (kit.evidence / ".seal.lock").symlink_to(target)
     rc, _, err = run_cli("evidence", "seal", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
                          str(kit.record_path("01-base.yml")))
-    assert rc == 2 and ".seal.lock: cannot open the seal lock: it is a symlink" in err, err
+    assert rc == 2 and ".seal.lock: cannot open the lock file: it is a symlink" in err, err
     assert not target.exists()
     assert "sequence:" not in kit.record_path("01-base.yml").read_text()
     (kit.evidence / ".seal.lock").unlink()

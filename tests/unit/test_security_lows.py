@@ -157,3 +157,21 @@ def test_web_config_tls_key_follows_secret_file_mode(tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err
     assert "tls_server_config.key_file" in err and "0644" in err and "secret_file_mode is refuse" in err
     assert "Traceback" not in err
+
+
+def test_exercise_journal_lock_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    """As evidence/.seal.lock (issue 19): a planted symlink must not make a writer create or lock
+    its target."""
+    from agent.exercises.journal import ExerciseInputError, Journal
+
+    j = Journal.open(tmp_path, "ex-2026-01")
+    target = tmp_path / "elsewhere"
+    j.path.parent.mkdir(parents=True, exist_ok=True)
+    j.lock_path.symlink_to(target)
+    with pytest.raises(ExerciseInputError, match=r"journal\.lock: cannot open the lock file: it is a symlink"):
+        with j.locked():
+            pass
+    assert not target.exists()
+    j.lock_path.unlink()
+    with j.locked():
+        assert stat.S_IMODE(j.lock_path.stat().st_mode) & 0o077 == 0
