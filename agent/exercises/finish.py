@@ -152,7 +152,7 @@ def _write_and_seal(recorder: Recorder, docs: dict[str, dict[str, Any]]) -> Fini
     seals: list[SealResult] = []
     for rid, doc in docs.items():
         path = ev / record_name(name, rid)
-        write_atomic(path, dump_yaml(doc))
+        write_atomic(path, dump_yaml(doc), mode=0o644)  # as evidence seal writes records
         paths.append(path)
         try:
             seals.append(seal(recorder.estate.directory, ev, path))

@@ -86,15 +86,16 @@ def generate(
     )
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Reports are 0600 in a directory made 0700: they name every system and its weak points;
-    readers get them through the agent's authenticated /reports/ or from the owner."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    readers get them through the agent's authenticated /reports/ or from the owner. (Evidence
+    records pass 0644, as ``evidence seal`` writes them.)"""
+    path.parent.mkdir(mode=0o700 if not mode & 0o077 else 0o755, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
