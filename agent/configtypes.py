@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     GetCoreSchemaHandler,
     PlainSerializer,
+    PlainValidator,
     ValidationInfo,
     model_validator,
 )
@@ -154,6 +155,57 @@ def _validate_secret(value: Any) -> Secret:
         "secret_literal",
         "secrets are not written in the config: use ${ENV_VAR} or the matching *_file key",
     )
+
+
+def _env_value(value: Any) -> str | Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError("env_value", "an environment value must be a string")
+    text = str(value)
+    if _ENV_REF.fullmatch(text.strip()):
+        return _validate_secret(text)
+    if "\0" in text:
+        raise PydanticCustomError("env_value", "an environment value must not contain a NUL byte")
+    return text
+
+
+EnvValue = Annotated[
+    str | Secret,
+    PlainValidator(_env_value, json_schema_input_type=str),
+    PlainSerializer(lambda _v: MASK, return_type=str),
+]
+"""A value of a child's environment (a target's ``env:``): literal text or ``${ENV_VAR}`` (a
+:class:`Secret`); ``env_file:`` gives values from files. Every value prints as ``<secret>``:
+this is where backend credentials go."""
+
+
+def resolve_env_files(data: Any, info: ValidationInfo) -> Any:
+    """Move ``env_file: {NAME: /path}`` into ``env`` as secrets read from the files (for a model
+    validator in ``before`` mode of a model with an ``env: dict[str, EnvValue]`` field)."""
+    if not isinstance(data, dict) or "env_file" not in data:
+        return data
+    out = dict(data)
+    files = out.pop("env_file")
+    if not isinstance(files, dict):
+        raise PydanticCustomError("env_file", "env_file must map variable names to file paths")
+    env = out.get("env", {})
+    if not isinstance(env, dict):
+        return out  # the env field reports its own type error
+    env = dict(env)
+    mode = (info.context or {}).get("secret_file_mode")
+    strict = None if mode is None else mode == "refuse"
+    for name, path in files.items():
+        key = f"env_file.{name}"
+        if name in env:
+            raise PydanticCustomError(
+                "secret_both", "give {name} either in env or in env_file, not both", {"name": str(name)}
+            )
+        if not isinstance(path, str) or not path:
+            raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
+        env[name] = read_secret_file(resolve_path(path, info), key, strict)
+    out["env"] = env
+    return out
 
 
 def _is_secret_annotation(annotation: Any) -> bool:

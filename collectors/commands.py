@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+from agent.childenv import child_env
 from agent.configtypes import scrub
 from collectors.base import TIMEOUT, CollectorError
 
@@ -211,9 +212,7 @@ class LocalRunner:
         argv = tuple(argv)
         budget = time_left(timeout, self.deadline, self.where)
         lim = limits or self.limits
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
+        full_env = child_env(env)
         t0 = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(

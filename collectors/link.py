@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
+from agent.childenv import child_env
 from agent.configtypes import Duration, StrictModel, check_cron
 from agent.standards import REACHABILITY_TASK, format_bitrate
 from agent.state import Result
@@ -457,6 +458,7 @@ async def run_iperf3(argv: list[str], limit: float, what: str) -> str:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
     )
     try:
         out, _err = await asyncio.wait_for(proc.communicate(), limit)

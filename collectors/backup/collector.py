@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from agent.childenv import reveal_env
 from collectors.backup import parsers, tools
 from collectors.backup.config import BackupTarget, EvidenceConfig
 from collectors.backup.evidence import EVIDENCE_FAILED, EvidenceError, iso, write_evidence
@@ -266,7 +267,7 @@ class BackupCollector(Collector):
 
     def _env(self) -> dict[str, str]:
         t = self.target
-        return tools.borg_env(t) if t.type == "borg" else dict(t.env)
+        return reveal_env(tools.borg_env(t) if t.type == "borg" else t.env)
 
     def _repo_key(self) -> str:
         t = self.target

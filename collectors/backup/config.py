@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.configtypes import NAME_RE, Duration, Secret, StrictModel, check_cron, resolve_path
+from agent.configtypes import (
+    NAME_RE,
+    Duration,
+    EnvValue,
+    Secret,
+    StrictModel,
+    check_cron,
+    resolve_env_files,
+    resolve_path,
+)
 from collectors.base import TargetBase
 from collectors.commands import ENV_NAME_RE
 
@@ -18,6 +27,8 @@ BackupType = Literal["restic", "borg", "files", "command", "push"]
 _SUBSET_RE = re.compile(r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$")
 EVIDENCE_ID_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # ids in runbooks and evidence records
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 class SnapshotGroup(StrictModel):
     """restic snapshot filters: the snapshots of one backup job."""
 
@@ -157,7 +168,9 @@ class BackupTarget(TargetBase):
     host: str | None = Field(default=None, min_length=1, max_length=253)
     port: int | None = Field(default=None, ge=1, le=65535)
     auth: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    # The child's environment on top of PATH/HOME/locale (agent/childenv.py); values are text or
+    # ${ENV_VAR}, or come from files through env_file: {NAME: /path}. All print as <secret>.
+    env: dict[str, EnvValue] = Field(default_factory=dict)
     # restic / borg
     repository: str | None = None
     password_file: str | None = None  # path on the host the command runs on
@@ -177,14 +190,17 @@ class BackupTarget(TargetBase):
     integrity: IntegrityCheck | None = None
     restore_test: RestoreTest | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _env_files(cls, data: Any, info: ValidationInfo) -> Any:
+        return resolve_env_files(data, info)
+
     @field_validator("env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
+    def _env(cls, v: dict[str, str | Secret]) -> dict[str, str | Secret]:
+        for k in v:
             if not re.match(ENV_NAME_RE, k):
                 raise ValueError(f"env name {k!r} is not a valid environment variable name")
-            if "\0" in val:
-                raise ValueError(f"env {k} contains a NUL byte")
         return v
 
     @field_validator("rpo")

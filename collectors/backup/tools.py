@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from agent.configtypes import scrub
+from agent.configtypes import Secret, scrub
 from collectors.backup.config import BackupTarget
 from collectors.base import AUTH, CollectorError
 from collectors.commands import COMMAND_FAILED, CommandResult, describe
@@ -95,9 +95,9 @@ def restic_restore(t: BackupTarget, snapshot_id: str, target_dir: str, includes:
 # -- borg ---------------------------------------------------------------------------------------
 
 
-def borg_env(t: BackupTarget) -> dict[str, str]:
+def borg_env(t: BackupTarget) -> dict[str, str | Secret]:
     """borg prints naive local times, so it runs with TZ=UTC; it must never wait on a prompt."""
-    env = {
+    env: dict[str, str | Secret] = {
         "TZ": "UTC",
         "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
         "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",

@@ -348,7 +348,7 @@ def test_jobs_of_one_repository_never_overlap(tmp_path: Path) -> None:
     fake.write_text(f"""#!/bin/sh
 echo "start $*" >> {log}
 case "$*" in
-  *" check"*) sleep "${{CHECK_SLEEP:-0.3}}" ;;
+  *" check"*) sleep "$(cat {tmp_path / "check_sleep"} 2>/dev/null || echo 0.3)" ;;
   *) sleep 0.3 ;;
 esac
 echo "end" >> {log}
@@ -392,7 +392,7 @@ esac
         assert lines[i].startswith("start") and lines[i + 1] == "end", lines
 
     # Busy: a long integrity check holds the repository; the main check reuses its last facts.
-    os.environ["CHECK_SLEEP"] = "4"
+    (tmp_path / "check_sleep").write_text("4\n")  # children do not inherit the agent's environment
     try:
 
         async def busy() -> tuple[Any, Any, Any]:
@@ -408,7 +408,7 @@ esac
 
         first, second, check = asyncio.run(busy())
     finally:
-        del os.environ["CHECK_SLEEP"]
+        (tmp_path / "check_sleep").unlink()
     assert state_of(first) == "fresh" and state_of(second) == "fresh"
     assert "repository busy" in second.info["note"]
     assert second.duration < 3
