@@ -17,6 +17,7 @@ from agent.exercises.config import ExercisesConfig
 from agent.reports.config import ReportsConfig
 from agent.standards import Bitrate, SiteClass, WanInterface
 from agent.standards import check_config as check_standards
+from agent.yamlfile import FileInputError, FileIssue, load_yaml, validation_issues
 from collectors.base import TargetBase
 from collectors.registry import auth_models, collectors
 
@@ -24,20 +25,12 @@ DEFAULT_LISTEN = "127.0.0.1:9072"
 MAX_CONFIG_BYTES = 16 * 2**20  # a config is a few KiB; a huge one is a mistake or an attack
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+# One problem in the config file (``file: key: message``): the shared loader's issue type.
+ConfigIssue = FileIssue
 
 
-class ConfigError(Exception):
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        super().__init__("\n".join(str(i) for i in issues))
-        self.issues = issues
+class ConfigError(FileInputError):
+    """The config cannot be used; carries every problem found."""
 
 
 class AgentSection(StrictModel):
@@ -185,53 +178,16 @@ class LoadedConfig:
     warnings: tuple[str, ...] = ()
 
 
-def _format_loc(loc: tuple[int | str, ...], tags: set[str]) -> str:
-    out = ""
-    prev: int | str | None = None
-    for i, part in enumerate(loc):
-        # Discriminated unions put the tag in the location: targets.3.probe.url -> targets[3].url
-        if (
-            isinstance(part, str)
-            and part in tags
-            and i > 0
-            and prev is not None
-            and (isinstance(prev, int) or (len(loc) > 1 and loc[0] == "auths" and i == 2))
-        ):
-            prev = part
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith("function-") or part.startswith("tagged-union"):
-            continue
-        else:
-            out += ("." if out else "") + (part if part.isprintable() else repr(part))
-        prev = part
-    return out
-
-
 def _context(p: Path, mode: Any) -> dict[str, Any]:
     return {"base_dir": str(p.parent.resolve()), "secret_file_mode": mode if mode in ("warn", "refuse") else None}
 
 
-def _issues(e: ValidationError, fname: str, tags: set[str]) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    for err in e.errors(include_url=False, include_input=False):
-        key = _format_loc(tuple(err["loc"]), tags)
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        for line in msg.splitlines():
-            # Cross-check errors carry their own key prefix ("targets[2].site: ...").
-            k, sep, rest = line.partition(": ")
-            if not key and sep and (k.split("[")[0].split(".")[0] in AgentConfig.model_fields):
-                issues.append(ConfigIssue(fname, k, rest))
-            else:
-                issues.append(ConfigIssue(fname, key, line))
-    return issues
+def _issues(e: ValidationError, fname: str, tags: frozenset[str]) -> list[ConfigIssue]:
+    return validation_issues(e, AgentConfig, fname, tags, ("auths",))
 
 
 def _cross_check_remainder(
-    data: dict[str, Any], e: ValidationError, p: Path, mode: Any, fname: str, tags: set[str], seen: set[str]
+    data: dict[str, Any], e: ValidationError, p: Path, mode: Any, fname: str, tags: frozenset[str], seen: set[str]
 ) -> list[ConfigIssue]:
     """The checks that run once every field is valid (names, sites, auths, each collector's and the
     standards' cross-checks, runbook ids) are run again on the config without the entries that
@@ -305,34 +261,22 @@ def load_config(path: str | Path) -> LoadedConfig:
 
     p = Path(path)
     fname = str(p)
-    try:
-        with p.open("rb") as f:
-            raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise ConfigError([ConfigIssue(fname, "", f"cannot read config: {e.strerror or e}")]) from None
-    if len(raw_bytes) > MAX_CONFIG_BYTES:
-        raise ConfigError([ConfigIssue(fname, "", f"config is larger than {MAX_CONFIG_BYTES // 2**20} MiB")])
-    try:
-        data = yaml.safe_load(raw_bytes)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {where}{problem}")]) from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError([ConfigIssue(fname, "", f"invalid YAML: {e}")]) from None
-    except RecursionError:
-        raise ConfigError([ConfigIssue(fname, "", "invalid YAML: nested too deeply")]) from None
+    try:  # the agent's one bounded YAML loader (size, depth, alias expansion)
+        data, raw_bytes = load_yaml(p, fname, aliases=True, max_bytes=MAX_CONFIG_BYTES)
+    except FileInputError as e:
+        raise ConfigError(e.issues) from None
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with at least an 'agent' section")])
+        raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with an 'agent' section")])
     configtypes.secret_file_warnings.clear()
-    tags = set(collectors()) | set(auth_models())
+    tags = frozenset(collectors()) | frozenset(auth_models())
     agent_raw = data.get("agent")
     mode = agent_raw.get("secret_file_mode") if isinstance(agent_raw, dict) else None
     try:
         cfg = AgentConfig.model_validate(data, context=_context(p, mode))
     except RecursionError:
-        raise ConfigError([ConfigIssue(fname, "", "config is nested too deeply")]) from None
+        raise ConfigError([ConfigIssue(fname, "", "refused: nested too deeply")]) from None
+    except MemoryError:
+        raise ConfigError([ConfigIssue(fname, "", "refused: out of memory while validating")]) from None
     except ValidationError as e:
         issues = _issues(e, fname, tags)
         issues += _cross_check_remainder(data, e, p, mode, fname, tags, {i.key for i in issues})

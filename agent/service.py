@@ -333,8 +333,18 @@ class Agent:
             await self._run_job(key)
 
     async def reload(self, path: str | None = None) -> bool:
-        """Load the config again. An invalid config is rejected and the old one keeps running."""
-        self._reload_web_config()
+        """Load the config and web config again (SIGHUP). An invalid file is rejected and the old
+        one keeps running; ``continuity_config_last_reload_successful`` says whether both loaded.
+        Never raises: it runs as a task nobody awaits."""
+        try:
+            return await self._reload(path)
+        except Exception:
+            log.exception("config reload failed; the old config keeps running")
+            self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": False})
+            return False
+
+    async def _reload(self, path: str | None) -> bool:
+        web_ok = self._reload_web_config()
         try:
             loaded = load_config(path or self.loaded.path)
         except ConfigError as e:
@@ -348,7 +358,12 @@ class Agent:
         assert self.scheduler is not None
         self.scheduler.remove_all_jobs()
         self._install(loaded)
-        self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": True, "reload_success_time": self.clock()})
+        if web_ok:
+            self._status = AgentStatus(
+                **{**self._status.__dict__, "reload_ok": True, "reload_success_time": self.clock()}
+            )
+        else:
+            self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": False})
         for c in old:
             try:
                 await c.close()
@@ -357,11 +372,13 @@ class Agent:
         log.info("config reloaded from %s: %d targets", loaded.path, len(self.collectors))
         return True
 
-    def _reload_web_config(self) -> None:
-        """SIGHUP: read --web.config.file again now. (Changed files are also picked up without a
-        signal, on the next connection or request.)"""
+    def _reload_web_config(self) -> bool:
+        """SIGHUP: read --web.config.file again now (False when it is invalid: the reload metric
+        says so). Changed files are also picked up without a signal, on the next connection or
+        request."""
         if self._web_source is not None:
-            self._web_source.get(force=True)
+            return self._web_source.get(force=True) is not None
+        return True
 
     def _web_config_changed(self, wc: WebConfig) -> None:
         self.web_config = wc

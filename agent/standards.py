@@ -147,10 +147,12 @@ ClockTime = Annotated[str, BeforeValidator(_clock_time)]
 def load_bank_holidays(path: Path, division: str) -> frozenset[dt.date]:
     """Dates from a text file (one ``YYYY-MM-DD`` per line, ``#`` comments) or from GOV.UK's
     ``bank-holidays.json`` (``{"england-and-wales": {"events": [{"date": ...}]}}``)."""
+    from agent.yamlfile import FileInputError, read_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"cannot read bank holidays file {path}: {e.strerror or e}") from None
+        text = read_file(path).decode("utf-8")
+    except FileInputError as e:
+        raise ValueError(f"cannot read bank holidays file {path}: {e.issues[0].message}") from None
     except UnicodeDecodeError:
         raise ValueError(f"bank holidays file {path} is not UTF-8 text") from None
     out: set[dt.date] = set()
@@ -162,6 +164,8 @@ def load_bank_holidays(path: Path, division: str) -> frozenset[dt.date]:
                 out.add(dt.date.fromisoformat(ev["date"]))
         except json.JSONDecodeError as e:
             raise ValueError(f"bank holidays file {path}: invalid JSON: {e.msg} (line {e.lineno})") from None
+        except RecursionError:
+            raise ValueError(f"bank holidays file {path}: JSON nested too deeply") from None
         except KeyError as e:
             raise ValueError(
                 f"bank holidays file {path}: no {e.args[0]!r} in the JSON (expected GOV.UK format with "

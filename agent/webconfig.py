@@ -46,11 +46,11 @@ from typing import Any
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.durations import DurationError, parse_go_duration
 from agent.openssl import GROUPS, OpenSSLUnavailable, accept_any_client_cert, set_groups
-from agent.yamlstrict import UniqueKeySafeLoader
+from agent.yamlfile import FileInputError, parse_yaml, read_file, validate
 from collectors.base import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
@@ -260,10 +260,6 @@ class WebConfig:
         return self.ssl_context is not None
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
-
-
 def _headers_as_written(data: dict[str, Any], text: str | bytes) -> None:
     """Header values as the text written in the file: Go's YAML decoder reads ``X-XSS-Protection: 1``
     into a string as "1" (and ``0x1`` as "0x1"), so the same file means the same header here."""
@@ -286,32 +282,21 @@ def _headers_as_written(data: dict[str, Any], text: str | bytes) -> None:
 
 def parse_web_config(text: str | bytes, path: Path) -> WebConfigModel:
     """Parse and validate the file's text (no file access). Raises :class:`WebConfigError`."""
-    try:
-        data = yaml.load(text, Loader=UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader; repeated keys refused
+    try:  # the agent's one bounded YAML loader; repeated keys refused as by Go's strict decoding
+        data = parse_yaml(text, str(path), aliases=True)
         if isinstance(data, dict):
             _headers_as_written(data, text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise WebConfigError(f"{path}: invalid YAML: {where}{problem}") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WebConfigError(f"{path}: invalid YAML: {e}") from None
-    except RecursionError:
-        raise WebConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    except FileInputError as e:
+        raise WebConfigError(str(e.issues[0])) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise WebConfigError(f"{path}: web config must be a YAML mapping")
     try:
-        model = WebConfigModel.model_validate(data)
-    except RecursionError:
-        raise WebConfigError(f"{path}: invalid YAML: nested too deeply") from None
-    except ValidationError as e:
-        err = e.errors(include_url=False, include_input=False)[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        extra = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise WebConfigError(f"{path}: {_format_loc(tuple(err['loc']))}: {msg}{extra}") from None
+        model = validate(WebConfigModel, data, str(path))
+    except FileInputError as e:
+        extra = f" (and {len(e.issues) - 1} more)" if len(e.issues) > 1 else ""
+        raise WebConfigError(f"{e.issues[0]}{extra}") from None
     tls = model.tls_server_config
     if tls is not None and tls.enabled:
         # The toolkit's checks that need no file, in its order.
@@ -485,9 +470,9 @@ def load_web_config(path: str | Path, refuse_loose_key: bool = False) -> WebConf
     refuse``, applied to the TLS key file like to the agent's own secret files."""
     p = Path(path)
     try:
-        text = p.read_bytes()
-    except OSError as e:
-        raise WebConfigError(f"{p}: cannot read web config: {e.strerror or e}") from None
+        text = read_file(p)
+    except FileInputError as e:
+        raise WebConfigError(str(e.issues[0]).replace(": cannot read:", ": cannot read web config:", 1)) from None
     model = parse_web_config(text, p)
     base = p.parent.resolve()
     ctx = None
@@ -903,8 +888,8 @@ class WebConfigSource:
 def _named_files(path: Path) -> tuple[Path, ...]:
     """The web config and the files it names, as far as it can be parsed."""
     try:
-        model = parse_web_config(path.read_bytes(), path)
-    except (OSError, WebConfigError):
+        model = parse_web_config(read_file(path), path)
+    except (FileInputError, WebConfigError):
         return (path,)
     tls = model.tls_server_config
     names = (tls.cert_file, tls.key_file, tls.client_ca_file) if tls is not None else ()

@@ -4,81 +4,41 @@ Every problem is reported as an :class:`InputIssue` naming the file and the key 
 (``recovery_steps[2].after[0]``); :class:`EvidenceInputError` carries all of them, so one run
 lists every mistake. Nothing here raises anything else for bad input.
 
-The YAML is read with a safe loader that keeps timestamps as text (the models decide what a
-valid timestamp is), refuses duplicate keys (a sealed record must mean one thing) and refuses
-anchors/aliases (no billion-laughs expansion). Files over :data:`MAX_FILE_BYTES` are refused.
+The YAML is read by the agent's one bounded loader (:mod:`agent.yamlfile`): size, depth and
+value caps, timestamps kept as text (the models decide what a valid timestamp is), duplicate keys
+refused (a sealed record must mean one thing) and anchors/aliases refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from agent.escape import terminal
 from agent.evidence.models import EstateSettings, EvidenceRecord, Runbook
-from agent.yamlstrict import construct_mapping_unique
+from agent.yamlfile import MAX_FILE_BYTES, FileInputError, FileIssue, read_file
+from agent.yamlfile import parse_yaml as _parse_yaml
+from agent.yamlfile import validate as _validate
 
-MAX_FILE_BYTES = 1024 * 1024
 ESTATE_FILE = "estate.yml"
 YAML_SUFFIXES = (".yml", ".yaml")
+
+# One problem in one file, and the error carrying all of them: the shared loader's types.
+InputIssue = FileIssue
+
+
+class EvidenceInputError(FileInputError):
+    """Unreadable or schema-invalid input (the CLI exits 2)."""
 
 
 def printable(text: str) -> str:
     """One line, whatever the input held: control characters are escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-@dataclass(frozen=True)
-class InputIssue:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        f, k, m = printable(self.file), printable(self.key), printable(self.message)
-        return f"{f}: {k}: {m}" if k else f"{f}: {m}"
-
-
-class EvidenceInputError(Exception):
-    """Unreadable or schema-invalid input (the CLI exits 2)."""
-
-    def __init__(self, issues: list[InputIssue]) -> None:
-        super().__init__("\n".join(str(i) for i in issues))
-        self.issues = issues
-
-
-# -- YAML --------------------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _no_alias_compose(self: Any, parent: Any, index: Any) -> Any:
-    if self.check_event(yaml.AliasEvent):
-        ev = self.peek_event()
-        raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed", ev.start_mark)
-    ev = self.peek_event()
-    if getattr(ev, "anchor", None) is not None:
-        raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed", ev.start_mark)
-    return yaml.composer.Composer.compose_node(self, parent, index)
-
-
-_Loader.compose_node = _no_alias_compose  # type: ignore[method-assign]
-_Loader.construct_mapping = construct_mapping_unique  # type: ignore[method-assign]
+    return terminal(text)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -96,90 +56,34 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
 
 
+def _evidence_error(e: FileInputError) -> EvidenceInputError:
+    return EvidenceInputError(e.issues)
+
+
 def read_bytes(path: Path, name: str) -> bytes:
     """A regular file's bytes, at most MAX_FILE_BYTES."""
     try:
-        st = os.stat(path)
-    except OSError as e:
-        raise EvidenceInputError([InputIssue(name, "", f"cannot read: {e.strerror or e}")]) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise EvidenceInputError([InputIssue(name, "", "not a regular file")])
-    if st.st_size > MAX_FILE_BYTES:
-        raise EvidenceInputError([InputIssue(name, "", f"file is larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise EvidenceInputError([InputIssue(name, "", f"cannot read: {e.strerror or e}")]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise EvidenceInputError([InputIssue(name, "", f"file is larger than {MAX_FILE_BYTES} bytes")])
-    return data
+        return read_file(path, name, MAX_FILE_BYTES)
+    except FileInputError as e:
+        raise _evidence_error(e) from None
 
 
 def parse_yaml(data: bytes, name: str) -> Any:
+    """The shared bounded loader, without anchors or aliases (records are sealed and hashed)."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise EvidenceInputError([InputIssue(name, "", f"not UTF-8 text (byte {e.start})")]) from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = e.problem or e.context or "syntax error"
-        raise EvidenceInputError([InputIssue(name, "", f"invalid YAML: {where}{problem}")]) from None
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        raise EvidenceInputError([InputIssue(name, "", f"invalid YAML: {str(e).splitlines()[0][:200]}")]) from None
-
-
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith(("function-", "tagged-union", "function-after", "function-before")):
-            continue
-        elif part in ("str", "datetime", "date", "float", "none", "int"):
-            # Union branch names pydantic adds for `X | None`.
-            continue
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
-            out += ("." if out else "") + part
-        else:
-            out += f"[{part!r}]"
-    return out
+        return _parse_yaml(data, name)
+    except FileInputError as e:
+        raise _evidence_error(e) from None
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def validate(model: type[M], data: Any, name: str) -> M:
-    if not isinstance(data, dict):
-        what = "empty" if data is None else f"a {type(data).__name__}"
-        raise EvidenceInputError([InputIssue(name, "", f"must be a YAML mapping, not {what}")])
-    for k in data:
-        if not isinstance(k, str):
-            raise EvidenceInputError([InputIssue(name, str(k), "keys must be strings")])
     try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        issues: list[InputIssue] = []
-        seen: set[tuple[str, str]] = set()
-        for err in e.errors(include_url=False, include_input=False):
-            key = format_loc(tuple(err["loc"]))
-            msg = str(err["msg"])
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, ") :]
-            for line in msg.splitlines():
-                k, sep, rest = line.partition(": ")
-                # Model-level checks carry their own key ("recovery_steps[2].after[0]: unknown step").
-                if sep and k and " " not in k and (k.split("[")[0].split(".")[0] in model.model_fields):
-                    item = (f"{key}.{k}" if key else k, rest)
-                else:
-                    item = (key, line)
-                if item not in seen:
-                    seen.add(item)
-                    issues.append(InputIssue(name, *item))
-        raise EvidenceInputError(issues) from None
+        return _validate(model, data, name)
+    except FileInputError as e:
+        raise _evidence_error(e) from None
 
 
 # -- runbooks ------------------------------------------------------------------------------------------

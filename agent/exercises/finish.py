@@ -17,12 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.evidence import EvidenceInputError, EvidenceRecord, SealResult, dump_yaml, seal
-from agent.evidence.loader import format_loc
 from agent.exercises.journal import SUBDIR, SUFFIX, ExerciseInputError, iso
 from agent.exercises.model import ExerciseLog, SystemLog, replay
 from agent.exercises.record import Recorder
 from agent.exercises.status import action_id
 from agent.reports.runner import write_atomic
+from agent.yamlfile import format_loc
 
 
 @dataclass(frozen=True)

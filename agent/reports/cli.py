@@ -12,6 +12,7 @@ from agent.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, UsageError, _load
 from agent.durations import parse_duration
 from agent.reports.render import RENDERERS
 from agent.reports.runner import generate, write_atomic
+from agent.yamlfile import FileInputError
 
 
 def parse_at(text: str) -> datetime:
@@ -54,7 +55,12 @@ def cmd_report_dr(args: argparse.Namespace) -> int:
             store=store,
             config_path=loaded.path,
             config_sha256=loaded.sha256,
+            strict=True,
         )
+    except FileInputError as e:
+        for issue in e.issues:
+            print(f"continuity-agent: {issue}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     finally:
         if store is not None:
             store.close()

@@ -16,9 +16,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.durations import parse_duration
+from agent.yamlfile import MAX_FILE_BYTES, FileInputError, FileIssue, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +91,7 @@ class DrInputs:
     verification: dict[str, Any] | None = None
     verification_error: str | None = None
     problems: list[str] = field(default_factory=list)
+    bad_files: list[FileIssue] = field(default_factory=list)  # unreadable or refused by the loader
 
     @property
     def chain_head(self) -> str | None:
@@ -159,25 +159,26 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
-def _load_yaml(path: Path, problems: list[str]) -> tuple[Any, bytes] | None:
+def _load_yaml(path: Path, problems: list[str], bad_files: list[FileIssue]) -> tuple[Any, bytes] | None:
+    """The agent's one bounded loader (agent.yamlfile), as the evidence verifier reads these files."""
     try:
-        raw = path.read_bytes()
-        return yaml.safe_load(raw), raw
-    except OSError as e:
-        problems.append(f"{path}: cannot read: {e.strerror or e}")
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
-        problems.append(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
+        return load_yaml(path, str(path), max_bytes=MAX_FILE_BYTES)
+    except FileInputError as e:
+        problems.extend(str(i) for i in e.issues)
+        bad_files.extend(e.issues)
     return None
 
 
-def load_runbooks(directory: Path, problems: list[str]) -> tuple[dict[str, Runbook], float]:
+def load_runbooks(
+    directory: Path, problems: list[str], bad_files: list[FileIssue] | None = None
+) -> tuple[dict[str, Runbook], float]:
     out: dict[str, Runbook] = {}
     objective = 72 * 3600.0
     if not directory.is_dir():
         problems.append(f"{directory}: runbooks directory not found")
         return out, objective
     for path in sorted(directory.glob("*.y*ml")):
-        loaded = _load_yaml(path, problems)
+        loaded = _load_yaml(path, problems, [] if bad_files is None else bad_files)
         if loaded is None:
             continue
         data = loaded[0]
@@ -218,13 +219,13 @@ def load_runbooks(directory: Path, problems: list[str]) -> tuple[dict[str, Runbo
     return out, objective
 
 
-def load_records(directory: Path, problems: list[str]) -> list[Record]:
+def load_records(directory: Path, problems: list[str], bad_files: list[FileIssue] | None = None) -> list[Record]:
     out: list[Record] = []
     if not directory.is_dir():
         problems.append(f"{directory}: evidence directory not found")
         return out
     for path in sorted(p for p in directory.glob("*.y*ml") if p.is_file() and not p.is_symlink()):
-        loaded = _load_yaml(path, problems)
+        loaded = _load_yaml(path, problems, [] if bad_files is None else bad_files)
         if loaded is None:
             continue
         data, raw = loaded
@@ -289,11 +290,11 @@ def load_inputs(
     if runbooks_dir is None:
         inp.problems.append("no runbooks directory configured (reports.runbooks_dir)")
     else:
-        inp.runbooks, inp.objective_seconds = load_runbooks(runbooks_dir, inp.problems)
+        inp.runbooks, inp.objective_seconds = load_runbooks(runbooks_dir, inp.problems, inp.bad_files)
     if evidence_dir is None:
         inp.problems.append("no evidence directory configured (reports.evidence_dir)")
     else:
-        inp.records = load_records(evidence_dir, inp.problems)
+        inp.records = load_records(evidence_dir, inp.problems, inp.bad_files)
     if runbooks_dir is None or evidence_dir is None:
         return inp
     verify = verifier or default_verifier()

@@ -17,6 +17,7 @@ from agent.reports.config import ReportsConfig
 from agent.reports.inputs import Verifier, load_inputs
 from agent.reports.model import BuildContext, Report, StateView, build_report
 from agent.reports.render import RENDERERS
+from agent.yamlfile import FileInputError
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,15 @@ def generate(
     config_sha256: str | None = None,
     verifier: Verifier | None = None,
     generated_at: datetime | None = None,
+    strict: bool = False,
 ) -> Report:
+    """The report. A file that cannot be read (or is refused by the loader's limits) is a gap the
+    report states; with ``strict`` (``report dr``) it is :class:`FileInputError` instead."""
     rep: ReportsConfig = getattr(config, "reports", None) or ReportsConfig()
     src = sources(config)
     inputs = load_inputs(src.runbooks_dir, src.evidence_dir, at, verifier)
+    if strict and inputs.bad_files:
+        raise FileInputError(inputs.bad_files)
     return build_report(
         BuildContext(
             inputs=inputs,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.state import StateStore
 from collectors.base import CollectorError
@@ -54,15 +55,22 @@ def calls(exe: Path) -> list[list[str]]:
     return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def _flow(v: object) -> str:
+    return "[" + ", ".join(str(x) for x in v) + "]" if isinstance(v, list) else str(v)
+
+
 def config(tmp_path: Path, exe: str, *, tp: str = "", targets: int = 1) -> Path:
+    throughput = {"iperf3": exe, "duration": "1s", "directions": ["download"], "interval": "12h",
+                  "max_tests_per_day": 2, "busy_retry_delay": "0.2s"}  # fmt: skip
+    if tp:  # overrides: the config loader refuses a key given twice
+        throughput.update(yaml.safe_load("{" + tp.lstrip(", ") + "}"))
     links = "".join(
         f"""  - name: link{i}
     kind: link
     site: branch
     host: 127.0.0.1
     standards: {"true" if i == 0 else "false"}
-    throughput: {{iperf3: {exe}, duration: 1s, directions: [download], interval: 12h, max_tests_per_day: 2,
-                 busy_retry_delay: 0.2s{tp}}}
+    throughput: {{{", ".join(f"{k}: {_flow(v)}" for k, v in throughput.items())}}}
 """
         for i in range(targets)
     )

@@ -1,0 +1,67 @@
+"""One escaping helper per output kind. Strings from devices, tools, runbooks, evidence and HTTP
+clients are hostile: they reach a terminal, a log, an HTML page, a Markdown report or a metric
+label only through the helper for that output, which makes them inert there.
+
+* :func:`terminal` — one line, every non-printable character (ESC, BEL, CR, newline, C1 controls,
+  bidi overrides) written as a Python-style escape (``\\x1b``, ``\\n``, ``\\u202e``).
+* :func:`label_value` — a label value quoted as the Prometheus exposition format does
+  (``\\\\``, ``\\"``, ``\\n``), then :func:`terminal` for the other controls (collect-once).
+* :func:`log` — for log messages: :func:`terminal`, bounded in length.
+* :func:`html` — HTML text and attribute values (``&<>"'``), controls as in :func:`terminal`.
+* :func:`markdown` — a field of a Markdown document: one line, controls escaped, every Markdown
+  metacharacter backslash-escaped and HTML-special characters as entities, so data can start no
+  heading, list, link, image, emphasis, code span, table cell or raw HTML.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+
+
+def terminal(text: object) -> str:
+    """One line with no character a terminal would act on."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+def label_value(text: object) -> str:
+    """A label value as the exposition format writes it between double quotes, terminal-safe."""
+    s = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return terminal(s)
+
+
+LOG_MAX = 2000
+
+
+def log(text: object, limit: int = LOG_MAX) -> str:
+    """A string for a log line: terminal-safe and at most ``limit`` characters (then ``…``)."""
+    s = terminal(text)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def html(text: object) -> str:
+    """HTML text or a quoted attribute value; control characters shown as escapes."""
+    return _html.escape(terminal(text), quote=True)
+
+
+# Backslash-escapable ASCII punctuation (CommonMark) that starts or ends an inline or block
+# construct. "." and "-" are escaped only where they could start a list or a thematic break.
+_MD_META = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+
+
+def markdown(text: object) -> str:
+    """A field of a Markdown document: inert text on one line."""
+    s = terminal(str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    s = _MD_META.sub(r"\\\1", s)
+    s = "".join(_MD_ENTITIES.get(c, c) for c in s)
+    # Bare URLs (GFM autolinks): break the scheme separator and "www.".
+    s = s.replace("://", "&#58;//").replace("www.", "www&#46;")
+    # Block starts at the beginning of a field: list items, ordered lists, setext/thematic breaks,
+    # indented code.
+    s = re.sub(r"^(\s*)([-=])", r"\1\\\2", s)
+    s = re.sub(r"^(\s*\d+)([.)])", r"\1\\\2", s)
+    return s.lstrip(" \t")
