@@ -268,6 +268,28 @@ def test_web_config_changes_apply_without_a_signal(tmp_path: Path) -> None:
         wait_until(lambda: "config reloaded" in log.read_text(), timeout=20, what="SIGHUP reload")
         assert _https(url, pki, ("rotated", "new-pw-2"))[0] == 200
         assert agent.poll() is None
+
+        def reload_ok() -> float:
+            status, body = _https(url, pki, ("rotated", "new-pw-2"))
+            assert status == 200
+            name = "continuity_config_last_reload_successful"
+            return float(next(x for x in body.decode().splitlines() if x.startswith(name)).split()[-1])
+
+        assert reload_ok() == 1.0
+        # SIGHUP with a web config nested 2,000 deep: one clear error from the bounded loader, no
+        # task exception; the reload counts as failed, and still does once the file is fixed
+        # (re-read without a signal) until the next SIGHUP reload succeeds.
+        web.write_text("basic_auth_users: " + "[" * 2000 + "\n")
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: log.read_text().count("config reloaded") >= 2, timeout=20, what="second reload")
+        text = log.read_text()
+        assert "nested too deeply" in text and "Task exception was never retrieved" not in text
+        assert "Traceback" not in text and agent.poll() is None
+        web.write_text(yaml.safe_dump(good))
+        wait_until(lambda: _https(url, pki, ("rotated", "new-pw-2"))[0] == 200, timeout=20, what="fixed again")
+        assert reload_ok() == 0.0  # the metric says the last reload failed
+        agent.send_signal(signal.SIGHUP)
+        wait_until(lambda: reload_ok() == 1.0, timeout=20, what="good reload")
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(10)
