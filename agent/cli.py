@@ -17,6 +17,7 @@ from typing import Any
 
 from agent import __version__
 from agent import logs as agent_logs
+from agent.escape import label_value, terminal
 
 log = logging.getLogger("continuity-agent")
 
@@ -206,16 +207,18 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                     )
                 )
             else:
+                # Device and tool strings are hostile: terminal-safe, label values quoted as
+                # the exposition format does (agent.escape).
                 head = f"{r.target}" + (f" [{r.task}]" if r.task else "")
-                print(f"# {head}: {'OK' if r.ok else 'FAILED'} in {r.duration!r}s")
+                print(f"# {terminal(head)}: {'OK' if r.ok else 'FAILED'} in {r.duration!r}s")
                 if not r.ok:
-                    print(f"# error ({r.reason}): {r.message}")
+                    print(f"# error ({terminal(r.reason)}): {terminal(r.message)}")
                 for reason, msg in r.partial_errors:
-                    print(f"# partial error ({reason}): {msg}")
+                    print(f"# partial error ({terminal(reason)}): {terminal(msg)}")
                 for k, v in r.info.items():
-                    print(f"# {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}")
+                    print(f"# {terminal(k)}: {terminal(json.dumps(v, default=str) if not isinstance(v, str) else v)}")
                 for s in r.samples:
-                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                    labels = ",".join(f'{k}="{label_value(v)}"' for k, v in sorted(s.labels.items()))
                     # Exact: the shortest repr that reads back as the same float (1796150123.25, not 1.79615e+09).
                     print(f"{s.name}{{{labels}}} {s.value!r}" if labels else f"{s.name} {s.value!r}")
             if not r.ok:

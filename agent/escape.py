@@ -4,8 +4,9 @@ label only through the helper for that output, which makes them inert there.
 
 * :func:`terminal` — one line, every non-printable character (ESC, BEL, CR, newline, C1 controls,
   bidi overrides) written as a Python-style escape (``\\x1b``, ``\\n``, ``\\u202e``).
-* :func:`label_value` — a label value quoted as the Prometheus exposition format does
-  (``\\\\``, ``\\"``, ``\\n``), then :func:`terminal` for the other controls (collect-once).
+* :func:`label_value` — a label value as /metrics writes it: :func:`terminal` (the exposition
+  layer exposes label values that way), then quoted as the exposition format does
+  (``\\\\``, ``\\"``); used by collect-once.
 * :func:`log` — for log messages: :func:`terminal`, bounded in length.
 * :func:`html` — HTML text and attribute values (``&<>"'``), controls as in :func:`terminal`.
 * :func:`markdown` — a field of a Markdown document: one line, controls escaped, every Markdown
@@ -28,12 +29,12 @@ def terminal(text: object) -> str:
 
 
 def label_value(text: object) -> str:
-    """A label value as the exposition format writes it between double quotes, terminal-safe."""
-    s = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return terminal(s)
+    """A label value exactly as /metrics writes it between double quotes: the value the agent
+    exposes (:func:`terminal`, see agent.exposition), then ``\\`` and ``"`` escaped."""
+    return terminal(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
-LOG_MAX = 2000
+LOG_MAX = 8000
 
 
 def log(text: object, limit: int = LOG_MAX) -> str:
@@ -47,21 +48,21 @@ def html(text: object) -> str:
     return _html.escape(terminal(text), quote=True)
 
 
-# Backslash-escapable ASCII punctuation (CommonMark) that starts or ends an inline or block
-# construct. "." and "-" are escaped only where they could start a list or a thematic break.
-_MD_META = re.compile(r"([\\`*_{}\[\]()#+!|~])")
-_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+# CommonMark constructs data could start: emphasis, code spans, links/images (brackets), headings,
+# table cells, strikethrough, and backslash itself. Raw HTML and <autolinks> are stopped by turning
+# &, < and > into entities. Parentheses alone make no link once brackets are escaped.
+_MD_META = re.compile(r"([\\`*_\[\]#|~])")
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
 def markdown(text: object) -> str:
     """A field of a Markdown document: inert text on one line."""
-    s = terminal(str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    s = terminal(str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")).strip(" \t")
     s = _MD_META.sub(r"\\\1", s)
     s = "".join(_MD_ENTITIES.get(c, c) for c in s)
     # Bare URLs (GFM autolinks): break the scheme separator and "www.".
     s = s.replace("://", "&#58;//").replace("www.", "www&#46;")
-    # Block starts at the beginning of a field: list items, ordered lists, setext/thematic breaks,
-    # indented code.
-    s = re.sub(r"^(\s*)([-=])", r"\1\\\2", s)
-    s = re.sub(r"^(\s*\d+)([.)])", r"\1\\\2", s)
-    return s.lstrip(" \t")
+    # Block starts at the beginning of a field: bullet lists, setext underlines and thematic
+    # breaks, ordered lists.
+    s = re.sub(r"^([-+=])(?=[\s\-=]|$)", r"\\\1", s)
+    return re.sub(r"^(\d{1,9})([.)])(?=\s|$)", r"\1\\\2", s)

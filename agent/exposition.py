@@ -14,6 +14,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent.catalogue import catalogue, exposed_labels, spec_for
+from agent.escape import terminal
 from agent.state import StateStore
 from collectors.base import MetricSpec
 
@@ -127,7 +128,9 @@ class StateCollector(PromCollector):
                 if spec is None:
                     self._warn_once(s.name, "collector %s emitted undeclared metric %s; dropped", kind, s.name)
                     continue
-                labels = dict(s.labels)
+                # Label values from devices are hostile: control characters become visible
+                # escapes (ESC -> \x1b), so /metrics is safe to read in a terminal.
+                labels = {k: terminal(v) for k, v in s.labels.items()}
                 if spec.target_labels:
                     labels["target"] = target
                     labels["site"] = labels.get("site", site) if "site" in spec.labels else site

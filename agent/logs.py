@@ -1,4 +1,5 @@
-"""Logging set-up: text or JSON lines on stderr, secrets scrubbed from every record."""
+"""Logging set-up: text or JSON lines on stderr, secrets scrubbed from every record and every
+message escaped to one line."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from agent import escape
 from agent.configtypes import scrub
 
 
 class ScrubFilter(logging.Filter):
+    """Secrets scrubbed, then every message made one inert line (:func:`agent.escape.log`):
+    request lines, device strings and tool output cannot forge log lines or drive a terminal.
+    A traceback keeps its line breaks; each of its lines is escaped the same way."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        clean = scrub(msg)
+        clean = escape.log(scrub(msg))
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
-            clean = clean + "\n" + scrub(text)
+            clean = clean + "\n" + "\n".join(escape.terminal(line) for line in scrub(text).splitlines())
             record.exc_info = None
             record.exc_text = None
         record.msg = clean

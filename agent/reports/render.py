@@ -1,6 +1,8 @@
 """Render a :class:`~agent.reports.model.Report` to HTML (one self-contained file), Markdown or
 JSON. Templates are Jinja2 with autoescaping on for every format, so evidence text can never
-inject markup; Markdown table cells also escape ``|``."""
+inject markup; every field of the Markdown also goes through :func:`agent.escape.markdown` (one
+line, Markdown metacharacters escaped) and every field of the HTML through
+:func:`agent.escape.terminal` (control characters escaped)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from agent import escape
 from agent.reports import svg
 from agent.reports.model import SECTIONS, Report
 
@@ -68,20 +71,30 @@ def _day(iso: str | None) -> str:
     return _when(iso, "%Y-%m-%d")
 
 
-def _mdcell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-
-
 def _state_class(v: bool | None) -> str:
     return "unknown" if v is None else "ok" if v else "bad"
 
 
+def _finalize_html(value: Any) -> Any:
+    """Every ``{{ }}`` of the HTML: control characters escaped (autoescaping does the markup)."""
+    if isinstance(value, markupsafe.Markup) or not isinstance(value, str):
+        return value
+    return escape.terminal(value)
+
+
+def _finalize_md(value: Any) -> Any:
+    """Every ``{{ }}`` of the Markdown: inert text on one line (agent.escape.markdown)."""
+    if isinstance(value, markupsafe.Markup):
+        return value  # a macro's output, its own fields already escaped
+    return markupsafe.Markup(escape.markdown("" if value is None else value))  # noqa: S704
+
+
 @cache
-def environment() -> jinja2.Environment:
+def environment(fmt: str = "html") -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("agent", "templates"),
         autoescape=True,  # every format: evidence text is data, never markup
+        finalize=_finalize_md if fmt == "md" else _finalize_html,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -93,7 +106,6 @@ def environment() -> jinja2.Environment:
         "yesno": _yesno,
         "when": _when,
         "day": _day,
-        "mdcell": _mdcell,
         "state_class": _state_class,
         "words": lambda v: "" if v is None else str(v).replace("_", " "),
     }
@@ -177,7 +189,7 @@ def render_html(report: Report) -> str:
 def render_md(report: Report) -> str:
     ctx = _context(report)
     ctx["charts"] = {}
-    return environment().get_template("report_dr.md.j2").render(ctx)
+    return environment("md").get_template("report_dr.md.j2").render(ctx)
 
 
 def render_json(report: Report) -> str:

@@ -4,7 +4,6 @@ read-only ``/reports/`` pages. Installed into :class:`agent.service.Agent` by :f
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import mimetypes
 import re
@@ -19,6 +18,7 @@ from urllib.parse import quote
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
+from agent import escape
 from agent.catalogue import catalogue
 from agent.reports.config import ReportsConfig, cron_trigger
 from agent.reports.runner import EXTENSIONS, REPORT_PREFIX, generate, prune, write_dated
@@ -178,8 +178,8 @@ def _listing(root: Path) -> bytes:
             st = p.stat()
             files.append((p.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")))
     rows = "\n".join(
-        f'<tr><th scope="row"><a href="{quote(n)}">{html.escape(n)}</a></th>'
-        f"<td>{size}</td><td>{html.escape(m)}</td></tr>"
+        f'<tr><th scope="row"><a href="{quote(n)}">{escape.html(n)}</a></th>'
+        f"<td>{size}</td><td>{escape.html(m)}</td></tr>"
         for n, size, m in files
     )
     body = rows or '<tr><td colspan="3">No reports yet.</td></tr>'

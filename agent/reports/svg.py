@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
+
+from agent import escape
 
 # Palette (text colours pass WCAG AA 4.5:1 on white; fills carry dark text; see tests).
 INK = "#1a1a1a"
@@ -28,11 +30,11 @@ RTO_MARK = "#3b2d8f"
 
 
 def _t(text: object) -> str:
-    return escape(str(text))
+    return escape.html(text)
 
 
 def _a(text: object) -> str:
-    return quoteattr(str(text))
+    return quoteattr(escape.terminal(text))
 
 
 def _f(x: float) -> str:
