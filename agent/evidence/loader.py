@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel
 
-from agent.escape import terminal
 from agent.evidence.models import EstateSettings, EvidenceRecord, Runbook
 from agent.yamlfile import MAX_FILE_BYTES, FileInputError, FileIssue, read_file
 from agent.yamlfile import parse_yaml as _parse_yaml
@@ -34,11 +33,6 @@ InputIssue = FileIssue
 
 class EvidenceInputError(FileInputError):
     """Unreadable or schema-invalid input (the CLI exits 2)."""
-
-
-def printable(text: str) -> str:
-    """One line, whatever the input held: control characters are escaped."""
-    return terminal(text)
 
 
 class _Dumper(yaml.SafeDumper):

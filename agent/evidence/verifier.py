@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.durations import format_duration
+from agent.escape import terminal
 from agent.evidence.critical_path import longest_path, planned_duration
 from agent.evidence.hashing import HashCache, resolve_artefact, sha256_file
-from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks, printable
+from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks
 from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook, find_cycle
 
 Severity = Literal["error", "warning"]
@@ -131,7 +132,7 @@ def finding(
     rule: str, message: str, *, runbook: str | None = None, record: str | None = None, step: str | None = None
 ) -> Finding:
     where = _where(record, runbook, step)
-    text = printable(f"{where}: {message}" if where else message)
+    text = terminal(f"{where}: {message}" if where else message)
     return Finding(RULES[rule], rule, runbook, record, text, step)
 
 
