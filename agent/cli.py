@@ -37,7 +37,7 @@ class UsageError(Exception):
 
 
 def _err(msg: str) -> None:
-    print(f"continuity-agent: {msg}", file=sys.stderr)
+    print(f"continuity-agent: {terminal(msg)}", file=sys.stderr)
 
 
 @contextlib.contextmanager

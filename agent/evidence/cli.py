@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from agent.escape import terminal
 from agent.evidence import EvidenceInputError, check_runbooks, seal, verify
 from agent.evidence.verifier import Finding, VerificationReport, fmt_hours
 
@@ -19,7 +20,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _err(msg: str) -> None:
-    print(f"continuity-agent: {msg}", file=sys.stderr)
+    print(f"continuity-agent: {terminal(msg)}", file=sys.stderr)
 
 
 def _input_error(e: EvidenceInputError) -> int:
