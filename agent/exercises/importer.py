@@ -33,12 +33,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.exercises.journal import ExerciseInputError, iso
 from agent.exercises.model import replay
 from agent.exercises.record import Recorder, text
+from agent.yamlfile import FileInputError, read_file
 
 COLUMNS = ("runbook", "step", "action", "time", "operator", "note")
 REQUIRED = ("runbook", "step", "action", "time")
 ACTIONS = ("declared", "start", "done", "failed", "restored", "pass", "fail", "sign-off", "participant")
 UK_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?$")
 MAX_ROWS = 20_000
+MAX_CSV_BYTES = 16 * 1024 * 1024
 
 
 class BadRows(ExerciseInputError):
@@ -68,10 +70,10 @@ def read_rows(path: Path) -> tuple[list[Row], dict[str, str]]:
     """Rows and the column letters by header name."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise ExerciseInputError(f"{path}: cannot read: {e.strerror or e}") from None
+        try:  # the agent's one bounded file reader
+            raw = read_file(path, max_bytes=MAX_CSV_BYTES)
+        except FileInputError as e:
+            raise ExerciseInputError(str(e.issues[0])) from None
         try:
             content = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:

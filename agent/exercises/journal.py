@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.lockfile import LockFileError, open_lock_file
+from agent.yamlfile import FileInputError, read_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")  # the evidence record's `exercise` id
 SUBDIR = "exercises"
@@ -37,6 +38,10 @@ SUFFIX = ".journal.jsonl"
 MAX_LINE_BYTES = 64 * 1024
 MAX_FUTURE = timedelta(minutes=5)
 CHAIN_KEYS = ("seq", "recorded_at", "at", "actor", "action", "prev_sha256", "sha256")
+
+
+# A journal holds one line per recorded step, decision and note of one exercise: far below this.
+MAX_JOURNAL_BYTES = 16 * 1024 * 1024
 
 
 class ExerciseInputError(Exception):
@@ -98,6 +103,8 @@ def parse_journal(data: bytes, path: Path) -> list[dict[str, Any]]:
             e = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise _corrupt(path, i, "not a JSON object") from None
+        except RecursionError:
+            raise _corrupt(path, i, "nested too deeply") from None
         if not isinstance(e, dict) or any(k not in e for k in CHAIN_KEYS):
             raise _corrupt(path, i, "not a journal entry (seq, recorded_at, at, actor, action, prev_sha256, sha256)")
         if e["seq"] != i:
@@ -138,14 +145,14 @@ class Journal:
         return self.path.is_file()
 
     def read(self) -> list[dict[str, Any]]:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        if not self.path.exists():
             raise ExerciseInputError(
                 f"no exercise {self.name!r} in {self.evidence_dir} (start it with `exercise start`)"
-            ) from None
-        except OSError as e:
-            raise ExerciseInputError(f"{self.path}: cannot read: {e.strerror or e}") from None
+            )
+        try:  # the agent's one bounded file reader: a regular file, at most MAX_JOURNAL_BYTES
+            data = read_file(self.path, max_bytes=MAX_JOURNAL_BYTES)
+        except FileInputError as e:
+            raise ExerciseInputError(str(e.issues[0])) from None
         return parse_journal(data, self.path)
 
     @contextlib.contextmanager

@@ -135,3 +135,18 @@ def test_child_env_is_minimal() -> None:
     assert env == {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
                    "RESTIC_CACHE_DIR": "/c", "KEY": "s3cr3t-value"}  # fmt: skip
     assert child_env(environ={})["PATH"].startswith("/usr/local/sbin")
+
+
+def test_exercise_journal_is_read_bounded(tmp_path: Path) -> None:
+    from agent.exercises.journal import ExerciseInputError, Journal, journal_path
+
+    j = Journal.open(tmp_path, "ex-1")
+    p = journal_path(tmp_path, "ex-1")
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"[" * 5000 + b"]" * 5000 + b"\n")
+    with pytest.raises(ExerciseInputError, match="line 1: nested too deeply"):
+        j.read()
+    p.unlink()
+    os.mkfifo(p)
+    with pytest.raises(ExerciseInputError, match="not a regular file"):
+        j.read()
