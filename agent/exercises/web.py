@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
+from agent import escape
 from agent.evidence.verifier import fmt_hours
 from agent.exercises.journal import NAME_RE, ExerciseInputError, iso
 from agent.exercises.record import Recorder
@@ -43,7 +43,7 @@ ENABLE_HELP = (
     "<code>continuity-agent exercise step|restored|validate|sign-off</code>."
 )
 
-e = html.escape
+e = escape.html  # operator notes and device strings: inert in the page
 
 
 def _h(seconds: float | None) -> str:
