@@ -819,7 +819,7 @@ def use_web_config(
 ) -> None:
     """Serve under the web config that ``source`` keeps current: its certificate and client
     checks for each new connection, its users, headers and request rate limit for each request.
-    While its files do not make a valid config, connections and requests are refused."""
+    While its files do not make a valid config, the last valid one stays in force."""
 
     def apply(wc: WebConfig) -> None:
         if wc.ssl_context is not None:

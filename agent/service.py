@@ -218,7 +218,7 @@ class Agent:
             allowed_sans=getattr(self.web_config, "allowed_sans", None),
         )
         if self.web_config is not None:
-            self._web_source = WebConfigSource(self.web_config)
+            self._web_source = WebConfigSource(self.web_config, on_error=self._web_config_invalid)
             use_web_config(self.web, self.http, self._web_source, also=self._web_config_changed)
         self.http.start()
         self.scheduler.start()
@@ -377,8 +377,14 @@ class Agent:
         says so). Changed files are also picked up without a signal, on the next connection or
         request."""
         if self._web_source is not None:
-            return self._web_source.get(force=True) is not None
+            self._web_source.get(force=True)
+            return self._web_source.valid
         return True
+
+    def _web_config_invalid(self, message: str) -> None:
+        """A changed web config that does not load: the last valid one stays in force, and the
+        reload metric says the files on disk are not what runs (until a reload succeeds)."""
+        self._status = AgentStatus(**{**self._status.__dict__, "reload_ok": False})
 
     def _web_config_changed(self, wc: WebConfig) -> None:
         self.web_config = wc

@@ -823,10 +823,17 @@ class WebConfigSource:
     call to :meth:`get` costs a few ``stat`` calls; a change is loaded once.
 
     While the files on disk do not make a valid config (or would switch TLS on or off, which needs a
-    restart), :meth:`get` returns None and the server refuses connections and requests, as the
-    toolkit does with a broken file: nothing is served under a config that is no longer there."""
+    restart), the last valid config stays in force, :attr:`valid` is False, ``on_error`` is told
+    (the agent sets ``continuity_config_last_reload_successful`` to 0) and the reason is logged.
+    exporter-toolkit refuses every request then; a typo in a web config must not blind monitoring
+    (docs/security.md, "A broken web config")."""
 
-    def __init__(self, initial: WebConfig, on_change: Callable[[WebConfig], None] | None = None) -> None:
+    def __init__(
+        self,
+        initial: WebConfig,
+        on_change: Callable[[WebConfig], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = initial.path
         self._refuse_loose_key = initial.refuse_loose_key
         self.on_change = on_change
@@ -836,6 +843,8 @@ class WebConfigSource:
         self._stamp = _stamp(self._files)
         self._lock = threading.Lock()
         self.limiter = request_limiter(initial.model)
+        self.on_error = on_error
+        self.valid = True  # the files on disk make the config in force
 
     @property
     def current(self) -> WebConfig | None:
@@ -855,19 +864,17 @@ class WebConfigSource:
         try:
             new = load_web_config(self.path, self._refuse_loose_key)
         except WebConfigError as e:
-            self._current = None
             self._watch(_named_files(self.path), stamp)
-            log.error("web config changed and is now invalid; refusing requests until it is fixed: %s", e)
+            self._invalid(f"web config changed and is now invalid; still serving under the last valid one: {e}")
             return
         self._watch(new.files, stamp)
         if new.tls != self._tls:
-            self._current = None
-            log.error(
-                "web config %s now switches TLS %s; that needs a restart: refusing requests until then",
-                self.path,
-                "on" if new.tls else "off",
+            self._invalid(
+                f"web config {self.path} now switches TLS {'on' if new.tls else 'off'}; that needs a restart: "
+                "still serving under the last valid one"
             )
             return
+        self.valid = True
         old = self._current
         if old is None or old.model.rate_limit != new.model.rate_limit:
             self.limiter = request_limiter(new.model)
@@ -877,6 +884,12 @@ class WebConfigSource:
         log.info("web config re-read from %s", self.path)
         if self.on_change is not None:
             self.on_change(new)
+
+    def _invalid(self, message: str) -> None:
+        self.valid = False
+        log.error("%s", message)
+        if self.on_error is not None:
+            self.on_error(message)
 
     def _watch(self, files: tuple[Path, ...], stamp: tuple[Any, ...]) -> None:
         if files != self._files:

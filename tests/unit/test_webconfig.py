@@ -485,11 +485,12 @@ def test_client_cas_default_to_system_roots_and_inline_cas(tmp_path: Path, pki) 
         load_web_config(f)
 
 
-def test_source_rereads_changed_files_and_refuses_a_broken_one(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+def test_source_rereads_changed_files_and_keeps_the_last_valid_one(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "web.yml"
     f.write_text(f"basic_auth_users: {{u: '{bcrypt_hash('p')}'}}\n")
-    changes = []
-    src = WebConfigSource(load_web_config(f), on_change=changes.append)
+    changes: list[object] = []
+    errors: list[str] = []
+    src = WebConfigSource(load_web_config(f), on_change=changes.append, on_error=errors.append)
     first = src.get()
     assert first is not None and src.get() is first and changes == []  # unchanged: not re-read
     f.write_text(f"basic_auth_users: {{v: '{bcrypt_hash('p')}'}}\n")
@@ -497,8 +498,12 @@ def test_source_rereads_changed_files_and_refuses_a_broken_one(tmp_path: Path, p
     assert new is not None and new is not first and new.model.basic_auth_users == {"v": ANY}
     assert changes == [new]
     f.write_text("basic_auth_users: {v: plain}\n")
-    assert src.get() is None and src.get() is None  # refused, and loaded once
+    # broken: the last valid config stays in force, loaded once, reported once, no password echoed
+    assert src.get() is new and src.get() is new and not src.valid
+    assert len(errors) == 1 and "still serving under the last valid one" in errors[0] and "'plain'" not in errors[0]
     f.write_text(f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n")
-    assert src.get() is None  # switching TLS on needs a restart
+    assert src.get() is new and not src.valid  # switching TLS on needs a restart
+    assert len(errors) == 2 and "needs a restart" in errors[1]
     f.write_text(f"rate_limit: {{interval: 1s, burst: 5}}\nbasic_auth_users: {{v: '{bcrypt_hash('p')}'}}\n")
-    assert src.get() is not None and src.limiter is not None and src.limiter.burst == 5
+    latest = src.get()
+    assert latest is not new and src.valid and src.limiter is not None and src.limiter.burst == 5
