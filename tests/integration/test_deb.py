@@ -121,7 +121,7 @@ def test_install_run_upgrade_remove_purge(debs: tuple[Path, Path], machine: None
     assert sh("getent", "passwd", "continuity-agent").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
     assert os.readlink("/usr/bin/continuity-agent") == "/opt/continuity-agent/bin/continuity-agent"
     assert _mode(ETC / "secrets") == ("continuity-agent", "continuity-agent", 0o700)
-    assert _mode(STATE) == ("continuity-agent", "continuity-agent", 0o750)
+    assert _mode(STATE) == ("continuity-agent", "continuity-agent", 0o700)
     assert _mode(ETC / "config.yml") == ("root", "root", 0o644)
     conffiles = sh("dpkg-query", "-W", "-f=${Conffiles}", "continuity-agent").stdout
     assert "/etc/continuity-agent/config.yml" in conffiles and "/etc/default/continuity-agent" in conffiles
