@@ -7,9 +7,9 @@ import re
 from functools import cache
 
 from agent.exercises.metrics import EXERCISE_METRICS
+from agent.plugin import MetricSpec
+from agent.registry import collectors
 from agent.reports.metrics import REPORT_METRICS
-from collectors.base import MetricSpec
-from collectors.registry import collectors
 
 TARGET_LABELS = ("collector", "target", "site")
 

@@ -138,9 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_collect_once(args: argparse.Namespace) -> int:
+    from agent.plugin import CollectorContext
     from agent.runner import run_task
     from agent.service import build_collectors
-    from collectors.base import CollectorContext
 
     loaded = _load(args.config)
     cfg = loaded.config

@@ -14,12 +14,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
 from agent.exercises.config import ExercisesConfig
+from agent.plugin import TargetBase
+from agent.registry import auth_models, collectors
 from agent.reports.config import ReportsConfig
-from agent.standards import Bitrate, SiteClass, WanInterface
+from agent.standards import Site, SiteClass
 from agent.standards import check_config as check_standards
 from agent.yamlfile import FileInputError, FileIssue, load_yaml, validation_issues
-from collectors.base import TargetBase
-from collectors.registry import auth_models, collectors
 
 DEFAULT_LISTEN = "127.0.0.1:9072"
 MAX_CONFIG_BYTES = 16 * 2**20  # a config is a few KiB; a huge one is a mistake or an attack
@@ -58,15 +58,6 @@ class Defaults(StrictModel):
     timeout: Duration = 10.0
     # Spread first runs over this fraction of each interval so targets do not all fire together.
     start_jitter: float = Field(default=1.0, ge=0.0, le=1.0)
-
-
-class Site(StrictModel):
-    name: str = Field(pattern=NAME_RE)
-    class_: str = Field(alias="class", default="default")
-    description: str = ""
-    contracted_download: Bitrate | None = None  # the rate the provider contracted to deliver (bytes/s)
-    contracted_upload: Bitrate | None = None
-    wan_interface: WanInterface | None = None  # SNMP target + interface name of the site's WAN link
 
 
 def parse_listen_address(v: str) -> tuple[str, int]:

@@ -273,7 +273,7 @@ def resolve_path(p: str | Path, info: ValidationInfo) -> Path:
 class StrictModel(BaseModel):
     """Frozen, unknown keys rejected; ``<name>_file`` keys resolve secret fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,8 +15,8 @@ from prometheus_client.registry import CollectorRegistry
 from agent import __version__
 from agent.catalogue import catalogue, exposed_labels, spec_for
 from agent.escape import terminal
+from agent.plugin import MetricSpec
 from agent.state import StateStore
-from collectors.base import MetricSpec
 
 log = logging.getLogger(__name__)
 

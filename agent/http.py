@@ -29,7 +29,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent.configtypes import scrub
-from collectors.base import HttpRequest, HttpResponse, Route
+from agent.plugin import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
     from agent.webconfig import BasicAuth, FailureLimiter, RequestLimiter, WebConfig, WebConfigSource

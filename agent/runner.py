@@ -11,8 +11,7 @@ import traceback
 from collections.abc import Callable
 
 from agent.configtypes import scrub
-from agent.state import Result
-from collectors.base import (
+from agent.plugin import (
     BAD_REPLY,
     INTERNAL,
     TIMEOUT,
@@ -22,6 +21,7 @@ from collectors.base import (
     Task,
     describe_oserror,
 )
+from agent.state import Result
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
+from agent.plugin import Collector, CollectorContext, Route, Task
+from agent.registry import collectors
 from agent.runner import run_task
 from agent.state import StateStore
 from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
-from collectors.base import Collector, CollectorContext, Route, Task
-from collectors.registry import collectors
 
 log = logging.getLogger(__name__)
 

@@ -41,11 +41,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agent.configtypes import NAME_RE, Duration, StrictModel, TimeZoneName, resolve_path
-from collectors.base import Sample
+from agent.plugin import Sample, StoreView
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig, Site
-    from agent.state import StateStore
+    from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +249,17 @@ class WanInterface(StrictModel):
     interface: str = Field(min_length=1)
     # Which way traffic the interface receives is flowing for the site.
     receive_is: Literal["download", "upload"] = "download"
+
+
+class Site(StrictModel):
+    """One site of the estate (config ``sites:``); its class says which standard applies."""
+
+    name: str = Field(pattern=NAME_RE)
+    class_: str = Field(alias="class", default="default")
+    description: str = ""
+    contracted_download: Bitrate | None = None  # the rate the provider contracted to deliver (bytes/s)
+    contracted_upload: Bitrate | None = None
+    wan_interface: WanInterface | None = None  # SNMP target + interface name of the site's WAN link
 
 
 # --------------------------------------------------------------------------------------------------
@@ -660,7 +670,7 @@ class Evaluator:
     def __init__(
         self,
         config: AgentConfig,
-        store: StateStore | None,
+        store: StoreView | None,
         *,
         clock: Callable[[], float] = time.time,
         state: EvaluatorState | None = None,
@@ -678,8 +688,6 @@ class Evaluator:
         )
 
     def sites(self) -> list[Site]:
-        from agent.config import Site
-
         cfg = self.config
         if cfg.sites:
             return list(cfg.sites)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collectors.base import Sample
+from agent.plugin import Sample
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agent.durations import DurationError, parse_go_duration
 from agent.openssl import GROUPS, OpenSSLUnavailable, accept_any_client_cert, set_groups
+from agent.plugin import HttpRequest, HttpResponse
 from agent.yamlfile import FileInputError, parse_yaml, read_file, validate
-from collectors.base import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
 

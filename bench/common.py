@@ -33,7 +33,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 30.0, poll: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -42,7 +42,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
                     return
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(poll)
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 

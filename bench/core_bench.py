@@ -26,8 +26,8 @@ AGENT = Path(sys.executable).parent / "continuity-agent"
 
 def _seed_state(state_dir: Path, series: int) -> None:
     """Store a host result with ``series`` filesystem samples, as a restart would find it."""
+    from agent.plugin import Sample
     from agent.state import Result, StateStore
-    from collectors.base import Sample
 
     store = StateStore(state_dir)
     samples = [
@@ -58,9 +58,9 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), log
 
 
-def _wait(proc: subprocess.Popen[bytes], log: Any, url: str) -> None:
+def _wait(proc: subprocess.Popen[bytes], log: Any, url: str, poll: float = 0.1) -> None:
     try:
-        wait_http(url)
+        wait_http(url, poll=poll)
     except RuntimeError:
         log.seek(0)
         tail = log.read().decode(errors="replace")[-2000:]
@@ -86,6 +86,22 @@ def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _measure_startup(cmd: list[str], url: str, runs: int = 5) -> dict[str, float]:
+    """Seconds from process start to the first 200 from ``url`` (``/-/ready``), median of ``runs``."""
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        proc, log = _start(cmd)
+        try:
+            _wait(proc, log, url, poll=0.02)
+            times.append(time.monotonic() - t0)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    times.sort()
+    return {"median_s": times[len(times) // 2], "min_s": times[0], "runs": float(runs)}
 
 
 def _measure_render(cmd: list[str], url: str, n: int) -> dict[str, float]:
@@ -122,15 +138,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         demo_cfg = ROOT / "deploy" / "examples" / f".bench-demo-{port}.yml"
         demo_cfg.write_text(demo)
         url = f"http://127.0.0.1:{port}/metrics"
+        agent_cmd = [str(AGENT), "run", "--config", str(demo_cfg)]
         try:
-            results["agent_idle"] = _measure_idle([str(AGENT), "run", "--config", str(demo_cfg)], url, args.seconds)
+            results["agent_idle"] = _measure_idle(agent_cmd, url, args.seconds)
+            results["agent_startup"] = _measure_startup(agent_cmd, f"http://127.0.0.1:{port}/-/ready")
         finally:
             demo_cfg.unlink(missing_ok=True)
         if node:
             p = free_port()
-            results["node_exporter_idle"] = _measure_idle(
-                [node, f"--web.listen-address=127.0.0.1:{p}"], f"http://127.0.0.1:{p}/metrics", args.seconds
-            )
+            node_cmd = [node, f"--web.listen-address=127.0.0.1:{p}"]
+            results["node_exporter_idle"] = _measure_idle(node_cmd, f"http://127.0.0.1:{p}/metrics", args.seconds)
+            results["node_exporter_startup"] = _measure_startup(node_cmd, f"http://127.0.0.1:{p}/metrics")
         if blackbox:
             p = free_port()
             bb_cfg = tmp / "blackbox.yml"
@@ -204,6 +222,12 @@ def _write(r: dict[str, object], args: argparse.Namespace) -> None:
             return f"| {name} | not installed | | | |"
         return f"| {name} | {v['series']} | {v['median_ms']:.1f} | {v['p90_ms']:.1f} | {v['bytes'] / 1024:.0f} |"
 
+    def srow(name: str, key: str, what: str) -> str:
+        v = r.get(key)
+        if not isinstance(v, dict):
+            return f"| {name} | not installed | | |"
+        return f"| {name} | {what} | {v['median_s']:.2f} | {v['min_s']:.2f} |"
+
     agent_r, node_r = r.get("agent_render"), r.get("node_exporter_render")
     ratio = ""
     if isinstance(agent_r, dict) and isinstance(node_r, dict):
@@ -221,6 +245,13 @@ Idle (agent on deploy/examples/demo.yml: {_demo_targets()}; exporters on their d
 {row("continuity-agent", "agent_idle")}
 {row("prometheus-node-exporter", "node_exporter_idle")}
 {row("prometheus-blackbox-exporter (probing tcp)", "blackbox_exporter_idle")}
+
+Start-up: process start to the first 200 answer (median and best of 5 starts, demo config):
+
+| Process | Waited for | median s | min s |
+|---|---|---|---|
+{srow("continuity-agent", "agent_startup", "`/-/ready`")}
+{srow("prometheus-node-exporter", "node_exporter_startup", "`/metrics`")}
 
 /metrics render over HTTP ({args.renders} requests; the agent re-exposing a stored result of
 ~{args.series} series; node_exporter serving the same series through its textfile collector):

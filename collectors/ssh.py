@@ -29,11 +29,11 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import paramiko
 from pydantic import Field, ValidationInfo, field_validator
 
 from agent.configtypes import (
@@ -59,6 +59,9 @@ from collectors.commands import (
     describe,
     time_left,
 )
+
+if TYPE_CHECKING:
+    import paramiko
 
 HOST_KEY = "host_key"
 REASONS: tuple[str, ...] = (UNREACHABLE, TIMEOUT, AUTH, HOST_KEY, COMMAND_FAILED, OUTPUT_TOO_LARGE, BAD_OUTPUT)
@@ -102,19 +105,26 @@ class SshAuth(StrictModel):
         return OutputLimits(self.max_output_bytes, self.max_output_lines)
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    pass
+@cache
+def host_key_policy() -> tuple[type[Exception], type[paramiko.MissingHostKeyPolicy]]:
+    """(UnknownHostKey, Reject): RejectPolicy with its own exception type, so an unknown host is
+    told apart from other handshake failures. paramiko (and cryptography) load here, on the first
+    SSH connection, not when the agent starts."""
+    import paramiko
 
+    class UnknownHostKey(paramiko.SSHException):
+        pass
 
-class _Reject(paramiko.MissingHostKeyPolicy):
-    """RejectPolicy with its own exception type, so an unknown host is told apart from other
-    handshake failures."""
+    class Reject(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+            raise UnknownHostKey(f"{hostname} not found in known_hosts")
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(f"{hostname} not found in known_hosts")
+    return UnknownHostKey, Reject
 
 
 def _load_key(auth: SshAuth, where: str) -> paramiko.PKey:
+    import paramiko
+
     # PKey.from_path hands the passphrase to cryptography, which wants bytes (the stub says str).
     password: Any = auth.passphrase.reveal().encode("utf-8") if auth.passphrase is not None else None
     try:
@@ -148,6 +158,9 @@ class SshConnection:
         budget = min(auth.connect_timeout, deadline - time.monotonic())
         if budget <= 0:
             raise CollectorError(TIMEOUT, f"{self.where}: no time left to connect")
+        import paramiko
+
+        unknown_host_key, reject = host_key_policy()
         pkey = _load_key(auth, self.where)
         try:
             sock = socket.create_connection((self.host, self.port), timeout=budget)
@@ -163,7 +176,7 @@ class SshConnection:
             raise CollectorError(
                 HOST_KEY, f"{self.where}: cannot read known_hosts {auth.known_hosts}: {e}; no command was run"
             ) from None
-        client.set_missing_host_key_policy(_Reject())
+        client.set_missing_host_key_policy(reject())
         with self._lock:
             if self._closed:
                 sock.close()
@@ -192,7 +205,7 @@ class SshConnection:
                 f"{self.where}: host key does not match {auth.known_hosts} (host reinstalled, or someone "
                 "in the middle); no command was run",
             ) from None
-        except _UnknownHostKey:
+        except unknown_host_key:
             self.close()
             raise CollectorError(
                 HOST_KEY, f"{self.where}: host is not in known_hosts {auth.known_hosts}; no command was run"
@@ -216,6 +229,8 @@ class SshConnection:
 
     def run(self, command: str, argv: Sequence[str], timeout: float, limits: OutputLimits) -> CommandResult:
         """Run one command string; read stdout (capped) and stderr (tail) until exit or deadline."""
+        import paramiko
+
         t0 = time.monotonic()
         deadline = t0 + timeout
         client = self._client

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from agent.standards import KV_KEY, Evaluator, EvaluatorState, report_samples
-from collectors.base import Collected, Collector, MetricSpec, TargetBase
+from collectors.base import INTERNAL, Collected, Collector, CollectorError, MetricSpec, TargetBase
 
 STATE_KEY = "standards.state"
 
@@ -99,7 +99,13 @@ class StandardsCollector(Collector):
 
     async def collect(self) -> Collected:
         state = await self.ctx.run_blocking(self._state)
-        ev = Evaluator(self.ctx.config, self.ctx.store, clock=self.ctx.clock, state=state)
+        # agent.config loads the collector modules through the registry: import it at run time.
+        from agent.config import AgentConfig
+
+        cfg = self.ctx.config
+        if not isinstance(cfg, AgentConfig):  # the agent always lends its config; a bare context does not
+            raise CollectorError(INTERNAL, f"{self.target.name}: no agent config to evaluate")
+        ev = Evaluator(cfg, self.ctx.store, clock=self.ctx.clock, state=state)
         reports = await self.ctx.run_blocking(ev.evaluate)
         if self.ctx.store is not None:
             self.ctx.store.set_kv(KV_KEY, state.to_json())

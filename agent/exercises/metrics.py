@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collectors.base import MetricSpec
+from agent.plugin import MetricSpec
 
 EXERCISE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(

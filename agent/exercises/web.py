@@ -24,8 +24,8 @@ from agent.evidence.verifier import fmt_hours
 from agent.exercises.journal import NAME_RE, ExerciseInputError, iso
 from agent.exercises.record import Recorder
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
+from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.svg import GanttBar, GanttRow, gantt
-from collectors.base import HttpRequest, HttpResponse, Route
 
 PREFIX = "/exercise"
 REFRESH_SECONDS = 30

@@ -10,14 +10,16 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import markupsafe
+import markupsafe  # small; Jinja2 itself loads when a report is rendered
 
 from agent import escape
 from agent.reports import svg
 from agent.reports.model import SECTIONS, Report
+
+if TYPE_CHECKING:
+    import jinja2
 
 # Colour pairs (foreground, background) used for text in the HTML; tests check WCAG AA 4.5:1.
 PALETTE: dict[str, tuple[str, str]] = {
@@ -91,6 +93,8 @@ def _finalize_md(value: Any) -> Any:
 
 @cache
 def environment(fmt: str = "html") -> jinja2.Environment:
+    import jinja2  # loaded when a report is rendered, not when the agent starts
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("agent", "templates"),
         autoescape=True,  # every format: evidence text is data, never markup

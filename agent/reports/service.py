@@ -20,9 +20,9 @@ from prometheus_client.registry import Collector as PromCollector
 
 from agent import escape
 from agent.catalogue import catalogue
+from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.config import ReportsConfig, cron_trigger
 from agent.reports.runner import EXTENSIONS, REPORT_PREFIX, generate, prune, write_dated
-from collectors.base import HttpRequest, HttpResponse, Route
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,194 @@
+"""Dependencies point one way (issue #15): read the import statements of every module in agent/
+and collectors/ and fail on agent -> collectors (outside the registry) and on any import cycle;
+importing the agent loads no collector's heavy library."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("agent", "collectors")
+# The one module in agent/ that names collector modules (as strings) and loads them lazily.
+REGISTRY = "agent.registry"
+HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Project modules a module imports at run time: top-level and inside functions, without
+    ``if TYPE_CHECKING:`` blocks. ``from pkg import name`` counts as ``pkg.name`` when that is a
+    module, else as ``pkg``."""
+    name = _module_name(path)
+    is_pkg = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(), str(path))
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                out.add(a.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                out.add(sub if sub in modules else mod)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    # Keep project modules only; an import of a package also runs its __init__.
+    return {m for m in out if m in modules and m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    modules = {_module_name(p) for p in files}
+    graph: dict[str, set[str]] = {}
+    for p in files:
+        graph[_module_name(p)] = _imports(p, modules)
+    return graph
+
+
+def test_the_import_reader_sees_imports() -> None:
+    # Guards the test itself: the reader must see both kinds of edges it polices.
+    graph = _graph()
+    assert "agent.plugin" in graph["collectors.base"]
+    assert "collectors.base" in graph["collectors.link"]
+    assert "agent.configtypes" in graph["agent.config"]
+    assert any(d.startswith("agent") for d in graph["collectors.standards"])
+
+
+def test_agent_never_imports_collectors() -> None:
+    bad = sorted(
+        f"{m} imports {d}"
+        for m, deps in _graph().items()
+        if m.split(".")[0] == "agent" and m != REGISTRY
+        for d in deps
+        if d.split(".")[0] == "collectors"
+    )
+    assert bad == [], "agent/ must not import collectors/ (only agent/registry.py names them):\n" + "\n".join(bad)
+
+
+def test_registry_names_collectors_only_as_strings() -> None:
+    graph = _graph()
+    assert not {d for d in graph[REGISTRY] if d.split(".")[0] == "collectors"}
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    # Strongly connected components (Tarjan) larger than one module are cycles.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    assert cycles == [], "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+    # The same graph has a topological order (what graphlib would refuse on a cycle).
+    assert list(graphlib.TopologicalSorter(graph).static_order())
+
+
+def test_cycle_detection_catches_a_cycle(tmp_path: Path) -> None:
+    ts = graphlib.TopologicalSorter({"a": {"b"}, "b": {"a"}})
+    try:
+        list(ts.static_order())
+    except graphlib.CycleError:
+        return
+    raise AssertionError("graphlib did not report the cycle")
+
+
+def _loaded_after(code: str) -> dict[str, bool]:
+    probe = f"import sys\n{code}\nimport json\nprint(json.dumps({{m: m in sys.modules for m in {list(HEAVY)!r}}}))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_importing_the_agent_loads_no_heavy_library() -> None:
+    loaded = _loaded_after("import agent.cli")
+    assert not any(loaded.values()), loaded
+
+
+def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
+    # The demo has no SSH, SNMP or backup target and no reports: none of their libraries load,
+    # even with the agent started (HTTP, scheduler, subcommands registered) and every target run.
+    code = (
+        "import asyncio\n"
+        "import agent.cli\n"
+        "agent.cli.build_parser()\n"
+        "from agent.config import load_config\n"
+        "from agent.service import Agent\n"
+        "loaded = load_config('deploy/examples/demo.yml')\n"
+        "cfg = loaded.config.model_copy(update={'agent': loaded.config.agent.model_copy("
+        f"update={{'state_dir': __import__('pathlib').Path({str(tmp_path)!r})}})}})\n"
+        "loaded = type(loaded)(path=loaded.path, config=cfg, sha256=loaded.sha256)\n"
+        "async def main():\n"
+        "    a = Agent(loaded, listen='127.0.0.1:0')\n"
+        "    await a.start()\n"
+        "    for t in cfg.targets:\n"
+        "        await a.run_now(t.name)\n"
+        "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
+        "    await a.stop()\n"
+        "asyncio.run(main())\n"
+    )
+    loaded = _loaded_after(code)
+    assert not any(loaded.values()), loaded
+
+
+def test_an_ssh_target_loads_paramiko_when_it_is_used() -> None:
+    # The other side of lazy loading: the library does load where it is needed.
+    loaded = _loaded_after("import collectors.ssh\ncollectors.ssh.host_key_policy()")
+    assert loaded["paramiko"]
