@@ -129,7 +129,7 @@ SIGN_OFF_TYPES: tuple[str, ...] = ("full_recovery", "partial_recovery")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", defer_build=True)
 
 
 def _unique(items: list[Any], what: str) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 from agent.cli import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, UsageError, _load
 from agent.durations import parse_duration
-from agent.reports.render import RENDERERS
-from agent.reports.runner import generate, write_atomic
+from agent.reports.config import FORMATS
 from agent.yamlfile import FileInputError
 
 
@@ -36,6 +35,9 @@ def _open_store(state_dir: Path) -> Any:
 
 
 def cmd_report_dr(args: argparse.Namespace) -> int:
+    from agent.reports.render import RENDERERS
+    from agent.reports.runner import generate, write_atomic
+
     loaded = _load(args.config)
     at = parse_at(args.at) if args.at else datetime.now(UTC)
     period = None
@@ -92,7 +94,7 @@ def register(subparsers: Any) -> None:
     dr.add_argument("--config", required=True, help="agent config file (YAML)")
     dr.add_argument("--at", default=None, help="report as at this ISO 8601 time with offset (default now)")
     dr.add_argument("--period", default=None, help="reporting period, e.g. 30d (default reports.period or 30d)")
-    dr.add_argument("--format", choices=sorted(RENDERERS), default="html")
+    dr.add_argument("--format", choices=sorted(FORMATS), default="html")
     dr.add_argument("--output", required=True, help="file to write, or - for standard output")
     dr.set_defaults(func=cmd_report_dr)
     rep.set_defaults(func=lambda _a: (rep.print_help(sys.stderr), EXIT_BAD_INPUT)[1])

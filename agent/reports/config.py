@@ -11,6 +11,8 @@ from agent.configtypes import Duration, StrictModel, TimeZoneName, check_cron, r
 
 Format = Literal["html", "md", "json"]
 FORMATS: tuple[Format, ...] = ("html", "md", "json")
+EXTENSIONS = {"html": "html", "md": "md", "json": "json"}  # format -> file extension
+REPORT_PREFIX = "dr-"  # dated report files: dr-YYYYMMDDTHHMMSSZ.<extension>
 
 
 def cron_trigger(expr: str, timezone: str = "UTC"):  # type: ignore[no-untyped-def]

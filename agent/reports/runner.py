@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.reports.config import ReportsConfig
+from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig
 from agent.reports.inputs import Verifier, load_inputs
 from agent.reports.model import BuildContext, Report, StateView, build_report
 from agent.reports.render import RENDERERS
@@ -21,8 +21,6 @@ from agent.yamlfile import FileInputError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {"html": "html", "md": "md", "json": "json"}
-REPORT_PREFIX = "dr-"
 _DATED = re.compile(r"^dr-(\d{8}T\d{6}Z)\.(html|md|json)$")
 
 

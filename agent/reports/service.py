@@ -21,8 +21,7 @@ from prometheus_client.registry import Collector as PromCollector
 from agent import escape
 from agent.catalogue import catalogue
 from agent.plugin import HttpRequest, HttpResponse, Route
-from agent.reports.config import ReportsConfig, cron_trigger
-from agent.reports.runner import EXTENSIONS, REPORT_PREFIX, generate, prune, write_dated
+from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig, cron_trigger
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,9 @@ class ReportJob:
         cfg = self.config
         if cfg is None:
             return []
+        # The report machinery (model, renderers, Jinja2) loads when a report is made.
+        from agent.reports.runner import generate, prune, write_dated
+
         loaded = self.agent.loaded
         t0 = time.monotonic()
         now = self.agent.clock()
