@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from functools import cache
 
 from agent.exercises.metrics import EXERCISE_METRICS
@@ -206,27 +207,21 @@ def catalogue() -> dict[str, MetricSpec]:
     return out
 
 
-# Metrics whose names come from the config (SNMP OID mappings): declared when the collector is
-# built, checked like static ones, never allowed to shadow a static name.
-_dynamic: dict[str, MetricSpec] = {}
-
-
-def register_dynamic(specs: list[MetricSpec]) -> list[str]:
-    """Declare config-defined metrics; returns problems (nothing is registered if any)."""
+def check_dynamic(specs: Iterable[MetricSpec]) -> list[str]:
+    """Problems with metrics a target declares from its config (Collector.dynamic_metrics): checked
+    like static ones, never allowed to shadow a static name."""
     static = catalogue()
     problems: list[str] = []
     for spec in specs:
         problems.extend(check_spec(spec))
         if spec.name in static:
             problems.append(f"{spec.name}: already declared by the agent")
-    if not problems:
-        _dynamic.update({s.name: s for s in specs})
     return problems
 
 
-def spec_for(name: str) -> MetricSpec | None:
-    """The declaration of a metric, static or config-defined."""
-    return catalogue().get(name) or _dynamic.get(name)
+def spec_for(name: str, dynamic: Mapping[str, MetricSpec] | None = None) -> MetricSpec | None:
+    """The declaration of a metric: static, or one of ``dynamic`` (the running targets' own)."""
+    return catalogue().get(name) or (dynamic or {}).get(name)
 
 
 def exposed_labels(spec: MetricSpec) -> tuple[str, ...]:

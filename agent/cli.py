@@ -179,7 +179,7 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
                     label = f"collecting {target.name}" + (f"/{task.name}" if task.name else "")
                     with progress(label):
                         r = await run_task(col, task, site=cfg.site_of(target))
-                    if args.use_state:  # the whole result, as a scheduled run stores it
+                    if args.use_state:  # the whole result (and its outcomes), as a scheduled run stores it
                         store.put(r)
                     results.append(r)
             finally:

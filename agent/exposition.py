@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
@@ -41,10 +41,20 @@ def _family(spec: MetricSpec) -> Metric:
     return Metric(name, spec.help, mtype, unit)
 
 
+def _no_dynamic() -> Mapping[str, MetricSpec]:
+    return {}
+
+
 class StateCollector(PromCollector):
-    def __init__(self, store: StateStore, status: Callable[[], AgentStatus]) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        status: Callable[[], AgentStatus],
+        dynamic: Callable[[], Mapping[str, MetricSpec]] = _no_dynamic,
+    ) -> None:
         self.store = store
         self.status = status
+        self.dynamic = dynamic  # the running targets' config-defined metrics (Collector.dynamic_metrics)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
 
@@ -57,6 +67,7 @@ class StateCollector(PromCollector):
 
     def collect(self) -> Iterable[Metric]:
         cat = catalogue()
+        dyn = self.dynamic()
         snap = self.store.snapshot()
         st = self.status()
         fams: dict[str, Metric] = {}
@@ -64,7 +75,7 @@ class StateCollector(PromCollector):
         def fam(name: str) -> Metric:
             m = fams.get(name)
             if m is None:
-                m = fams[name] = _family(cat.get(name) or spec_for(name))  # type: ignore[arg-type]
+                m = fams[name] = _family(cat.get(name) or spec_for(name, dyn))  # type: ignore[arg-type]
             return m
 
         fam("continuity_agent_info").add_sample("continuity_agent_info", {"version": __version__, "site": st.site}, 1.0)
@@ -124,7 +135,7 @@ class StateCollector(PromCollector):
             # A failed run with samples completed and found a failure (Collected.failure): its
             # samples are the finding and stay visible.
             for s in res.samples:
-                spec = cat.get(s.name) or spec_for(s.name)
+                spec = cat.get(s.name) or spec_for(s.name, dyn)
                 if spec is None:
                     self._warn_once(s.name, "collector %s emitted undeclared metric %s; dropped", kind, s.name)
                     continue
@@ -149,7 +160,11 @@ class StateCollector(PromCollector):
         return list(fams.values())
 
 
-def make_registry(store: StateStore, status: Callable[[], AgentStatus]) -> CollectorRegistry:
+def make_registry(
+    store: StateStore,
+    status: Callable[[], AgentStatus],
+    dynamic: Callable[[], Mapping[str, MetricSpec]] = _no_dynamic,
+) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StateCollector(store, status))
+    reg.register(StateCollector(store, status, dynamic))
     return reg

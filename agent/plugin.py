@@ -62,6 +62,20 @@ class Sample:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A result for another task of the same target that a run produced on the way, e.g. the link
+    burst's ``reachability`` record (whether the far end answered at all). The runner turns it into
+    a stored result beside the run's own; collectors never write to the store themselves."""
+
+    task: str
+    started: float  # Unix time
+    duration: float
+    ok: bool
+    reason: str | None = None
+    message: str | None = None
+
+
 @dataclass
 class Collected:
     """What one run produced: samples, plus errors for parts that failed while the rest worked."""
@@ -74,6 +88,7 @@ class Collected:
     # samples are kept and exposed (they are the finding), but the run is not a success: the
     # task's last-success timestamp stays put and the reason is counted. docs/backups.md.
     failure: tuple[str, str] | None = None
+    outcomes: list[TaskOutcome] = field(default_factory=list)  # results for other tasks of the target
 
     def add(self, name: str, value: float, **labels: str) -> None:
         self.samples.append(Sample(name, float(value), labels))
@@ -235,6 +250,12 @@ class Collector(ABC):
 
     def tasks(self) -> list[Task]:
         return [Task("", self.interval, self.timeout, self.collect)]
+
+    def dynamic_metrics(self) -> Sequence[MetricSpec]:
+        """Metrics this target declares from its config (e.g. SNMP OID mappings), beside the
+        kind's static ``METRICS``. The agent gathers them from the collectors it has built, so a
+        reload drops the ones no target declares any more."""
+        return ()
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called on reload and shutdown."""

@@ -92,6 +92,20 @@ async def run_task(
             message=message,
         )
     failure = collected.failure
+    extra = [
+        Result(
+            target=target,
+            task=o.task,
+            kind=collector.kind,
+            site=site,
+            started=o.started,
+            duration=o.duration,
+            ok=o.ok,
+            reason=o.reason,
+            message=scrub(o.message) if o.message is not None else None,
+        )
+        for o in collected.outcomes
+    ]
     return Result(
         target=target,
         task=task.name,
@@ -105,4 +119,5 @@ async def run_task(
         samples=collected.samples,
         partial_errors=[(r, scrub(m)) for r, m in collected.partial_errors],
         info=collected.info,
+        extra=extra,
     )

@@ -21,7 +21,7 @@ from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
-from agent.plugin import Collector, CollectorContext, Route, Task
+from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
 from agent.registry import collectors
 from agent.runner import run_task
 from agent.state import StateStore
@@ -81,6 +81,7 @@ class Agent:
         self.executor = ThreadPoolExecutor(max_workers=cfg.agent.max_workers, thread_name_prefix="collect")
         self.shared: dict[str, Any] = {}
         self.collectors: dict[str, Collector] = {}
+        self.dynamic_metrics: dict[str, MetricSpec] = {}
         self.tasks: dict[JobKey, tuple[Collector, Task]] = {}
         self.running: set[JobKey] = set()
         self._status = AgentStatus(site=cfg.agent.site, reload_ok=True, reload_success_time=clock())
@@ -201,7 +202,7 @@ class Agent:
         self.scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._install(self.loaded)
         # The scheduler starts after the HTTP server, so probes of the agent itself find it up.
-        registry = make_registry(self.store, self.status)
+        registry = make_registry(self.store, self.status, lambda: self.dynamic_metrics)
         for extra in self.extra_metrics:
             registry.register(extra)
         self.web = WebApp(registry, self.status_json, lambda: self._ready)
@@ -261,6 +262,9 @@ class Agent:
         assert self.scheduler is not None
         self.loaded = loaded
         self.collectors = build_collectors(loaded, self._context())
+        # Config-defined metrics of the targets now running: rebuilt on every load, so a reload
+        # leaves no stale declarations behind.
+        self.dynamic_metrics = {s.name: s for c in self.collectors.values() for s in c.dynamic_metrics()}
         self.tasks = {}
         now = datetime.now().astimezone()
         rng = random.Random()

@@ -62,6 +62,9 @@ class Result:
     samples: list[Sample] = field(default_factory=list)
     partial_errors: list[tuple[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # Results for other tasks of the target that this run produced (Collected.outcomes); stored
+    # with it by StateStore.put, not part of its own JSON.
+    extra: list[Result] = field(default_factory=list)
 
     @property
     def finished(self) -> float:
@@ -260,6 +263,8 @@ class StateStore:
 
     # -- writes ----------------------------------------------------------------------------------
     def put(self, r: Result) -> None:
+        for x in r.extra:
+            self.put(x)
         key = (r.target, r.task)
         with self._lock:
             self._latest[key] = r

@@ -22,6 +22,7 @@ from agent.plugin import (
     StoreView,
     TargetBase,
     Task,
+    TaskOutcome,
     describe_oserror,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     "StoreView",
     "TargetBase",
     "Task",
+    "TaskOutcome",
     "describe_oserror",
 ]

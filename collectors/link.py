@@ -38,7 +38,6 @@ from pydantic_core import PydanticCustomError
 from agent.childenv import child_env
 from agent.configtypes import Duration, StrictModel, check_cron
 from agent.standards import REACHABILITY_TASK, format_bitrate
-from agent.state import Result
 from collectors import icmp
 from collectors.base import (
     BAD_REPLY,
@@ -50,6 +49,7 @@ from collectors.base import (
     MetricSpec,
     TargetBase,
     Task,
+    TaskOutcome,
 )
 
 SERVER_BUSY = "server_busy"
@@ -595,7 +595,7 @@ class LinkCollector(Collector):
         )
         if burst.send_errors:
             out.info["send_errors"] = dict(burst.send_errors)
-        self._record_reachability(started, time.perf_counter() - t0, st, burst)
+        out.outcomes.append(self._reachability(started, time.perf_counter() - t0, st, burst))
         c = self.site_class
         if st.rtt_min is not None and st.rtt_avg is not None and st.rtt_max is not None:
             out.add("continuity_link_rtt_seconds", st.rtt_min, stat="min", **{"class": c})
@@ -606,28 +606,19 @@ class LinkCollector(Collector):
         out.add("continuity_link_loss_ratio", st.loss, **{"class": c})
         return out
 
-    def _record_reachability(self, started: float, duration: float, st: BurstStats, burst: icmp.Burst) -> None:
+    def _reachability(self, started: float, duration: float, st: BurstStats, burst: icmp.Burst) -> TaskOutcome:
         """Whether the far end answered at all, as a result of task ``reachability`` in the state
         history: availability is computed from it. A burst with no reply — the far end silent, or
         no route to it so that no probe could even be sent — is still a measurement (loss 1.0)
         for the main task; this record is what makes it count as downtime."""
-        store = self.ctx.store
-        if store is None:
-            return
-        t = self.target
         up = st.received > 0
-        store.put(
-            Result(
-                target=t.name,
-                task=REACHABILITY_TASK,
-                kind=self.kind,
-                site=self.site,
-                started=started,
-                duration=duration,
-                ok=up,
-                reason=None if up else UNREACHABLE,
-                message=None if up else self._down_message(st, burst),
-            )
+        return TaskOutcome(
+            task=REACHABILITY_TASK,
+            started=started,
+            duration=duration,
+            ok=up,
+            reason=None if up else UNREACHABLE,
+            message=None if up else self._down_message(st, burst),
         )
 
     def _down_message(self, st: BurstStats, burst: icmp.Burst) -> str:

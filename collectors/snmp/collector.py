@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from agent.catalogue import register_dynamic
+from agent.catalogue import check_dynamic
 from collectors.base import Collected, Collector, CollectorContext, MetricSpec, TargetBase
 from collectors.snmp import ber
 from collectors.snmp.ber import OID, parse_oid
@@ -183,10 +183,14 @@ class SnmpCollector(Collector):
         ]
         self._scalar_maps = [m for m in t.metrics if not m.index_label]
         self._table_maps = [m for m in t.metrics if m.index_label]
-        problems = register_dynamic([mapping_spec(m) for m in t.metrics])
+        self._dynamic = [mapping_spec(m) for m in t.metrics]
+        problems = check_dynamic(self._dynamic)
         if problems:  # validate_config refuses these at load; this is the last line of defence
             raise ValueError(f"{t.name}: {'; '.join(problems)}")
         self._last_uptime: float | None = None
+
+    def dynamic_metrics(self) -> list[MetricSpec]:
+        return list(self._dynamic)
 
     def _make_session(self) -> Session:
         t, a = self.target, self.auth

@@ -60,7 +60,8 @@ class Rig:
             site=self.cfg.agent.site,
             targets={t.name: (t.kind, self.cfg.site_of(t)) for t in self.cfg.targets},
         )
-        return generate_latest(make_registry(self.store, lambda: status)).decode()
+        dynamic = {s.name: s for c in self.collectors.values() for s in c.dynamic_metrics()}
+        return generate_latest(make_registry(self.store, lambda: status, lambda: dynamic)).decode()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

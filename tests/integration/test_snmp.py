@@ -17,9 +17,10 @@ from agent.catalogue import exposed_labels, spec_for
 from agent.config import load_config
 from agent.service import build_collectors
 from agent.state import Result
-from collectors.base import CollectorContext
+from collectors.base import CollectorContext, MetricSpec
 from collectors.snmp import ber
-from collectors.snmp.collector import SnmpCollector
+from collectors.snmp.collector import SnmpCollector, mapping_spec
+from collectors.snmp.config import SnmpTarget
 from tests.helpers.collect import collect, value, values, write_config
 from tests.helpers.common import AGENT_BIN, need
 from tests.helpers.snmp import (
@@ -64,9 +65,15 @@ def config(tmp_path: Path, targets: str, auths: str = AUTHS, defaults: str = "{i
                                   f"targets:\n{targets}")
 
 
-def assert_declared(r: Result) -> None:
+def declared_by(cfg: Path) -> dict[str, MetricSpec]:
+    """The config's OID-mapped metrics, as the SNMP collectors declare them (dynamic_metrics)."""
+    targets = [t for t in load_config(cfg).config.targets if isinstance(t, SnmpTarget)]
+    return {s.name: s for t in targets for s in (mapping_spec(m) for m in t.metrics)}
+
+
+def assert_declared(r: Result, dynamic: dict[str, MetricSpec] | None = None) -> None:
     for s in r.samples:
-        spec = spec_for(s.name)
+        spec = spec_for(s.name, dynamic)
         assert spec is not None, f"{s.name} is not declared"
         assert set(s.labels) | {"target", "site"} == set(exposed_labels(spec)), s
 
@@ -218,7 +225,7 @@ def test_snmpsim_router_switch_and_ups(tmp_path: Path, monkeypatch: pytest.Monke
         router, switch, ups = (collect(cfg, n) for n in ("router", "switch32", "ups"))
     for r in (router, switch, ups):
         assert r.ok and value(r, "continuity_device_up") == 1, (r.target, r.partial_errors)
-        assert_declared(r)
+        assert_declared(r, declared_by(cfg))
     # Router: 48 interfaces, 3 admin-down ones left out, 64-bit counters beyond 2^32.
     assert not router.partial_errors
     assert len(values(router, "continuity_interface_up")) == 45
