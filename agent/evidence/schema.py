@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.evidence.models import EstateSettings, EvidenceRecord, Runbook
+from agent.fileio import atomic_write
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -46,7 +47,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[Path]:
     written = []
     for fname, schema in generate().items():
         p = directory / fname
-        p.write_text(render(schema), encoding="utf-8")
+        atomic_write(p, render(schema))
         written.append(p)
     return written
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from agent.evidence.loader import (
     validate,
 )
 from agent.evidence.models import SEAL_FIELDS, EvidenceRecord
+from agent.fileio import atomic_write
 from agent.lockfile import LockFileError, open_lock_file
 
 HEADER = "# Sealed by `continuity-agent evidence seal`. Do not edit: any change breaks the hash chain.\n"
@@ -60,22 +60,6 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def seal(runbooks_dir: str | Path, evidence_dir: str | Path, file: str | Path) -> SealResult:
@@ -161,5 +145,5 @@ def seal(runbooks_dir: str | Path, evidence_dir: str | Path, file: str | Path) -
         body = text.encode("utf-8")
         # The sealed text must read back as the same record plus the seal.
         validate(EvidenceRecord, parse_yaml(body, name), name)
-        _atomic_write(path, body)
+        atomic_write(path, body)
     return SealResult(path, sequence, prev.sha256 if prev else None, sha256_bytes(body), len(hashes))

@@ -3,16 +3,14 @@ Shared by ``continuity-agent report dr`` and the agent's scheduled job."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.fileio import atomic_write
 from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig
 from agent.reports.inputs import Verifier, load_inputs
 from agent.reports.model import BuildContext, Report, StateView, build_report
@@ -95,16 +93,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     readers get them through the agent's authenticated /reports/ or from the owner. (Evidence
     records pass 0644, as ``evidence seal`` writes them.)"""
     path.parent.mkdir(mode=0o700 if not mode & 0o077 else 0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text, mode=mode)
 
 
 def stamp(at: datetime) -> str:

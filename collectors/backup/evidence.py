@@ -6,16 +6,14 @@ does, so it counts towards the 72-hour evidence without a manual step."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import socket
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.fileio import atomic_write
 from collectors.backup.config import BackupTarget, EvidenceConfig
 from collectors.backup.restore import RestoreOutcome
 
@@ -34,20 +32,6 @@ def iso(t: float) -> str:
 
 def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write atomically; never replace an existing file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if path exists
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def build_record(target: BackupTarget, ev: EvidenceConfig, outcome: RestoreOutcome, artefact_path: str) -> Any:
@@ -136,10 +120,10 @@ def write_evidence(target: BackupTarget, outcome: RestoreOutcome, where: str) ->
         record = build_record(target, ev, outcome, f"artefacts/{art_path.name}")
     except ValueError as e:  # pydantic ValidationError: config gives ids the evidence schema refuses
         raise EvidenceError(f"record for {stem} does not fit the evidence schema: {e}") from None
-    _write_new(art_path, art_bytes)
+    atomic_write(art_path, art_bytes, mode=None, replace=False)
     rec_path = ev.dir / f"{stem}.yml"
     text = dump_yaml(record.model_dump(mode="json", exclude_none=True))
-    _write_new(rec_path, text.encode("utf-8"))
+    atomic_write(rec_path, text, mode=None, replace=False)
     if ev.seal:
         assert ev.runbooks_dir is not None
         try:
