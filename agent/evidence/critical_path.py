@@ -10,83 +10,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from agent.evidence.models import Runbook
+from agent.graph import longest_path
+
+__all__ = ["longest_path", "planned_duration"]
 
 
 def planned_duration(rb: Runbook) -> tuple[float, list[str]]:
     """Longest path through the step graph: (seconds, step ids in order)."""
-    steps = {s.id: s for s in rb.recovery_steps}
-    finish: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-
-    def visit(sid: str, depth: int = 0) -> float:
-        if sid in finish:
-            return finish[sid]
-        if depth > len(steps):  # cycles are refused by the model; belt and braces
-            raise ValueError(f"runbook {rb.id}: step graph has a cycle")
-        s = steps[sid]
-        best, best_dep = 0.0, None
-        for a in s.after:
-            if a in steps:
-                f = visit(a, depth + 1)
-                if f > best or best_dep is None:
-                    best, best_dep = f, a
-        finish[sid] = best + s.expected_duration
-        via[sid] = best_dep
-        return finish[sid]
-
-    for sid in steps:
-        visit(sid)
-    end = max(steps, key=lambda k: (finish[k], k))
-    path: list[str] = []
-    cur: str | None = end
-    while cur is not None:
-        path.append(cur)
-        cur = via[cur]
-    return finish[end], path[::-1]
-
-
-def longest_path(graph: Mapping[str, Sequence[str]], weights: Mapping[str, float]) -> tuple[float, list[str]] | None:
-    """Longest weighted chain in a DAG ``node -> [nodes it needs first]``, as (total seconds,
-    nodes from the first recovered to the last). None when the graph has a cycle. Edges to nodes
-    not in ``graph`` are ignored."""
-    finish: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-    state: dict[str, int] = {}
-
-    for root in sorted(graph):
-        if root in finish:
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        state[root] = 1
-        while stack:
-            node, i = stack[-1]
-            deps = [d for d in graph[node] if d in graph]
-            if i < len(deps):
-                stack[-1] = (node, i + 1)
-                d = deps[i]
-                if state.get(d) == 1:
-                    return None
-                if d not in finish:
-                    state[d] = 1
-                    stack.append((d, 0))
-                continue
-            best, best_dep = 0.0, None
-            for d in deps:
-                if best_dep is None or finish[d] > best:
-                    best, best_dep = finish[d], d
-            finish[node] = best + weights.get(node, 0.0)
-            via[node] = best_dep
-            state[node] = 2
-            stack.pop()
-    if not finish:
-        return 0.0, []
-    end = max(finish, key=lambda k: (finish[k], k))
-    path: list[str] = []
-    cur: str | None = end
-    while cur is not None:
-        path.append(cur)
-        cur = via[cur]
-    return finish[end], path[::-1]
+    found = longest_path(
+        {s.id: list(s.after) for s in rb.recovery_steps}, {s.id: s.expected_duration for s in rb.recovery_steps}
+    )
+    if found is None:  # cycles are refused by the model; belt and braces
+        raise ValueError(f"runbook {rb.id}: step graph has a cycle")
+    return found

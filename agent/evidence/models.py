@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agent.durations import format_duration, parse_duration
+from agent.graph import find_cycle
 
 ID_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 SHA256_RE = r"^[0-9a-f]{64}$"
@@ -324,33 +325,3 @@ class EvidenceRecord(Strict):
 
 
 SEAL_FIELDS = ("runbook_sha256", "sequence", "prev_record_sha256")
-
-
-def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """A cycle in ``node -> [nodes it needs]`` as a list ending where it started, or None.
-    Edges to unknown nodes are ignored."""
-    WHITE, GREY, BLACK = 0, 1, 2
-    colour = dict.fromkeys(graph, WHITE)
-    for root in sorted(graph):
-        if colour[root] != WHITE:
-            continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = [root]
-        colour[root] = GREY
-        while stack:
-            node, i = stack[-1]
-            edges = [e for e in graph[node] if e in graph]
-            if i < len(edges):
-                stack[-1] = (node, i + 1)
-                nxt = edges[i]
-                if colour[nxt] == GREY:
-                    return [*path[path.index(nxt) :], nxt]
-                if colour[nxt] == WHITE:
-                    colour[nxt] = GREY
-                    stack.append((nxt, 0))
-                    path.append(nxt)
-            else:
-                colour[node] = BLACK
-                stack.pop()
-                path.pop()
-    return None

@@ -33,7 +33,8 @@ from agent.escape import terminal
 from agent.evidence.critical_path import longest_path, planned_duration
 from agent.evidence.hashing import HashCache, resolve_artefact, sha256_file
 from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks
-from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook, find_cycle
+from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook
+from agent.graph import find_cycle
 
 Severity = Literal["error", "warning"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
 from agent import escape
+from agent.graph import depths
 
 # Palette (text colours pass WCAG AA 4.5:1 on white; fills carry dark text; see tests).
 INK = "#1a1a1a"
@@ -215,22 +216,7 @@ def layered_layout(nodes: Iterable[str], depends_on: Mapping[str, Sequence[str]]
     ids = sorted(set(nodes))
     known = set(ids)
     deps = {n: [d for d in depends_on.get(n, ()) if d in known and d != n] for n in ids}
-    layer: dict[str, int] = {}
-    visiting: set[str] = set()
-
-    def depth(n: str) -> int:
-        if n in layer:
-            return layer[n]
-        if n in visiting:  # cycle: do not recurse further
-            return -1
-        visiting.add(n)
-        d = max((depth(m) for m in deps[n]), default=-1) + 1
-        visiting.discard(n)
-        layer[n] = d
-        return d
-
-    for n in ids:
-        depth(n)
+    layer = depths(ids, depends_on)
     n_layers = max(layer.values(), default=-1) + 1
     layers: list[list[str]] = [[] for _ in range(n_layers)]
     for n in ids:
