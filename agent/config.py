@@ -17,8 +17,8 @@ from agent.exercises.config import ExercisesConfig
 from agent.plugin import TargetBase
 from agent.registry import auth_models, collectors
 from agent.reports.config import ReportsConfig
-from agent.standards import Site, SiteClass
-from agent.standards import check_config as check_standards
+from agent.standards.types import Site, SiteClass
+from agent.standards.types import check_config as check_standards
 from agent.yamlfile import FileInputError, FileIssue, load_yaml, validation_issues
 
 DEFAULT_LISTEN = "127.0.0.1:9072"

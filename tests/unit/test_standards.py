@@ -18,13 +18,13 @@ from agent.standards import (
     CriterionState,
     Evaluator,
     EvaluatorState,
-    availability,
     in_service,
     load_bank_holidays,
     parse_bitrate,
     report_samples,
     service_windows,
 )
+from agent.standards.availability import availability
 from agent.state import Result, StateStore
 from collectors.base import Sample
 from tests.helpers.collect import write_config
