@@ -104,7 +104,7 @@ targets:
     auth: v2
     interval: 1h
 {metrics}"""
-MAPPED = "    metrics:\n      - {oid: 1.3.6.1.2.1.33.1.2.3.0, name: ups_battery_minutes_remaining}\n"
+MAPPED = "    metrics:\n      - {oid: 1.3.6.1.2.1.33.1.2.4.0, name: ups_battery_charge_remaining}\n"
 
 
 def test_reload_drops_the_metrics_no_target_declares_any_more(
@@ -112,7 +112,7 @@ def test_reload_drops_the_metrics_no_target_declares_any_more(
 ) -> None:
     monkeypatch.setenv("TEST_COMMUNITY", "community-for-test")
     cfg = write_config(tmp_path, SNMP.format(port=9, metrics=MAPPED))
-    name = "continuity_snmp_ups_battery_minutes_remaining"
+    name = "continuity_snmp_ups_battery_charge_remaining"
     line = f'{name}{{site="hq",target="ups"}} 42.0'
 
     def scrape(agent: Agent) -> str:
