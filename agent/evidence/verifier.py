@@ -22,7 +22,7 @@ Which records each rule looks at:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -901,16 +901,69 @@ def verify_loaded(
     *,
     hash_cache: HashCache | None = None,
 ) -> VerificationReport:
+    """Every rule family over loaded input, one function each, into one typed report."""
     at = _aware(at)
     findings: list[Finding] = check_estate(estate)
-    settings = estate.settings
+    integrity = _integrity(estate, records, evidence_dir, hash_cache)
+    findings.extend(integrity.findings)
+    content: dict[str, list[Finding]] = {}
+    for lr in records:
+        lrb = estate.runbooks.get(lr.record.runbook)
+        if lrb is not None:
+            content[lr.name] = _content_findings(lr, lrb.runbook, lrb.sha256)
+    past = [r for r in records if r.record.runbook in estate.runbooks and r.record.declared_at <= at]
+    by_ex, exercises, latest_joint = _exercises(past, estate)
+    ev = _evidence(estate, past, integrity.own, content, at, latest_joint)
+    findings.extend(ev.findings)
+    # Content findings of the records that count now.
+    for lr in records:
+        if lr.name in ev.current:
+            findings.extend(content.get(lr.name, []))
+    findings.extend(_dependency_order_findings(by_ex, ev.current, estate, at))
+    cpath, path_findings = _critical_path(estate, past, ev.valid_records, latest_joint)
+    findings.extend(path_findings)
+    findings.extend(_coverage_findings(estate, latest_joint))
+    actions, action_findings = _actions(records, at)
+    findings.extend(action_findings)
 
-    # Chain and sealing.
+    order = {"error": 0, "warning": 1}
+    uniq = list(dict.fromkeys(findings))
+    uniq.sort(key=lambda f: (order[f.severity], f.rule, f.runbook or "", f.record or "", f.step or "", f.message))
+    head = integrity.head
+    return VerificationReport(
+        at=at,
+        estate=estate,
+        records=records,
+        findings=uniq,
+        systems=ev.systems,
+        critical_path=cpath,
+        exercises=exercises,
+        latest_joint_exercise=latest_joint.id if latest_joint else None,
+        open_actions=actions,
+        chain_head=head.sha256 if head else None,
+        chain_length=integrity.sealed,
+        valid_records=ev.valid_records,
+    )
+
+
+@dataclass
+class _Integrity:
+    findings: list[Finding]
+    own: dict[str, list[Finding]]  # record -> its integrity findings (they void it as evidence)
+    head: LoadedRecord | None  # the last sealed record of the chain
+    sealed: int
+
+
+def _integrity(
+    estate: Estate, records: list[LoadedRecord], evidence_dir: Path, hash_cache: HashCache | None
+) -> _Integrity:
+    """Chain and sealing (``chain_broken``, ``unsealed``), ``unknown_runbook`` and the artefacts."""
+    findings: list[Finding] = []
     sealed = [r for r in records if r.record.sealed]
     chain, tainted = _chain_findings(sealed)
     findings.extend(chain)
     head = max(sealed, key=lambda r: (r.record.sequence or 0, r.name)) if sealed else None
-    own: dict[str, list[Finding]] = defaultdict(list)  # record -> integrity and content findings
+    own: dict[str, list[Finding]] = defaultdict(list)
     for f in chain:
         if f.record:
             own[f.record].append(f)
@@ -919,47 +972,74 @@ def verify_loaded(
             own[t].append(finding("chain_broken", "a later record's link to this one does not match", record=t))
     for lr in records:
         rec = lr.record
+        mine: list[Finding] = []
         if not rec.sealed:
-            f = finding(
-                "unsealed",
-                "record is not sealed; run `continuity-agent evidence seal`",
-                runbook=rec.runbook,
-                record=lr.name,
+            mine.append(
+                finding(
+                    "unsealed",
+                    "record is not sealed; run `continuity-agent evidence seal`",
+                    runbook=rec.runbook,
+                    record=lr.name,
+                )
             )
-            findings.append(f)
-            own[lr.name].append(f)
         elif rec.runbook_sha256 is None or any(a.sha256 is None for a in rec.artefacts):
             missing = "runbook_sha256" if rec.runbook_sha256 is None else "an artefact sha256"
-            f = finding(
-                "unsealed",
-                f"record has a sequence but no {missing}: partly sealed or edited",
-                runbook=rec.runbook,
-                record=lr.name,
+            mine.append(
+                finding(
+                    "unsealed",
+                    f"record has a sequence but no {missing}: partly sealed or edited",
+                    runbook=rec.runbook,
+                    record=lr.name,
+                )
             )
-            findings.append(f)
-            own[lr.name].append(f)
         if rec.runbook not in estate.runbooks:
-            f = finding(
-                "unknown_runbook",
-                f"no runbook {rec.runbook!r} in {estate.directory}",
-                runbook=rec.runbook,
-                record=lr.name,
+            mine.append(
+                finding(
+                    "unknown_runbook",
+                    f"no runbook {rec.runbook!r} in {estate.directory}",
+                    runbook=rec.runbook,
+                    record=lr.name,
+                )
             )
-            findings.append(f)
-            own[lr.name].append(f)
-            continue
-        arts = _artefact_findings(lr, evidence_dir, hash_cache)
-        findings.extend(arts)
-        own[lr.name].extend(arts)
+        else:
+            mine.extend(_artefact_findings(lr, evidence_dir, hash_cache))
+        findings.extend(mine)
+        own[lr.name].extend(mine)
+    return _Integrity(findings, own, head, len(sealed))
 
-    content: dict[str, list[Finding]] = {}
-    for lr in records:
-        lrb = estate.runbooks.get(lr.record.runbook)
-        if lrb is not None:
-            content[lr.name] = _content_findings(lr, lrb.runbook, lrb.sha256)
 
-    known = [r for r in records if r.record.runbook in estate.runbooks]
-    past = [r for r in known if r.record.declared_at <= at]
+def _exercises(
+    past: list[LoadedRecord], estate: Estate
+) -> tuple[dict[str, list[LoadedRecord]], list[Exercise], Exercise | None]:
+    """Records grouped by exercise, the exercises in time order, and the latest joint one."""
+    by_ex: dict[str, list[LoadedRecord]] = defaultdict(list)
+    for lr in past:
+        by_ex[lr.record.exercise].append(lr)
+    exercises = sorted(
+        (_build_exercise(ex, recs, estate) for ex, recs in by_ex.items()), key=lambda e: (e.started_at, e.id)
+    )
+    joint = [e for e in exercises if e.joint]
+    return by_ex, exercises, joint[-1] if joint else None
+
+
+@dataclass
+class _Evidence:
+    systems: list[SystemStatus]
+    valid_records: set[str]
+    current: set[str]  # the records that count now (latest per system, latest passing, latest joint)
+    findings: list[Finding]
+
+
+def _evidence(
+    estate: Estate,
+    past: list[LoadedRecord],
+    own: Mapping[str, list[Finding]],
+    content: Mapping[str, list[Finding]],
+    at: datetime,
+    latest_joint: Exercise | None,
+) -> _Evidence:
+    """Each system's status and valid evidence; ``evidence_overdue`` and ``evidence_expiring``."""
+    settings = estate.settings
 
     def is_valid(lr: LoadedRecord, rb: Runbook) -> bool:
         rec = lr.record
@@ -968,17 +1048,7 @@ def verify_loaded(
         bad = own.get(lr.name, []) + content.get(lr.name, [])
         return not any(f.severity == "error" and f.rule in VOIDING_RULES for f in bad)
 
-    # Exercises.
-    by_ex: dict[str, list[LoadedRecord]] = defaultdict(list)
-    for lr in past:
-        by_ex[lr.record.exercise].append(lr)
-    exercises = sorted(
-        (_build_exercise(ex, recs, estate) for ex, recs in by_ex.items()), key=lambda e: (e.started_at, e.id)
-    )
-    joint = [e for e in exercises if e.joint]
-    latest_joint = joint[-1] if joint else None
-
-    # Systems, and which records count now.
+    findings: list[Finding] = []
     current: set[str] = set()
     if latest_joint:
         current.update(s.record for s in latest_joint.systems)
@@ -1055,13 +1125,14 @@ def verify_loaded(
                     record=best.name,
                 )
             )
+    return _Evidence(systems, valid_records, current, findings)
 
-    # Content findings of the records that count now.
-    for lr in records:
-        if lr.name in current:
-            findings.extend(content.get(lr.name, []))
 
-    # dependency_order in exercises that contain a current record.
+def _dependency_order_findings(
+    by_ex: Mapping[str, list[LoadedRecord]], current: set[str], estate: Estate, at: datetime
+) -> list[Finding]:
+    """``dependency_order`` in the exercises that contain a record that counts now."""
+    findings: list[Finding] = []
     for ex, recs in by_ex.items():
         if not any(r.name in current for r in recs):
             continue
@@ -1104,8 +1175,14 @@ def verify_loaded(
                             step=first_step,
                         )
                     )
+    return findings
 
-    # Critical paths.
+
+def _critical_path(
+    estate: Estate, past: list[LoadedRecord], valid_records: set[str], latest_joint: Exercise | None
+) -> tuple[CriticalPath, list[Finding]]:
+    """Planned, projected and measured critical paths against the objective."""
+    findings: list[Finding] = []
     graph = _graph(estate)
     planned_weights = {rid: planned_duration(lr.runbook)[0] for rid, lr in estate.runbooks.items()}
     planned = longest_path(graph, planned_weights)
@@ -1147,16 +1224,20 @@ def verify_loaded(
         if mf:
             findings.append(mf)
     cpath = CriticalPath(
-        objective_seconds=settings.objective,
+        objective_seconds=estate.settings.objective,
         planned_seconds=planned[0] if planned else None,
         projected_seconds=projected[0] if projected else None,
         measured_seconds=measured,
         paths=paths,
         measured_exercise=latest_joint.id if latest_joint else None,
     )
+    return cpath, findings
 
-    # Coverage of the latest joint exercise.
+
+def _coverage_findings(estate: Estate, latest_joint: Exercise | None) -> list[Finding]:
+    """``coverage_gap``: a tier-1 system missing from the latest joint exercise."""
     in_latest = {s.runbook for s in latest_joint.systems} if latest_joint else set()
+    findings: list[Finding] = []
     for rid, lrb in sorted(estate.runbooks.items()):
         if lrb.runbook.tier == 1 and rid not in in_latest:
             msg = (
@@ -1165,14 +1246,18 @@ def verify_loaded(
                 else "tier-1 system, and no joint exercise is on record"
             )
             findings.append(finding("coverage_gap", msg, runbook=rid))
+    return findings
 
-    # Actions: the latest mention of each issue id decides whether it is open.
+
+def _actions(records: list[LoadedRecord], at: datetime) -> tuple[list[OpenAction], list[Finding]]:
+    """Open actions (the latest mention of each issue id decides) and ``action_overdue``."""
     latest_issue: dict[str, tuple[Any, LoadedRecord]] = {}
     for lr in sorted(records, key=_order_key):
         for iss in lr.record.issues:
             latest_issue[iss.id] = (iss, lr)
     today = at.date()
     actions: list[OpenAction] = []
+    findings: list[Finding] = []
     for iss, lr in latest_issue.values():
         if iss.status != "open":
             continue
@@ -1189,24 +1274,7 @@ def verify_loaded(
                 )
             )
     actions.sort(key=lambda a: (not a.overdue, a.due, a.id))
-
-    order = {"error": 0, "warning": 1}
-    uniq = list(dict.fromkeys(findings))
-    uniq.sort(key=lambda f: (order[f.severity], f.rule, f.runbook or "", f.record or "", f.step or "", f.message))
-    return VerificationReport(
-        at=at,
-        estate=estate,
-        records=records,
-        findings=uniq,
-        systems=systems,
-        critical_path=cpath,
-        exercises=exercises,
-        latest_joint_exercise=latest_joint.id if latest_joint else None,
-        open_actions=actions,
-        chain_head=head.sha256 if head else None,
-        chain_length=len(sealed),
-        valid_records=valid_records,
-    )
+    return actions, findings
 
 
 def findings_by_rule(findings: Iterable[Finding]) -> dict[tuple[str, str], int]:
