@@ -561,13 +561,13 @@ def _parse_date(v: Any) -> date | None:
 
 
 def build_report(bc: BuildContext) -> Report:
+    """The report, one function per section; each section states its own gaps."""
     inp = bc.inputs
     at = bc.at.astimezone(UTC)
     since = at.timestamp() - bc.period_seconds
     gaps: dict[str, list[str]] = {k: [] for k, _ in SECTIONS}
     v = inp.verification
     findings = _findings(inp)
-    rb = inp.runbooks
     samples = _latest_samples(bc.store)
     backups = _backup_states(samples)
 
@@ -576,14 +576,93 @@ def build_report(bc: BuildContext) -> Report:
         gaps["summary"].append(f"The evidence could not be verified: {inp.verification_error}.")
     if no_evidence:
         gaps["summary"].append("No recovery evidence found.")
-
-    # -- systems ------------------------------------------------------------------------------
     vsys: dict[str, dict[str, Any]] = {}
     for s in (v or {}).get("systems") or []:
         if isinstance(s, dict) and isinstance(s.get("runbook"), str):
             vsys[s["runbook"]] = s
+    systems = _systems_section(inp, vsys, findings, backups, at, gaps["systems"])
+    summary = _summary_section(inp, systems, findings)
+    names = {s.runbook: s.name for s in systems}
+    objective = _objective(inp)
+    timeline = _timeline_from_verifier(v, names, objective) if v is not None else _timeline_from_records(inp, objective)
+    if timeline is None:
+        timeline = Timeline(None, None, objective, None, [], [])
+        gaps["timeline"].append(
+            "No recovery evidence found, so there is no exercise to show."
+            if no_evidence
+            else "No joint exercise found: no exercise has evidence for two or more systems."
+        )
+    graph = _dependencies_section(inp, vsys, systems, gaps["dependencies"])
+    actions = _actions(inp, at)
+    if not actions:
+        gaps["actions"].append(
+            "No recovery evidence found, so there are no actions." if no_evidence else "No open actions."
+        )
+    sites = _sites(bc, samples, since, at.timestamp(), gaps["sites"])
+    coverage = _coverage_section(bc, systems, timeline, backups, since, at, gaps["coverage"])
+    integrity = _integrity_section(bc, gaps["integrity"])
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        meta=_meta(bc, since, at),
+        summary=summary,
+        systems=systems,
+        timeline=timeline,
+        dependencies=graph,
+        actions=actions,
+        sites=sites,
+        coverage=coverage,
+        integrity=integrity,
+        findings=findings,
+        evidence=v,
+        gaps={k: g for k, g in gaps.items() if g},
+        problems=list(inp.problems) + ([inp.verification_error] if inp.verification_error else []),
+    )
+
+
+def _objective(inp: DrInputs) -> float:
+    cp = (inp.verification or {}).get("critical_path") or {}
+    return _num(cp.get("objective_seconds")) or inp.objective_seconds
+
+
+def _backup_statuses(
+    backup_names: list[str], backups: dict[str, dict[str, Any]], rpo: float | None, at: datetime
+) -> list[BackupStatus]:
+    bstat: list[BackupStatus] = []
+    for bname in backup_names:
+        b = backups.get(bname)
+        if b is None:
+            bstat.append(BackupStatus(bname, "not reported", None, None, None))
+            continue
+        last = b.get("last_success")
+        age = at.timestamp() - last if last else None
+        # The backup collector's state decides, as for continuity_runbook_rpo_met: fresh/late
+        # (within RPO plus grace) meet it, stale/failed/never_ran do not, unknown is unknown.
+        state = b.get("state")
+        if state in GOOD_BACKUP_STATES:
+            met: bool | None = True
+        elif state in BAD_BACKUP_STATES:
+            met = False
+        elif state is None and age is not None and rpo is not None:
+            met = age <= rpo
+        else:
+            met = None
+        bstat.append(BackupStatus(bname, b.get("state", "unknown"), iso(last) if last else None, age, met))
+    return bstat
+
+
+def _systems_section(
+    inp: DrInputs,
+    vsys: dict[str, dict[str, Any]],
+    findings: list[Finding],
+    backups: dict[str, dict[str, Any]],
+    at: datetime,
+    gaps: list[str],
+) -> list[SystemRow]:
+    """One row per system: objectives, last test, evidence, backups and whether it is in policy."""
+    v = inp.verification
+    rb = inp.runbooks
     if not rb and not vsys:
-        gaps["systems"].append("No runbooks found, so no systems are listed.")
+        gaps.append("No runbooks found, so no systems are listed.")
     systems: list[SystemRow] = []
     for rid in _system_ids(inp, vsys):
         book = rb.get(rid)
@@ -606,26 +685,7 @@ def build_report(bc: BuildContext) -> Report:
         backup_names = (
             [str(b) for b in vs.get("backups") or []] if "backups" in vs else list(book.backups if book else ())
         )
-        bstat: list[BackupStatus] = []
-        for bname in backup_names:
-            b = backups.get(bname)
-            if b is None:
-                bstat.append(BackupStatus(bname, "not reported", None, None, None))
-                continue
-            last = b.get("last_success")
-            age = at.timestamp() - last if last else None
-            # The backup collector's state decides, as for continuity_runbook_rpo_met: fresh/late
-            # (within RPO plus grace) meet it, stale/failed/never_ran do not, unknown is unknown.
-            state = b.get("state")
-            if state in GOOD_BACKUP_STATES:
-                met: bool | None = True
-            elif state in BAD_BACKUP_STATES:
-                met = False
-            elif state is None and age is not None and rpo is not None:
-                met = age <= rpo
-            else:
-                met = None
-            bstat.append(BackupStatus(bname, b.get("state", "unknown"), iso(last) if last else None, age, met))
+        bstat = _backup_statuses(backup_names, backups, rpo, at)
         reasons: list[str] = []
         if last_test is None:
             reasons.append("never tested")
@@ -680,12 +740,17 @@ def build_report(bc: BuildContext) -> Report:
                 policy_reasons=reasons,
             )
         )
-    if systems and no_evidence:
-        gaps["systems"].append("No recovery evidence found: no system has a test on record.")
+    if systems and not inp.records:
+        gaps.append("No recovery evidence found: no system has a test on record.")
+    return systems
 
-    # -- summary ------------------------------------------------------------------------------
+
+def _summary_section(inp: DrInputs, systems: list[SystemRow], findings: list[Finding]) -> Summary:
+    """The verdict (red, amber, green), its reasons and the critical-path figures."""
+    v = inp.verification
+    no_evidence = not inp.records
     cp = (v or {}).get("critical_path") or {}
-    objective = _num(cp.get("objective_seconds")) or inp.objective_seconds
+    objective = _objective(inp)
     planned, projected, measured = (
         _num(cp.get(k)) for k in ("planned_seconds", "projected_seconds", "measured_seconds")
     )
@@ -738,7 +803,7 @@ def build_report(bc: BuildContext) -> Report:
             f"The estate can recover within the {_h(objective)} objective{figures}: "
             f"all {len(systems)} systems are in policy."
         )
-    summary = Summary(
+    return Summary(
         verdict=verdict,
         sentence=sentence,
         reasons=red + amber,
@@ -754,18 +819,12 @@ def build_report(bc: BuildContext) -> Report:
         warnings=warnings,
     )
 
-    # -- timeline -----------------------------------------------------------------------------
-    names = {s.runbook: s.name for s in systems}
-    timeline = _timeline_from_verifier(v, names, objective) if v is not None else _timeline_from_records(inp, objective)
-    if timeline is None:
-        timeline = Timeline(None, None, objective, None, [], [])
-        gaps["timeline"].append(
-            "No recovery evidence found, so there is no exercise to show."
-            if no_evidence
-            else "No joint exercise found: no exercise has evidence for two or more systems."
-        )
 
-    # -- dependency graph ---------------------------------------------------------------------
+def _dependencies_section(
+    inp: DrInputs, vsys: dict[str, dict[str, Any]], systems: list[SystemRow], gaps: list[str]
+) -> list[GraphNodeRow]:
+    """The systems laid out in dependency layers, each with its policy status."""
+    rb = inp.runbooks
     from agent.reports.svg import layered_layout
 
     deps: dict[str, tuple[str, ...]] = {k: b.depends_on for k, b in rb.items()}
@@ -792,19 +851,20 @@ def build_report(bc: BuildContext) -> Report:
         for k in sorted(deps, key=lambda k: (lay.position[k], k))
     ]
     if not graph:
-        gaps["dependencies"].append("No runbooks found, so there is no dependency graph.")
+        gaps.append("No runbooks found, so there is no dependency graph.")
+    return graph
 
-    # -- actions ------------------------------------------------------------------------------
-    actions = _actions(inp, at)
-    if not actions:
-        gaps["actions"].append(
-            "No recovery evidence found, so there are no actions." if no_evidence else "No open actions."
-        )
 
-    # -- sites --------------------------------------------------------------------------------
-    sites = _sites(bc, samples, since, at.timestamp(), gaps["sites"])
-
-    # -- coverage -----------------------------------------------------------------------------
+def _coverage_section(
+    bc: BuildContext,
+    systems: list[SystemRow],
+    timeline: Timeline,
+    backups: dict[str, dict[str, Any]],
+    since: float,
+    at: datetime,
+    gaps: list[str],
+) -> Coverage:
+    """Untested systems, tier-1 systems missing from the last exercise, backup links, availability."""
     never = sorted(s.runbook for s in systems if s.last_test is None)
     last_ex = timeline.exercise
     in_last = {t.runbook for t in timeline.systems}
@@ -815,14 +875,14 @@ def build_report(bc: BuildContext) -> Report:
     unknown_in_rb = sorted(linked - known_backups) if known_backups else []
     unavailable, without = _unavailable(bc, since, at.timestamp())
     if bc.store is None:
-        gaps["coverage"].append("No history for the period: the agent's state database is not available.")
+        gaps.append("No history for the period: the agent's state database is not available.")
     elif bc.config is not None and bc.config.targets and len(without) == len(bc.config.targets):
-        gaps["coverage"].append("No history for the period: no target has results in the state database.")
+        gaps.append("No history for the period: no target has results in the state database.")
     if not known_backups:
-        gaps["coverage"].append("No backups are configured or reported, so backup links cannot be checked.")
+        gaps.append("No backups are configured or reported, so backup links cannot be checked.")
     if last_ex is None:
-        gaps["coverage"].append("No joint exercise found, so tier-1 coverage of the last exercise is unknown.")
-    coverage = Coverage(
+        gaps.append("No joint exercise found, so tier-1 coverage of the last exercise is unknown.")
+    return Coverage(
         never_tested=never,
         last_joint_exercise=last_ex,
         tier1_missing_from_last_exercise=t1_missing,
@@ -833,12 +893,16 @@ def build_report(bc: BuildContext) -> Report:
         threshold_percent=bc.unavailable_threshold_percent,
     )
 
-    # -- integrity ----------------------------------------------------------------------------
+
+def _integrity_section(bc: BuildContext, gaps: list[str]) -> Integrity:
+    """The evidence chain head and what produced the report."""
+    inp = bc.inputs
+    v = inp.verification
     chain = (v or {}).get("chain") if isinstance((v or {}).get("chain"), dict) else {}
     head = _s((chain or {}).get("head_sha256")) or inp.chain_head
     if head is None:
-        gaps["integrity"].append("No sealed evidence records found, so there is no evidence chain head.")
-    integrity = Integrity(
+        gaps.append("No sealed evidence records found, so there is no evidence chain head.")
+    return Integrity(
         evidence_chain_head_sha256=head,
         evidence_records=len(inp.records),
         sealed_records=sum(1 for r in inp.records if r.sequence is not None),
@@ -847,8 +911,12 @@ def build_report(bc: BuildContext) -> Report:
         config_sha256=bc.config_sha256,
         verifier_ok=_bool(v.get("ok")) if v is not None else None,
     )
+
+
+def _meta(bc: BuildContext, since: float, at: datetime) -> Meta:
+    inp = bc.inputs
     gen = bc.generated_at or datetime.now(UTC)
-    meta = Meta(
+    return Meta(
         title=bc.title,
         organisation=bc.organisation,
         generated_at=iso(gen) or "",
@@ -858,22 +926,6 @@ def build_report(bc: BuildContext) -> Report:
         period_seconds=bc.period_seconds,
         runbooks_dir=str(inp.runbooks_dir) if inp.runbooks_dir else None,
         evidence_dir=str(inp.evidence_dir) if inp.evidence_dir else None,
-    )
-    return Report(
-        schema_version=SCHEMA_VERSION,
-        meta=meta,
-        summary=summary,
-        systems=systems,
-        timeline=timeline,
-        dependencies=graph,
-        actions=actions,
-        sites=sites,
-        coverage=coverage,
-        integrity=integrity,
-        findings=findings,
-        evidence=v,
-        gaps={k: g for k, g in gaps.items() if g},
-        problems=list(inp.problems) + ([inp.verification_error] if inp.verification_error else []),
     )
 
 
