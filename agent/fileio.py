@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -33,14 +35,29 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int | None = 0o644, rep
     """Write ``data`` (str as UTF-8) to ``path`` atomically and durably. ``mode`` is the file's
     permission bits (None keeps the temporary file's 0600). With ``replace=False`` an existing
     ``path`` is never overwritten: FileExistsError. The directory must exist."""
-    path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    atomic_fill(path, lambda f: f.write(raw), mode=mode, replace=replace)
+
+
+def atomic_fill(
+    path: Path,
+    fill: Callable[[BinaryIO], object],
+    *,
+    check: Callable[[Path], None] | None = None,
+    mode: int | None = 0o644,
+    replace: bool = True,
+) -> None:
+    """:func:`atomic_write` for content written by ``fill`` (a streamed copy, say); ``check`` sees
+    the complete temporary file before it takes the name and may raise to abandon it."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(raw)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp))
         if mode is not None:
             os.chmod(tmp, mode)
         if replace:

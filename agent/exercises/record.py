@@ -6,17 +6,15 @@ a refused entry writes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent.evidence import Estate, EvidenceInputError, load_runbooks, sha256_file
 from agent.exercises.journal import ExerciseInputError, Journal, check_name, iso
 from agent.exercises.model import STEP_STATES, TYPES, checker
+from agent.fileio import atomic_fill
 
 ARTEFACT_DIR = "artefacts"
 
@@ -180,19 +178,16 @@ class Recorder:
 
 def _copy(src: Path, dest: Path, digest: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+
+    def fill(out: BinaryIO) -> None:
+        with open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
+
+    def check(tmp: Path) -> None:
         if sha256_file(tmp) != digest:
             raise ExerciseInputError(f"{src} changed while it was copied")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_fill(dest, fill, check=check, mode=None)
 
 
 def now() -> datetime:
