@@ -27,13 +27,13 @@ from pydantic import ValidationInfo, field_validator
 
 from agent.configtypes import resolve_path
 from agent.evidence import EvidenceInputError, HashCache, VerificationReport, findings_by_rule, verify
+from agent.evidence.backupstate import backup_states as read_backup_states
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
 
 INVALID_INPUT = "invalid_input"
 UNKNOWN_BACKUP = "unknown_backup"
 RPO_NOT_MET = frozenset({"stale", "failed", "never_ran"})
 RPO_MET = frozenset({"fresh", "late"})
-BACKUP_STATE = "continuity_backup_state"
 
 
 class EvidenceTarget(TargetBase):
@@ -132,30 +132,8 @@ METRICS = (
 
 
 def backup_states(store: Any) -> dict[str, str]:
-    """Backup name -> current state, from the latest results of kind ``backup``. A result for
-    target ``name`` counts; so does a sample labelled ``backup="name"`` in any backup result."""
-    if store is None:
-        return {}
-    snap = store.snapshot()
-    by_target: dict[str, tuple[float, str]] = {}
-    by_label: dict[str, tuple[float, str]] = {}
-    for (target, _task), r in snap.latest.items():
-        if r.kind != "backup":
-            continue
-        for s in r.samples:
-            if s.name != BACKUP_STATE or s.value != 1:
-                continue
-            state = s.labels.get("state")
-            if not state:
-                continue
-            if target not in by_target or r.started > by_target[target][0]:
-                by_target[target] = (r.started, state)
-            label = s.labels.get("backup")
-            if label and (label not in by_label or r.started > by_label[label][0]):
-                by_label[label] = (r.started, state)
-    out = {k: v[1] for k, v in by_label.items()}
-    out.update({k: v[1] for k, v in by_target.items()})
-    return out
+    """Backup name -> current state (agent.evidence.backupstate, which the DR report reads too)."""
+    return {name: b.state for name, b in read_backup_states(store).items() if b.state}
 
 
 def rpo_met(backups: tuple[str, ...] | list[str], states: dict[str, str]) -> bool | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agent import __version__
+from agent.evidence.backupstate import BackupState, backup_states
 from agent.reports.inputs import DrInputs, Record
 
 SCHEMA_VERSION = 1
@@ -280,21 +281,6 @@ def _latest_samples(store: StateView | None) -> list[tuple[Any, Any]]:
         for s in res.samples:
             out.append((res, s))
     return out
-
-
-def _backup_states(samples: list[tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = defaultdict(dict)
-    for _res, s in samples:
-        name = s.labels.get("backup")
-        if not name:
-            continue
-        if s.name == "continuity_backup_state" and s.value == 1:
-            out[name]["state"] = s.labels.get("state", "unknown")
-        elif s.name == "continuity_backup_last_success_timestamp_seconds":
-            out[name]["last_success"] = s.value
-        elif s.name == "continuity_backup_rpo_seconds":
-            out[name]["rpo"] = s.value
-    return dict(out)
 
 
 def _configured_backups(config: Any) -> set[str]:
@@ -569,7 +555,7 @@ def build_report(bc: BuildContext) -> Report:
     v = inp.verification
     findings = _findings(inp)
     samples = _latest_samples(bc.store)
-    backups = _backup_states(samples)
+    backups = backup_states(bc.store)
 
     no_evidence = not inp.records
     if inp.verification_error:
@@ -625,7 +611,7 @@ def _objective(inp: DrInputs) -> float:
 
 
 def _backup_statuses(
-    backup_names: list[str], backups: dict[str, dict[str, Any]], rpo: float | None, at: datetime
+    backup_names: list[str], backups: dict[str, BackupState], rpo: float | None, at: datetime
 ) -> list[BackupStatus]:
     bstat: list[BackupStatus] = []
     for bname in backup_names:
@@ -633,11 +619,11 @@ def _backup_statuses(
         if b is None:
             bstat.append(BackupStatus(bname, "not reported", None, None, None))
             continue
-        last = b.get("last_success")
+        last = b.last_success
         age = at.timestamp() - last if last else None
         # The backup collector's state decides, as for continuity_runbook_rpo_met: fresh/late
         # (within RPO plus grace) meet it, stale/failed/never_ran do not, unknown is unknown.
-        state = b.get("state")
+        state = b.state
         if state in GOOD_BACKUP_STATES:
             met: bool | None = True
         elif state in BAD_BACKUP_STATES:
@@ -646,7 +632,7 @@ def _backup_statuses(
             met = age <= rpo
         else:
             met = None
-        bstat.append(BackupStatus(bname, b.get("state", "unknown"), iso(last) if last else None, age, met))
+        bstat.append(BackupStatus(bname, b.state or "unknown", iso(last) if last else None, age, met))
     return bstat
 
 
@@ -654,7 +640,7 @@ def _systems_section(
     inp: DrInputs,
     vsys: dict[str, dict[str, Any]],
     findings: list[Finding],
-    backups: dict[str, dict[str, Any]],
+    backups: dict[str, BackupState],
     at: datetime,
     gaps: list[str],
 ) -> list[SystemRow]:
@@ -859,7 +845,7 @@ def _coverage_section(
     bc: BuildContext,
     systems: list[SystemRow],
     timeline: Timeline,
-    backups: dict[str, dict[str, Any]],
+    backups: dict[str, BackupState],
     since: float,
     at: datetime,
     gaps: list[str],
