@@ -51,6 +51,7 @@ typecheck: venv
 
 docs: venv
 	$(BIN)/python -m agent.docs > docs/metrics.md
+	$(BIN)/python -m agent.docs config > docs/configuration.md
 
 test: venv system-deps lint typecheck audit
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

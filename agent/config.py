@@ -34,13 +34,20 @@ class ConfigError(FileInputError):
 
 
 class AgentSection(StrictModel):
-    site: str = Field(pattern=NAME_RE)
-    listen_address: str = DEFAULT_LISTEN
-    state_dir: Path = Path("state")
-    retention: Duration = 400 * 86400.0
-    max_workers: int = Field(default=32, ge=1, le=512)
-    # Secret files readable by group or others: warn (default) or refuse to start.
-    secret_file_mode: Literal["warn", "refuse"] = "warn"  # noqa: S105 - a policy, not a password
+    site: str = Field(pattern=NAME_RE, description="The site this agent itself sits at (its own targets' default).")
+    listen_address: str = Field(
+        default=DEFAULT_LISTEN,
+        description="HOST:PORT for /metrics, the status page and the API (--web.listen-address overrides).",
+    )
+    state_dir: Path = Field(default=Path("state"), description="SQLite results and history.")
+    retention: Duration = Field(default=400 * 86400.0, description="How long result history is kept.")
+    max_workers: int = Field(
+        default=32, ge=1, le=512, description="Worker threads for blocking collector work (SSH, hashing, psutil)."
+    )
+    secret_file_mode: Literal["warn", "refuse"] = Field(
+        default="warn",
+        description="Secret files readable by group or others: warn (default) or refuse to start.",
+    )
 
     @field_validator("listen_address")
     @classmethod
@@ -54,10 +61,12 @@ class AgentSection(StrictModel):
 
 
 class Defaults(StrictModel):
-    interval: Duration = 60.0
-    timeout: Duration = 10.0
-    # Spread first runs over this fraction of each interval so targets do not all fire together.
-    start_jitter: float = Field(default=1.0, ge=0.0, le=1.0)
+    interval: Duration = Field(default=60.0, description="How often a target is collected, unless it says.")
+    timeout: Duration = Field(default=10.0, description="How long one collection may take, unless the target says.")
+    start_jitter: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="Spread first runs over this fraction of each interval so targets do not all fire together.",
+    )
 
 
 def parse_listen_address(v: str) -> tuple[str, int]:
@@ -98,8 +107,11 @@ class AgentConfig(StrictModel):
     site_classes: dict[str, SiteClass] = Field(default_factory=dict)
     auths: dict[str, AuthConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
-    reports: ReportsConfig | None = None  # DR test reports (agent/reports, docs/reports.md)
-    exercises: ExercisesConfig | None = None  # DR exercise board and metrics (agent/exercises, docs/exercises.md)
+    reports: ReportsConfig | None = Field(default=None, description="DR test reports (agent/reports, docs/reports.md).")
+    exercises: ExercisesConfig | None = Field(
+        default=None,
+        description="DR exercise board and metrics (agent/exercises, docs/exercises.md).",
+    )
 
     @model_validator(mode="after")
     def _cross_check(self) -> AgentConfig:

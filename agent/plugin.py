@@ -115,12 +115,14 @@ def describe_oserror(e: OSError, where: str = "") -> str:
 class TargetBase(StrictModel):
     """Keys every target has. Collectors subclass it and add ``kind: Literal[...]``."""
 
-    name: str = Field(pattern=NAME_RE)
-    kind: str
-    site: str | None = None  # defaults to the agent's own site
-    interval: Duration | None = None  # defaults to defaults.interval
-    timeout: Duration | None = None  # defaults to defaults.timeout
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(pattern=NAME_RE, description="Unique name; the `target` label of its metrics.")
+    kind: str = Field(description="Which collector runs it (the sections below).")
+    site: str | None = Field(default=None, description="Defaults to the agent's own site.")
+    interval: Duration | None = Field(default=None, description="Defaults to defaults.interval.")
+    timeout: Duration | None = Field(default=None, description="Defaults to defaults.timeout.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Free-form notes kept with the target (not added to its metrics)."
+    )
 
 
 T = TypeVar("T")

@@ -102,20 +102,20 @@ ByteSize = Annotated[int, BeforeValidator(parse_bytes), PlainSerializer(_format_
 class ThroughputConfig(StrictModel):
     """iperf3 tests against a council-owned server, on their own capped schedule."""
 
-    server: str | None = None  # default: the link's host
+    server: str | None = Field(default=None, description="Default: the link's host.")
     port: int = Field(default=5201, ge=1, le=65535)
     directions: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS), min_length=1, max_length=2)
-    duration: Duration = Field(default=10.0, ge=1.0, le=60.0)  # per direction
-    omit: Duration = Field(default=1.0, ge=0.0, le=10.0)  # iperf3 -O: seconds of TCP ramp-up not counted
-    parallel: int = Field(default=1, ge=1, le=16)  # iperf3 -P
+    duration: Duration = Field(default=10.0, ge=1.0, le=60.0, description="Per direction.")
+    omit: Duration = Field(default=1.0, ge=0.0, le=10.0, description="iperf3 -O: seconds of TCP ramp-up not counted.")
+    parallel: int = Field(default=1, ge=1, le=16, description="iperf3 -P.")
     interval: Duration = Field(default=6 * 3600.0, ge=1.0)
-    cron: str | None = None  # instead of interval, e.g. "15 7,11,15 * * 1-5" (UTC)
-    max_tests_per_day: int = Field(default=4, ge=1, le=288)  # per site, any 24 hours
-    max_bytes_per_day: ByteSize | None = None  # per site, any 24 hours
+    cron: str | None = Field(default=None, description='Instead of interval, e.g. "15 7,11,15 * * 1-5" (UTC).')
+    max_tests_per_day: int = Field(default=4, ge=1, le=288, description="Per site, any 24 hours.")
+    max_bytes_per_day: ByteSize | None = Field(default=None, description="Per site, any 24 hours.")
     busy_retries: int = Field(default=3, ge=0, le=10)
     busy_retry_delay: Duration = Field(default=60.0, ge=0.1, le=900.0)
     connect_timeout: Duration = Field(default=5.0, ge=0.5, le=60.0)
-    iperf3: str = "iperf3"  # command name or path
+    iperf3: str = Field(default="iperf3", description="Command name or path.")
 
     @model_validator(mode="after")
     def _check(self) -> ThroughputConfig:
@@ -147,7 +147,10 @@ class LinkTarget(TargetBase):
     packet_interval: Duration = Field(default=0.2, ge=0.01, le=5.0)
     packet_timeout: Duration = Field(default=1.0, ge=0.01, le=10.0)
     packet_size: int = Field(default=56, ge=16, le=1472)
-    standards: bool = True  # whether this target's results feed its site's connection standards
+    standards: bool = Field(
+        default=True,
+        description="Whether this target's results feed its site's connection standards.",
+    )
     throughput: ThroughputConfig | None = None
 
     @model_validator(mode="after")

@@ -25,22 +25,31 @@ def cron_trigger(expr: str, timezone: str = "UTC"):  # type: ignore[no-untyped-d
 class ReportsConfig(StrictModel):
     """Where DR reports come from, when they are made, where they go and how long they are kept."""
 
-    # Crontab line, evaluated in ``timezone``; e.g. "0 7 1 * *" = 07:00 on the first of each month.
-    schedule: str | None = "0 7 1 * *"
+    schedule: str | None = Field(
+        default="0 7 1 * *",
+        description="Crontab line, evaluated in ``timezone``; e.g. \"0 7 1 * *\" = 07:00 on the first of each month.",
+    )
     timezone: TimeZoneName = "UTC"
     output_dir: Path = Path("reports")
     formats: list[Format] = Field(default_factory=lambda: list(FORMATS), min_length=1)
-    retention: Duration = 3 * 365 * 86400.0  # dated reports older than this are deleted
-    keep_min: int = Field(default=12, ge=1)  # ... but never fewer than this many runs
-    period: Duration = 30 * 86400.0  # default reporting period (history, availability, actions)
-    # Runbooks and evidence; default: the directories of the first `evidence` target, if any.
-    runbooks_dir: Path | None = None
+    retention: Duration = Field(default=3 * 365 * 86400.0, description="Dated reports older than this are deleted.")
+    keep_min: int = Field(default=12, ge=1, description="... but never fewer than this many runs.")
+    period: Duration = Field(
+        default=30 * 86400.0,
+        description="Default reporting period (history, availability, actions).",
+    )
+    runbooks_dir: Path | None = Field(
+        default=None,
+        description="Runbooks and evidence; default: the directories of the first `evidence` target, if any.",
+    )
     evidence_dir: Path | None = None
-    # Coverage gap: targets unknown/unreachable for more than this share of the period (percent).
-    unavailable_threshold_percent: float = Field(default=5.0, ge=0.0, le=100.0)
+    unavailable_threshold_percent: float = Field(
+        default=5.0, ge=0.0, le=100.0,
+        description="Coverage gap: targets unknown/unreachable for more than this share of the period (percent).",
+    )
     title: str = Field(default="Disaster-recovery test report", min_length=1, max_length=200)
     organisation: str = Field(default="", max_length=200)
-    serve: bool = True  # serve output_dir read-only at /reports/
+    serve: bool = Field(default=True, description="Serve output_dir read-only at /reports/.")
 
     @field_validator("output_dir", "runbooks_dir", "evidence_dir", mode="before")
     @classmethod

@@ -174,10 +174,10 @@ class ServiceHours(StrictModel):
     timezone: TimeZoneName = "Europe/London"
     days: list[DayName] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
     start: ClockTime = "08:00"
-    end: ClockTime = "18:00"  # before start = runs past midnight; "24:00" = end of day
+    end: ClockTime = Field(default="18:00", description='Before start = runs past midnight; "24:00" = end of day.')
     bank_holidays: list[dt.date] = Field(default_factory=list)
     bank_holidays_file: Path | None = None
-    bank_holidays_division: str = "england-and-wales"  # for GOV.UK's bank-holidays.json
+    bank_holidays_division: str = Field(default="england-and-wales", description="For GOV.UK's bank-holidays.json.")
     _holidays: frozenset[dt.date] = PrivateAttr(default=frozenset())
 
     @field_validator("bank_holidays_file", mode="before")
@@ -216,10 +216,10 @@ class SiteClass(StrictModel):
     max_rtt: Duration | None = None
     max_jitter: Duration | None = None
     max_loss: Ratio | None = None
-    min_availability: Ratio | None = None  # over service hours, last 30 days
-    min_availability_24x7: Ratio | None = None  # around the clock, last 30 days
-    check_negotiated_speed: bool = True  # WAN interface speed >= contracted rate
-    service_hours: ServiceHours | None = None  # None: always in service (24x7)
+    min_availability: Ratio | None = Field(default=None, description="Over service hours, last 30 days.")
+    min_availability_24x7: Ratio | None = Field(default=None, description="Around the clock, last 30 days.")
+    check_negotiated_speed: bool = Field(default=True, description="WAN interface speed >= contracted rate.")
+    service_hours: ServiceHours | None = Field(default=None, description="None: always in service (24x7).")
     hysteresis: int = Field(default=3, ge=1, le=100)
 
 
@@ -228,8 +228,10 @@ class WanInterface(StrictModel):
 
     snmp_target: str = Field(pattern=NAME_RE)
     interface: str = Field(min_length=1)
-    # Which way traffic the interface receives is flowing for the site.
-    receive_is: Literal["download", "upload"] = "download"
+    receive_is: Literal["download", "upload"] = Field(
+        default="download",
+        description="Which way traffic the interface receives is flowing for the site.",
+    )
 
 
 class Site(StrictModel):
@@ -238,9 +240,15 @@ class Site(StrictModel):
     name: str = Field(pattern=NAME_RE)
     class_: str = Field(alias="class", default="default")
     description: str = ""
-    contracted_download: Bitrate | None = None  # the rate the provider contracted to deliver (bytes/s)
+    contracted_download: Bitrate | None = Field(
+        default=None,
+        description="The rate the provider contracted to deliver (bytes/s).",
+    )
     contracted_upload: Bitrate | None = None
-    wan_interface: WanInterface | None = None  # SNMP target + interface name of the site's WAN link
+    wan_interface: WanInterface | None = Field(
+        default=None,
+        description="SNMP target + interface name of the site's WAN link.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ class IntegrityCheck(StrictModel):
     interval: Duration = 7 * 86400.0
     cron: str | None = None
     timeout: Duration = 6 * 3600.0
-    read_data_subset: str | None = None  # restic: "5%", "1/10", "500M"
-    verify_data: bool = False  # borg: --verify-data (reads every chunk)
+    read_data_subset: str | None = Field(default=None, description='restic: "5%", "1/10", "500M".')
+    verify_data: bool = Field(default=False, description="borg: --verify-data (reads every chunk).")
 
     @field_validator("cron")
     @classmethod
@@ -65,11 +65,14 @@ class EvidenceConfig(StrictModel):
     dir: Path
     runbook: str = Field(pattern=EVIDENCE_ID_RE)
     runbook_version: int = Field(ge=1)
-    runbooks_dir: Path | None = None  # needed to seal (the record carries the runbook's sha256)
+    runbooks_dir: Path | None = Field(
+        default=None,
+        description="Needed to seal (the record carries the runbook's sha256).",
+    )
     # No defaults: a default id that the runbook does not define would seal evidence that fails
     # `evidence verify`. check-config checks both against the runbook when runbooks_dir is given.
-    step: str = Field(pattern=EVIDENCE_ID_RE)  # a recovery_steps id of the runbook
-    validation: str = Field(pattern=EVIDENCE_ID_RE)  # a validation id of the runbook
+    step: str = Field(pattern=EVIDENCE_ID_RE, description="A recovery_steps id of the runbook.")
+    validation: str = Field(pattern=EVIDENCE_ID_RE, description="A validation id of the runbook.")
     operator: str = Field(default="continuity-agent", min_length=1, max_length=200)
     seal: bool = True
 
@@ -94,7 +97,7 @@ class RestoreTest(StrictModel):
     timeout: Duration = 3600.0
     paths: list[str] = Field(default_factory=list)
     sample_files: int = Field(default=0, ge=0, le=1000)
-    checksums: dict[str, str] = Field(default_factory=dict)  # snapshot path -> sha256
+    checksums: dict[str, str] = Field(default_factory=dict, description="Snapshot path -> sha256.")
     scratch_dir: str = "/var/tmp"
     evidence: EvidenceConfig | None = None
 
@@ -160,34 +163,31 @@ _ALL_SPECIFIC = set().union(*_PER_TYPE.values())
 class BackupTarget(TargetBase):
     kind: Literal["backup"]
     type: BackupType
-    backup: str | None = Field(default=None, pattern=NAME_RE)  # label value; defaults to name
+    backup: str | None = Field(default=None, pattern=NAME_RE, description="Label value; defaults to name.")
     rpo: Duration
     grace: Duration = 0.0
     size_drop_fraction: float | None = Field(default=0.5, gt=0.0, lt=1.0)
-    # where: local when host is absent
-    host: str | None = Field(default=None, min_length=1, max_length=253)
+    host: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="Where: local when host is absent.",
+    )
     port: int | None = Field(default=None, ge=1, le=65535)
     auth: str | None = None
     # The child's environment on top of PATH/HOME/locale (agent/childenv.py); values are text or
     # ${ENV_VAR}, or come from files through env_file: {NAME: /path}. All print as <secret>.
     env: dict[str, EnvValue] = Field(default_factory=dict)
-    # restic / borg
-    repository: str | None = None
-    password_file: str | None = None  # path on the host the command runs on
+    repository: str | None = Field(default=None, description="Restic / borg.")
+    password_file: str | None = Field(default=None, description="Path on the host the command runs on.")
     group: SnapshotGroup | None = None
     archive_glob: str | None = None
     binary: str | None = None
-    # files
-    directory: str | None = None
+    directory: str | None = Field(default=None, description="Files.")
     pattern: str = "*"
     recursive: bool = False
     min_size: int = Field(default=1, ge=0)
-    # command
-    command: list[str] | None = None
-    # push
-    token: Secret | None = None
-    # side tasks
-    integrity: IntegrityCheck | None = None
+    command: list[str] | None = Field(default=None, description="Command.")
+    token: Secret | None = Field(default=None, description="Push.")
+    integrity: IntegrityCheck | None = Field(default=None, description="Side tasks.")
     restore_test: RestoreTest | None = None
 
     @model_validator(mode="before")

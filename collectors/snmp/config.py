@@ -157,18 +157,22 @@ class SnmpTarget(TargetBase):
     host: str = Field(min_length=1)
     port: int = Field(default=161, ge=1, le=65535)
     auth: str
-    context_name: str | None = None  # overrides the auth's context_name (v3)
+    context_name: str | None = Field(default=None, description="Overrides the auth's context_name (v3).")
     modules: list[Literal["if_mib"]] = Field(default_factory=lambda: list(_DEFAULT_MODULES))
     interfaces: InterfaceFilter = InterfaceFilter()
     metrics: list[OidMapping] = Field(default_factory=list)
-    # Limits
-    retries: int = Field(default=1, ge=0, le=10)
-    request_timeout: Duration | None = None  # per request; default: the target's budget / (retries + 1), <= 5s
+    retries: int = Field(default=1, ge=0, le=10, description="Limits.")
+    request_timeout: Duration | None = Field(
+        default=None,
+        description="Per request; default: the target's budget / (retries + 1), <= 5s.",
+    )
     max_repetitions: int = Field(default=25, ge=1, le=1000)
     max_oids_per_request: int = Field(default=20, ge=1, le=200)
     max_interfaces: int = Field(default=1000, ge=1, le=100_000)
-    # v2c walks use the agent's own BER codec; "pysnmp" sends them through pysnmp instead.
-    v2c_engine: Literal["builtin", "pysnmp"] = "builtin"
+    v2c_engine: Literal["builtin", "pysnmp"] = Field(
+        default="builtin",
+        description="V2c walks use the agent's own BER codec; \"pysnmp\" sends them through pysnmp instead.",
+    )
 
     @model_validator(mode="after")
     def _mappings(self) -> SnmpTarget:
