@@ -21,7 +21,7 @@ from agent.exercises.journal import SUBDIR, SUFFIX, ExerciseInputError, iso
 from agent.exercises.model import ExerciseLog, SystemLog, replay
 from agent.exercises.record import Recorder
 from agent.exercises.status import action_id
-from agent.reports.runner import write_atomic
+from agent.fileio import atomic_write
 from agent.yamlfile import format_loc
 
 
@@ -152,7 +152,7 @@ def _write_and_seal(recorder: Recorder, docs: dict[str, dict[str, Any]]) -> Fini
     seals: list[SealResult] = []
     for rid, doc in docs.items():
         path = ev / record_name(name, rid)
-        write_atomic(path, dump_yaml(doc), mode=0o644)  # as evidence seal writes records
+        atomic_write(path, dump_yaml(doc), mode=0o644)  # as evidence seal writes records
         paths.append(path)
         try:
             seals.append(seal(recorder.estate.directory, ev, path))
