@@ -22,7 +22,7 @@ Which records each rule looks at:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -572,31 +572,39 @@ def _step_findings(lr: LoadedRecord, rb: Runbook) -> list[Finding]:
                 )
             )
     if rec.result == "pass":
-        for st in rb.recovery_steps:
-            attempts = [s for s in rec.steps if s.id == st.id]
-            if not attempts:
-                if rec.type not in FULL_COVERAGE_TYPES:
-                    continue
+        out += _planned_items_findings(
+            lr,
+            rb,
+            "steps_incomplete",
+            [(st.id, f"runbook step {st.id!r} ({st.title})") for st in rb.recovery_steps],
+            lambda sid: [s for s in rec.steps if s.id == sid],
+            lambda got: None if any(s.result == "ok" for s in got) else f"is {'/'.join(s.result for s in got)}, not ok",
+        )
+    return out
+
+
+def _planned_items_findings(
+    lr: LoadedRecord,
+    rb: Runbook,
+    rule: str,
+    planned: list[tuple[str, str]],
+    entries: Callable[[str], list[Any]],
+    bad: Callable[[list[Any]], str | None],
+) -> list[Finding]:
+    """In a passing record, each planned item (id, how to name it) is present (when the record's
+    type must cover everything) and good (``bad`` says how it is not, or None)."""
+    out: list[Finding] = []
+    for item, label in planned:
+        got = entries(item)
+        if not got:
+            if lr.record.type in FULL_COVERAGE_TYPES:
                 out.append(
-                    finding(
-                        "steps_incomplete",
-                        f"runbook step {st.id!r} ({st.title}) is missing from a passing record",
-                        runbook=rb.id,
-                        record=name,
-                        step=st.id,
-                    )
+                    finding(rule, f"{label} is missing from a passing record", runbook=rb.id, record=lr.name, step=item)
                 )
-            elif not any(s.result == "ok" for s in attempts):
-                results = "/".join(s.result for s in attempts)
-                out.append(
-                    finding(
-                        "steps_incomplete",
-                        f"runbook step {st.id!r} ({st.title}) is {results}, not ok, in a passing record",
-                        runbook=rb.id,
-                        record=name,
-                        step=st.id,
-                    )
-                )
+            continue
+        why = bad(got)
+        if why is not None:
+            out.append(finding(rule, f"{label} {why} in a passing record", runbook=rb.id, record=lr.name, step=item))
     return out
 
 
@@ -617,31 +625,14 @@ def _validation_findings(lr: LoadedRecord, rb: Runbook) -> list[Finding]:
             )
     if rec.result != "pass":
         return out
-    for rv in rb.validation:
-        got = [x for x in rec.validations if x.id == rv.id]
-        if not got:
-            if rec.type not in FULL_COVERAGE_TYPES:
-                continue
-            out.append(
-                finding(
-                    "validation_failed",
-                    f"validation {rv.id!r} ({rv.description}) is missing from a passing record",
-                    runbook=rb.id,
-                    record=lr.name,
-                    step=rv.id,
-                )
-            )
-        elif got[-1].result != "pass":
-            out.append(
-                finding(
-                    "validation_failed",
-                    f"validation {rv.id!r} ({rv.description}) failed (by {got[-1].by}) in a passing record",
-                    runbook=rb.id,
-                    record=lr.name,
-                    step=rv.id,
-                )
-            )
-    return out
+    return out + _planned_items_findings(
+        lr,
+        rb,
+        "validation_failed",
+        [(rv.id, f"validation {rv.id!r} ({rv.description})") for rv in rb.validation],
+        lambda vid: [x for x in rec.validations if x.id == vid],
+        lambda got: None if got[-1].result == "pass" else f"failed (by {got[-1].by})",
+    )
 
 
 def _content_findings(lr: LoadedRecord, rb: Runbook, runbook_sha256: str) -> list[Finding]:
