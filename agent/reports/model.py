@@ -330,38 +330,6 @@ def _latest_record(records: list[Record], runbook: str) -> Record | None:
     return max(mine, key=lambda r: (r.declared_at, r.file)) if mine else None
 
 
-def _exercises(records: list[Record]) -> dict[str, list[Record]]:
-    ex: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        if r.exercise and r.declared_at is not None:
-            ex[r.exercise].append(r)
-    return dict(ex)
-
-
-def latest_joint_exercise(records: list[Record]) -> tuple[str, list[Record]] | None:
-    """The exercise with records for two or more systems that started last."""
-    joint = {k: v for k, v in _exercises(records).items() if len({r.runbook for r in v}) >= 2}
-    if not joint:
-        return None
-    name = max(joint, key=lambda k: (min(r.declared_at for r in joint[k] if r.declared_at), k))
-    return name, joint[name]
-
-
-def exercise_critical_path(records: list[Record], depends_on: dict[str, tuple[str, ...]]) -> list[str]:
-    """Within one exercise: from the system restored last, walk back through the dependency
-    restored last at each step. Returned from the foundation to the last system."""
-    restored = {r.runbook: r.restored_at for r in records if r.restored_at is not None}
-    if not restored:
-        return []
-    cur: str | None = max(restored, key=lambda k: (restored[k], k))
-    path: list[str] = []
-    while cur is not None and cur not in path:
-        path.append(cur)
-        deps = [d for d in depends_on.get(cur, ()) if d in restored]
-        cur = max(deps, key=lambda k: (restored[k], k)) if deps else None
-    return list(reversed(path))
-
-
 def _bool(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
@@ -427,54 +395,6 @@ def _timeline_from_verifier(v: dict[str, Any], names: dict[str, str], objective:
         declared_at=iso(t0) if t0 else _s(ex.get("started_at")),
         objective_seconds=objective,
         measured_seconds=_num(ex.get("measured_seconds")),
-        critical_path=crit,
-        systems=rows,
-    )
-
-
-def _timeline_from_records(inp: DrInputs, objective: float) -> Timeline | None:
-    rb = inp.runbooks
-    joint = latest_joint_exercise(inp.records)
-    if joint is None:
-        return None
-    name, recs = joint
-    t0 = min(r.declared_at for r in recs if r.declared_at)
-    crit = exercise_critical_path(recs, {k: b.depends_on for k, b in rb.items()})
-    rows: list[TimelineSystem] = []
-    for r in sorted(recs, key=lambda r: (r.restored_at or r.declared_at or t0, r.runbook)):
-        book = rb.get(r.runbook)
-        titles = {s.id: s.title for s in book.steps} if book else {}
-        steps = [
-            TimelineStep(
-                id=s.id,
-                title=titles.get(s.id) or s.id,
-                start_seconds=(s.started_at - t0).total_seconds(),
-                end_seconds=(s.ended_at - t0).total_seconds(),
-                result=s.result,
-            )
-            for s in r.steps
-            if s.started_at is not None and s.ended_at is not None
-        ]
-        rto = book.rto_seconds if book else None
-        achieved = (r.restored_at - r.declared_at).total_seconds() if r.restored_at and r.declared_at else None
-        rows.append(
-            TimelineSystem(
-                runbook=r.runbook,
-                name=book.name if book else r.runbook,
-                declared_seconds=((r.declared_at or t0) - t0).total_seconds(),
-                restored_seconds=(r.restored_at - t0).total_seconds() if r.restored_at else None,
-                rto_seconds=rto,
-                within_rto=None if achieved is None or rto is None else achieved <= rto,
-                critical=r.runbook in crit,
-                steps=steps,
-            )
-        )
-    ends = [r.restored_at for r in recs if r.restored_at]
-    return Timeline(
-        exercise=name,
-        declared_at=iso(t0),
-        objective_seconds=objective,
-        measured_seconds=(max(ends) - t0).total_seconds() if ends else None,
         critical_path=crit,
         systems=rows,
     )
@@ -570,12 +490,16 @@ def build_report(bc: BuildContext) -> Report:
     summary = _summary_section(inp, systems, findings)
     names = {s.runbook: s.name for s in systems}
     objective = _objective(inp)
-    timeline = _timeline_from_verifier(v, names, objective) if v is not None else _timeline_from_records(inp, objective)
+    # The exercise, its critical path and within-RTO verdicts are the verifier's; unverified
+    # evidence shows no timeline rather than a second opinion.
+    timeline = _timeline_from_verifier(v, names, objective) if v is not None else None
     if timeline is None:
         timeline = Timeline(None, None, objective, None, [], [])
         gaps["timeline"].append(
             "No recovery evidence found, so there is no exercise to show."
             if no_evidence
+            else "The evidence could not be verified, so no exercise is shown."
+            if v is None
             else "No joint exercise found: no exercise has evidence for two or more systems."
         )
     graph = _dependencies_section(inp, vsys, systems, gaps["dependencies"])

@@ -125,6 +125,19 @@ def test_unreadable_evidence_is_a_stated_gap(tmp_path: Path) -> None:
     assert "999-broken.yml" in render_html(r)
 
 
+def test_unverified_evidence_shows_no_second_opinion(tmp_path: Path) -> None:
+    # The exercise, its critical path and the within-RTO verdicts come from the verifier only:
+    # when it cannot run, the report states the gap instead of recomputing them from the records.
+    est = build_estate(tmp_path)
+    good = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    assert good.timeline.exercise is not None  # the estate has a joint exercise
+    (est.evidence / "999-broken.yml").write_text("runbook: email\nresult: [unclosed\n")
+    r = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    assert r.evidence is None
+    assert r.timeline.exercise is None and r.timeline.systems == [] and r.timeline.critical_path == []
+    assert r.gaps["timeline"] == ["The evidence could not be verified, so no exercise is shown."]
+
+
 def test_script_in_evidence_is_escaped(tmp_path: Path) -> None:
     evil = '<script>alert("x")</script> | <img src=x onerror=alert(1)>'
     r = make(tmp_path, action_text=evil)
