@@ -32,16 +32,18 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """Project modules a module imports at run time: top-level and inside functions, without
-    ``if TYPE_CHECKING:`` blocks. ``from pkg import name`` counts as ``pkg.name`` when that is a
-    module, else as ``pkg``."""
+def _imports(path: Path, modules: set[str], top_level_only: bool = False) -> set[str]:
+    """Project modules a module imports at run time: top-level and inside functions (only the
+    top level with ``top_level_only``), without ``if TYPE_CHECKING:`` blocks. ``from pkg import
+    name`` counts as ``pkg.name`` when that is a module, else as ``pkg``."""
     name = _module_name(path)
     is_pkg = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), str(path))
     out: set[str] = set()
 
     def visit(node: ast.AST) -> None:
+        if top_level_only and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            return
         if isinstance(node, ast.If) and _is_type_checking(node):
             for child in node.orelse:
                 visit(child)
@@ -67,12 +69,12 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return {m for m in out if m in modules and m != name}
 
 
-def _graph() -> dict[str, set[str]]:
+def _graph(top_level_only: bool = False) -> dict[str, set[str]]:
     files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
     modules = {_module_name(p) for p in files}
     graph: dict[str, set[str]] = {}
     for p in files:
-        graph[_module_name(p)] = _imports(p, modules)
+        graph[_module_name(p)] = _imports(p, modules, top_level_only)
     return graph
 
 
@@ -94,6 +96,27 @@ def test_agent_never_imports_collectors() -> None:
         if d.split(".")[0] == "collectors"
     )
     assert bad == [], "agent/ must not import collectors/ (only agent/registry.py names them):\n" + "\n".join(bad)
+
+
+def test_collectors_do_not_load_the_config_when_imported() -> None:
+    # agent.config builds the target union from the registry when it is imported, so a collector
+    # module that imports it (directly or through another module) at its top level would be
+    # imported half-way through loading the config: it imports it where it uses it instead.
+    graph = _graph(top_level_only=True)
+    bad = []
+    for m in sorted(graph):
+        if m.split(".")[0] != "collectors":
+            continue
+        seen, todo = set(), [m]
+        while todo:
+            cur = todo.pop()
+            for d in graph.get(cur, ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        if "agent.config" in seen:
+            bad.append(m)
+    assert bad == [], "collector modules loading agent.config at import: " + ", ".join(bad)
 
 
 def test_registry_names_collectors_only_as_strings() -> None:
