@@ -38,8 +38,8 @@ MAX_HEADER_BYTES = 64 * 1024
 
 class HttpBasicAuth(StrictModel):
     type: Literal["http_basic"]
-    username: str
-    password: Secret
+    username: str = Field(description="HTTP basic-auth user name.")
+    password: Secret = Field(description="HTTP basic-auth password (secret).")
 
 
 class ProbeTarget(TargetBase):

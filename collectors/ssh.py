@@ -73,16 +73,25 @@ class SshAuth(StrictModel):
     """``auths.<name>`` for SSH. Paths are relative to the config file."""
 
     type: Literal["ssh"]
-    user: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
-    key_file: Path
-    passphrase: Secret | None = None
-    known_hosts: Path
-    port: int = Field(default=22, ge=1, le=65535)
-    connect_timeout: Duration = 10.0
-    auth_timeout: Duration = 10.0
-    max_sessions: int = Field(default=2, ge=1, le=16)
-    max_output_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024, le=1024**3)
-    max_output_lines: int = Field(default=DEFAULT_MAX_LINES, ge=1, le=100_000_000)
+    user: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$",
+        description="Login user on the remote host.",
+    )
+    key_file: Path = Field(description="Private key file (the auth user's key).")
+    passphrase: Secret | None = Field(default=None, description="Passphrase of an encrypted key (secret).")
+    known_hosts: Path = Field(description="known_hosts file with the host's key: unknown or changed keys are refused.")
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    connect_timeout: Duration = Field(default=10.0, description="TCP connect and SSH handshake limit.")
+    auth_timeout: Duration = Field(default=10.0, description="Authentication limit.")
+    max_sessions: int = Field(default=2, ge=1, le=16, description="Commands run at once on one host.")
+    max_output_bytes: int = Field(
+        default=DEFAULT_MAX_BYTES, ge=1024, le=1024**3,
+        description="Largest command output read; more is an output_too_large failure.",
+    )
+    max_output_lines: int = Field(
+        default=DEFAULT_MAX_LINES, ge=1, le=100_000_000,
+        description="Most output lines read; more is an output_too_large failure.",
+    )
 
     @field_validator("key_file", "known_hosts")
     @classmethod

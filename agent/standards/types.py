@@ -171,12 +171,15 @@ def load_bank_holidays(path: Path, division: str) -> frozenset[dt.date]:
 class ServiceHours(StrictModel):
     """When a site is meant to be in service, in the site's own time zone."""
 
-    timezone: TimeZoneName = "Europe/London"
-    days: list[DayName] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
-    start: ClockTime = "08:00"
+    timezone: TimeZoneName = Field(default="Europe/London", description="IANA time zone the hours are in.")
+    days: list[DayName] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, description="Days in service.")
+    start: ClockTime = Field(default="08:00", description="Start of service each day, HH:MM.")
     end: ClockTime = Field(default="18:00", description='Before start = runs past midnight; "24:00" = end of day.')
-    bank_holidays: list[dt.date] = Field(default_factory=list)
-    bank_holidays_file: Path | None = None
+    bank_holidays: list[dt.date] = Field(default_factory=list, description="Dates out of service.")
+    bank_holidays_file: Path | None = Field(
+        default=None,
+        description="File of dates out of service (one YYYY-MM-DD a line, or GOV.UK's bank-holidays.json).",
+    )
     bank_holidays_division: str = Field(default="england-and-wales", description="For GOV.UK's bank-holidays.json.")
     _holidays: frozenset[dt.date] = PrivateAttr(default=frozenset())
 
@@ -210,24 +213,33 @@ class ServiceHours(StrictModel):
 class SiteClass(StrictModel):
     """What a site's connection must achieve. Omitted criteria are not evaluated."""
 
-    description: str = ""
-    min_download: Bitrate | None = None
-    min_upload: Bitrate | None = None
-    max_rtt: Duration | None = None
-    max_jitter: Duration | None = None
-    max_loss: Ratio | None = None
+    description: str = Field(default="", description="Free text for the status page and reports.")
+    min_download: Bitrate | None = Field(
+        default=None,
+        description="Minimum measured download throughput (link throughput tests).",
+    )
+    min_upload: Bitrate | None = Field(
+        default=None,
+        description="Minimum measured upload throughput (link throughput tests).",
+    )
+    max_rtt: Duration | None = Field(default=None, description="Maximum average round-trip time of the link bursts.")
+    max_jitter: Duration | None = Field(default=None, description="Maximum jitter of the link bursts.")
+    max_loss: Ratio | None = Field(default=None, description="Maximum packet loss of the link bursts (`1%` or `0.01`).")
     min_availability: Ratio | None = Field(default=None, description="Over service hours, last 30 days.")
     min_availability_24x7: Ratio | None = Field(default=None, description="Around the clock, last 30 days.")
     check_negotiated_speed: bool = Field(default=True, description="WAN interface speed >= contracted rate.")
     service_hours: ServiceHours | None = Field(default=None, description="None: always in service (24x7).")
-    hysteresis: int = Field(default=3, ge=1, le=100)
+    hysteresis: int = Field(
+        default=3, ge=1, le=100,
+        description="Consecutive measurements needed before a criterion changes verdict.",
+    )
 
 
 class WanInterface(StrictModel):
     """The site's WAN interface as the SNMP collector sees it."""
 
-    snmp_target: str = Field(pattern=NAME_RE)
-    interface: str = Field(min_length=1)
+    snmp_target: str = Field(pattern=NAME_RE, description="The `snmp` target that polls the site's router.")
+    interface: str = Field(min_length=1, description="The WAN interface's name (ifName) on that device.")
     receive_is: Literal["download", "upload"] = Field(
         default="download",
         description="Which way traffic the interface receives is flowing for the site.",
@@ -237,14 +249,20 @@ class WanInterface(StrictModel):
 class Site(StrictModel):
     """One site of the estate (config ``sites:``); its class says which standard applies."""
 
-    name: str = Field(pattern=NAME_RE)
-    class_: str = Field(alias="class", default="default")
-    description: str = ""
+    name: str = Field(pattern=NAME_RE, description="Site name: the `site` label of its targets' metrics.")
+    class_: str = Field(
+        alias="class", default="default",
+        description="The site class (`site_classes:`) whose standard applies.",
+    )
+    description: str = Field(default="", description="Free text for the status page and reports.")
     contracted_download: Bitrate | None = Field(
         default=None,
         description="The rate the provider contracted to deliver (bytes/s).",
     )
-    contracted_upload: Bitrate | None = None
+    contracted_upload: Bitrate | None = Field(
+        default=None,
+        description="The upload rate the provider contracted to deliver (bytes/s).",
+    )
     wan_interface: WanInterface | None = Field(
         default=None,
         description="SNMP target + interface name of the site's WAN link.",

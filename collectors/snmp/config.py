@@ -24,23 +24,26 @@ PrivProtocol = Literal["DES", "AES", "AES128", "AES192", "AES256", "AES192C", "A
 
 class SnmpV1Auth(StrictModel):
     type: Literal["snmp_v1"]
-    community: Secret
+    community: Secret = Field(description="Community string (secret: `${ENV}` or community_file).")
 
 
 class SnmpV2cAuth(StrictModel):
     type: Literal["snmp_v2c"]
-    community: Secret
+    community: Secret = Field(description="Community string (secret: `${ENV}` or community_file).")
 
 
 class SnmpV3Auth(StrictModel):
     type: Literal["snmp_v3"]
-    username: str = Field(min_length=1, max_length=32)
-    security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] = "authPriv"
-    auth_protocol: AuthProtocol = "SHA"
-    auth_password: Secret | None = None
-    priv_protocol: PrivProtocol = "AES"
-    priv_password: Secret | None = None
-    context_name: str = ""
+    username: str = Field(min_length=1, max_length=32, description="USM user name.")
+    security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] = Field(
+        default="authPriv",
+        description="USM security level; authNoPriv and authPriv need auth_password, authPriv also priv_password.",
+    )
+    auth_protocol: AuthProtocol = Field(default="SHA", description="Authentication protocol.")
+    auth_password: Secret | None = Field(default=None, description="Authentication passphrase (secret).")
+    priv_protocol: PrivProtocol = Field(default="AES", description="Privacy (encryption) protocol.")
+    priv_password: Secret | None = Field(default=None, description="Privacy passphrase (secret).")
+    context_name: str = Field(default="", description="SNMPv3 context name.")
 
     @model_validator(mode="after")
     def _levels(self) -> SnmpV3Auth:
