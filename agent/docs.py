@@ -127,6 +127,9 @@ def _default(field: Any) -> str:
                 pass
     if hasattr(value, "model_dump"):
         return "see below"
+    if isinstance(value, list) and len(value) > 8 and all(isinstance(v, int) for v in value):
+        if value == list(range(value[0], value[-1] + 1)):
+            return f"`{value[0]}` to `{value[-1]}`"
     return f"`{value}`"
 
 

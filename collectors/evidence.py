@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from agent.configtypes import resolve_path
 from agent.evidence import EvidenceInputError, HashCache, VerificationReport, findings_by_rule, verify
@@ -38,8 +38,8 @@ RPO_MET = frozenset({"fresh", "late"})
 
 class EvidenceTarget(TargetBase):
     kind: Literal["evidence"]
-    runbooks_dir: Path
-    evidence_dir: Path
+    runbooks_dir: Path = Field(description="Runbooks directory (runbooks/<id>.yml and estate.yml).")
+    evidence_dir: Path = Field(description="Sealed evidence records (*.yml) and artefacts/ below it.")
 
     @field_validator("runbooks_dir", "evidence_dir")
     @classmethod

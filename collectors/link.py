@@ -140,18 +140,27 @@ class LinkTarget(TargetBase):
     """A site's far end. ``method: tcp`` connects to ``port``; ``udp`` needs an echo service there."""
 
     kind: Literal["link"]
-    host: str = Field(min_length=1)
-    method: Literal["icmp", "tcp", "udp"] = "icmp"
-    port: int | None = Field(default=None, ge=1, le=65535)
-    count: int = Field(default=20, ge=2, le=200)
-    packet_interval: Duration = Field(default=0.2, ge=0.01, le=5.0)
-    packet_timeout: Duration = Field(default=1.0, ge=0.01, le=10.0)
+    host: str = Field(min_length=1, description="The site's far end: name or address the bursts go to.")
+    method: Literal["icmp", "tcp", "udp"] = Field(
+        default="icmp",
+        description="Probe protocol of the bursts; udp needs an echo service at port.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port for tcp and udp bursts.")
+    count: int = Field(default=20, ge=2, le=200, description="Probes per burst.")
+    packet_interval: Duration = Field(default=0.2, ge=0.01, le=5.0, description="Time between the probes of a burst.")
+    packet_timeout: Duration = Field(
+        default=1.0, ge=0.01, le=10.0,
+        description="How long each probe waits for its reply.",
+    )
     packet_size: int = Field(default=56, ge=16, le=1472)
     standards: bool = Field(
         default=True,
         description="Whether this target's results feed its site's connection standards.",
     )
-    throughput: ThroughputConfig | None = None
+    throughput: ThroughputConfig | None = Field(
+        default=None,
+        description="iperf3 throughput tests over the link (the `throughput` task).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LinkTarget:

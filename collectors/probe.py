@@ -46,16 +46,24 @@ class ProbeTarget(TargetBase):
     """``module: tcp`` needs host and port; ``http`` needs url; ``icmp`` needs host."""
 
     kind: Literal["probe"]
-    module: Literal["tcp", "http", "icmp"]
-    host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    url: str | None = None
-    method: Literal["GET", "HEAD"] = "GET"
-    expected_status: list[int] = Field(default_factory=lambda: list(range(200, 300)))
-    tls_verify: bool = True
-    ca_file: Path | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    auth: str | None = None
+    module: Literal["tcp", "http", "icmp"] = Field(
+        description="What the probe does: a TCP connect, an HTTP request or ICMP echo.",
+    )
+    host: str | None = Field(default=None, description="Host to probe (tcp and icmp).")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port to connect to (tcp).")
+    url: str | None = Field(default=None, description="URL to request (http).")
+    method: Literal["GET", "HEAD"] = Field(default="GET", description="HTTP method (http).")
+    expected_status: list[int] = Field(
+        default_factory=lambda: list(range(200, 300)),
+        description="HTTP status codes that count as up (http).",
+    )
+    tls_verify: bool = Field(default=True, description="Verify the server's certificate (https).")
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates to verify the server with, instead of the system's (https).",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (http).")
+    auth: str | None = Field(default=None, description="Name of an http_basic auth (http).")
     count: int = Field(default=1, ge=1, le=20)
 
     @model_validator(mode="after")

@@ -157,9 +157,9 @@ _DEFAULT_MODULES: tuple[Literal["if_mib"], ...] = ("if_mib",)
 
 class SnmpTarget(TargetBase):
     kind: Literal["snmp"]
-    host: str = Field(min_length=1)
-    port: int = Field(default=161, ge=1, le=65535)
-    auth: str
+    host: str = Field(min_length=1, description="Device name or address.")
+    port: int = Field(default=161, ge=1, le=65535, description="SNMP UDP port.")
+    auth: str = Field(description="Name of an snmp_v1, snmp_v2c or snmp_v3 auth.")
     context_name: str | None = Field(default=None, description="Overrides the auth's context_name (v3).")
     modules: list[Literal["if_mib"]] = Field(default_factory=lambda: list(_DEFAULT_MODULES))
     interfaces: InterfaceFilter = InterfaceFilter()
