@@ -36,7 +36,7 @@ class ReportsConfig(StrictModel):
         description="Formats written on each run.",
     )
     retention: Duration = Field(default=3 * 365 * 86400.0, description="Dated reports older than this are deleted.")
-    keep_min: int = Field(default=12, ge=1, description="... but never fewer than this many runs.")
+    keep_min: int = Field(default=12, ge=1, description="The newest reports kept whatever their age.")
     period: Duration = Field(
         default=30 * 86400.0,
         description="Default reporting period (history, availability, actions).",

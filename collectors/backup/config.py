@@ -163,31 +163,45 @@ _ALL_SPECIFIC = set().union(*_PER_TYPE.values())
 class BackupTarget(TargetBase):
     kind: Literal["backup"]
     type: BackupType
-    backup: str | None = Field(default=None, pattern=NAME_RE, description="Label value; defaults to name.")
+    backup: str | None = Field(
+        default=None, pattern=NAME_RE, description="The `backup` label of its metrics; defaults to the target name."
+    )
     rpo: Duration
     grace: Duration = 0.0
     size_drop_fraction: float | None = Field(default=0.5, gt=0.0, lt=1.0)
+    # where: local when host is absent
     host: str | None = Field(
-        default=None, min_length=1, max_length=253,
-        description="Where: local when host is absent.",
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Host the check runs on over SSH (with auth); absent: on the agent's own host.",
     )
     port: int | None = Field(default=None, ge=1, le=65535)
     auth: str | None = None
     # The child's environment on top of PATH/HOME/locale (agent/childenv.py); values are text or
     # ${ENV_VAR}, or come from files through env_file: {NAME: /path}. All print as <secret>.
     env: dict[str, EnvValue] = Field(default_factory=dict)
-    repository: str | None = Field(default=None, description="Restic / borg.")
+    # restic / borg
+    repository: str | None = Field(default=None, description="restic/borg: the repository, as the tool takes it.")
     password_file: str | None = Field(default=None, description="Path on the host the command runs on.")
     group: SnapshotGroup | None = None
     archive_glob: str | None = None
     binary: str | None = None
-    directory: str | None = Field(default=None, description="Files.")
+    # files
+    directory: str | None = Field(default=None, description="files: the directory holding the dumps.")
     pattern: str = "*"
     recursive: bool = False
     min_size: int = Field(default=1, ge=0)
-    command: list[str] | None = Field(default=None, description="Command.")
-    token: Secret | None = Field(default=None, description="Push.")
-    integrity: IntegrityCheck | None = Field(default=None, description="Side tasks.")
+    # command
+    command: list[str] | None = Field(
+        default=None, description="command: argv of a command printing the backup's JSON object."
+    )
+    # push
+    token: Secret | None = Field(default=None, description="push: the bearer token the backup job posts with.")
+    # side tasks
+    integrity: IntegrityCheck | None = Field(
+        default=None, description="restic/borg: the repository check (the `integrity` task)."
+    )
     restore_test: RestoreTest | None = None
 
     @model_validator(mode="before")

@@ -164,7 +164,8 @@ class SnmpTarget(TargetBase):
     modules: list[Literal["if_mib"]] = Field(default_factory=lambda: list(_DEFAULT_MODULES))
     interfaces: InterfaceFilter = InterfaceFilter()
     metrics: list[OidMapping] = Field(default_factory=list)
-    retries: int = Field(default=1, ge=0, le=10, description="Limits.")
+    # Limits
+    retries: int = Field(default=1, ge=0, le=10, description="Retries of a request that got no reply.")
     request_timeout: Duration | None = Field(
         default=None,
         description="Per request; default: the target's budget / (retries + 1), <= 5s.",
