@@ -146,7 +146,7 @@ class TLSServerConfig(_Model):
     @field_validator("min_version", "max_version", mode="before")
     @classmethod
     def _version(cls, v: Any) -> Any:
-        if v not in TLS_VERSIONS:
+        if not isinstance(v, str) or v not in TLS_VERSIONS:
             raise ValueError(f"unknown TLS version: {v}")
         return v
 

@@ -507,3 +507,12 @@ def test_source_rereads_changed_files_and_keeps_the_last_valid_one(tmp_path: Pat
     f.write_text(f"rate_limit: {{interval: 1s, burst: 5}}\nbasic_auth_users: {{v: '{bcrypt_hash('p')}'}}\n")
     latest = src.get()
     assert latest is not new and src.valid and src.limiter is not None and src.limiter.burst == 5
+
+
+@pytest.mark.parametrize("value", [[], {}, 12, None])
+def test_a_tls_version_that_is_not_a_string_is_one_clear_error(tmp_path: Path, value: object) -> None:
+    # Found by the structure fuzz: a list made the version check raise TypeError, a traceback.
+    f = tmp_path / "web.yml"
+    f.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": "c", "key_file": "k", "min_version": value}}))
+    with pytest.raises(WebConfigError, match="min_version"):
+        load_web_config(f)
