@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
 
@@ -120,9 +120,17 @@ class TargetBase(StrictModel):
     site: str | None = Field(default=None, description="Defaults to the agent's own site.")
     interval: Duration | None = Field(default=None, description="Defaults to defaults.interval.")
     timeout: Duration | None = Field(default=None, description="Defaults to defaults.timeout.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Free-form notes kept with the target (not added to its metrics)."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_labels(cls, data: Any) -> Any:
+        # `labels` used to be accepted and then ignored: a key that does nothing is refused instead.
+        if isinstance(data, dict) and "labels" in data:
+            raise ValueError(
+                "labels: targets take no extra labels (they never reached a series); add static labels "
+                "in Prometheus's scrape config (static_configs labels or relabel_configs) instead"
+            )
+        return data
 
 
 T = TypeVar("T")

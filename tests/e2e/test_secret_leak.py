@@ -184,7 +184,7 @@ def test_no_secret_anywhere_the_agent_writes(tmp_path: Path) -> None:
              "auth": "web-ok", "timeout": "1s"},
             {"name": "http-closed", "kind": "probe", "module": "http", "url": f"http://127.0.0.1:{closed}/",
              "auth": "web-ok"},
-            {"name": "host", "kind": "host", "labels": {"owner": CONTROL}},
+            {"name": "host", "kind": "host", "processes": [CONTROL]},
         ]  # fmt: skip
 
         if "snmp" in kinds:
