@@ -32,17 +32,24 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 class SnapshotGroup(StrictModel):
     """restic snapshot filters: the snapshots of one backup job."""
 
-    host: str | None = None
-    paths: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    host: str | None = Field(default=None, description="Only snapshots taken on this host (`restic --host`).")
+    paths: list[str] = Field(
+        default_factory=list, description="Only snapshots of exactly these backup paths (`restic --path`, each)."
+    )
+    tags: list[str] = Field(
+        default_factory=list, description="Only snapshots carrying all of these tags (`restic --tag a,b`)."
+    )
 
 
 class IntegrityCheck(StrictModel):
     """``restic check`` / ``borg check`` on its own, slower schedule."""
 
-    interval: Duration = 7 * 86400.0
-    cron: str | None = None
-    timeout: Duration = 6 * 3600.0
+    interval: Duration = Field(default=7 * 86400.0, description="How often the check runs, unless `cron` is set.")
+    cron: str | None = Field(
+        default=None,
+        description="5-field crontab line (minute hour day month weekday, UTC) run on instead of `interval`.",
+    )
+    timeout: Duration = Field(default=6 * 3600.0, description="How long one check may run before it is stopped.")
     read_data_subset: str | None = Field(default=None, description='restic: "5%", "1/10", "500M".')
     verify_data: bool = Field(default=False, description="borg: --verify-data (reads every chunk).")
 
@@ -62,9 +69,11 @@ class IntegrityCheck(StrictModel):
 class EvidenceConfig(StrictModel):
     """Where a restore test records its result as recovery-test evidence (docs/backups.md)."""
 
-    dir: Path
-    runbook: str = Field(pattern=EVIDENCE_ID_RE)
-    runbook_version: int = Field(ge=1)
+    dir: Path = Field(description="The evidence directory the record and its artefact are written and sealed into.")
+    runbook: str = Field(pattern=EVIDENCE_ID_RE, description="The id of the runbook the restore test is evidence for.")
+    runbook_version: int = Field(
+        ge=1, description="The runbook version the record claims; check-config refuses one the runbook is not at."
+    )
     runbooks_dir: Path | None = Field(
         default=None,
         description="Needed to seal (the record carries the runbook's sha256).",
@@ -73,8 +82,15 @@ class EvidenceConfig(StrictModel):
     # `evidence verify`. check-config checks both against the runbook when runbooks_dir is given.
     step: str = Field(pattern=EVIDENCE_ID_RE, description="A recovery_steps id of the runbook.")
     validation: str = Field(pattern=EVIDENCE_ID_RE, description="A validation id of the runbook.")
-    operator: str = Field(default="continuity-agent", min_length=1, max_length=200)
-    seal: bool = True
+    operator: str = Field(
+        default="continuity-agent",
+        min_length=1,
+        max_length=200,
+        description="Name recorded as the step's operator, the validator and the only participant.",
+    )
+    seal: bool = Field(
+        default=True, description="Seal each record into the directory's hash chain (as `evidence seal` does)."
+    )
 
     @field_validator("dir", "runbooks_dir")
     @classmethod
@@ -92,14 +108,28 @@ class RestoreTest(StrictModel):
     """Restore paths or a sample of files from the latest snapshot into a scratch directory on
     the backup host, verify, time, clean up."""
 
-    interval: Duration = 7 * 86400.0
-    cron: str | None = None
-    timeout: Duration = 3600.0
-    paths: list[str] = Field(default_factory=list)
-    sample_files: int = Field(default=0, ge=0, le=1000)
+    interval: Duration = Field(default=7 * 86400.0, description="How often the test runs, unless `cron` is set.")
+    cron: str | None = Field(
+        default=None,
+        description="5-field crontab line (minute hour day month weekday, UTC) run on instead of `interval`.",
+    )
+    timeout: Duration = Field(
+        default=3600.0, description="Budget of one test: it restores for 85 % of it and keeps the rest to clean up."
+    )
+    paths: list[str] = Field(
+        default_factory=list, description="Snapshot paths restored and verified in full (every file under each)."
+    )
+    sample_files: int = Field(
+        default=0, ge=0, le=1000, description="Number of files picked at random (seeded by the snapshot id) to restore."
+    )
     checksums: dict[str, str] = Field(default_factory=dict, description="Snapshot path -> sha256.")
-    scratch_dir: str = "/var/tmp"
-    evidence: EvidenceConfig | None = None
+    scratch_dir: str = Field(
+        default="/var/tmp",
+        description="Absolute path on the backup host under which each test makes and removes its own directory.",
+    )
+    evidence: EvidenceConfig | None = Field(
+        default=None, description="Record each test as recovery-test evidence; absent: no record is written."
+    )
 
     @field_validator("cron")
     @classmethod
@@ -161,37 +191,60 @@ _ALL_SPECIFIC = set().union(*_PER_TYPE.values())
 
 
 class BackupTarget(TargetBase):
-    kind: Literal["backup"]
-    type: BackupType
+    kind: Literal["backup"] = Field(description="Selects this collector: `backup`.")
+    type: BackupType = Field(
+        description="Where the facts come from: a restic or borg repository, dump files, a command's JSON, "
+        "or the job's own push."
+    )
     backup: str | None = Field(
         default=None, pattern=NAME_RE, description="The `backup` label of its metrics; defaults to the target name."
     )
-    rpo: Duration
-    grace: Duration = 0.0
-    size_drop_fraction: float | None = Field(default=0.5, gt=0.0, lt=1.0)
-    # where: local when host is absent
+    rpo: Duration = Field(
+        description="Recovery point objective: a last success older than this is `late` or `stale` (`24h`, `P1D`)."
+    )
+    grace: Duration = Field(
+        default=0.0, description="Time past the RPO during which the backup is `late` rather than `stale`."
+    )
+    size_drop_fraction: float | None = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Flag a success smaller than the previous one by more than this fraction; `null` turns it off.",
+    )
     host: str | None = Field(
         default=None,
         min_length=1,
         max_length=253,
         description="Host the check runs on over SSH (with auth); absent: on the agent's own host.",
     )
-    port: int | None = Field(default=None, ge=1, le=65535)
-    auth: str | None = None
-    # The child's environment on top of PATH/HOME/locale (agent/childenv.py); values are text or
-    # ${ENV_VAR}, or come from files through env_file: {NAME: /path}. All print as <secret>.
-    env: dict[str, EnvValue] = Field(default_factory=dict)
+    port: int | None = Field(default=None, ge=1, le=65535, description="SSH port of `host`; absent: the auth's port.")
+    auth: str | None = Field(
+        default=None, description="Name of the `auths` entry to log in to `host` with; given together with `host`."
+    )
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict,
+        description="The child's environment on top of PATH, HOME and locale: text or `${ENV_VAR}`, or from files "
+        "through `env_file: {NAME: /path}`; all print as `<secret>`.",
+    )
     # restic / borg
     repository: str | None = Field(default=None, description="restic/borg: the repository, as the tool takes it.")
     password_file: str | None = Field(default=None, description="Path on the host the command runs on.")
-    group: SnapshotGroup | None = None
-    archive_glob: str | None = None
-    binary: str | None = None
+    group: SnapshotGroup | None = Field(
+        default=None, description="restic: the snapshot filter selecting one backup job; absent: all snapshots."
+    )
+    archive_glob: str | None = Field(
+        default=None, description="borg: only archives whose name matches this glob (`--glob-archives`), e.g. `fs1-*`."
+    )
+    binary: str | None = Field(
+        default=None, description="restic/borg: path of the tool on the host it runs on; absent: `restic` or `borg`."
+    )
     # files
     directory: str | None = Field(default=None, description="files: the directory holding the dumps.")
-    pattern: str = "*"
-    recursive: bool = False
-    min_size: int = Field(default=1, ge=0)
+    pattern: str = Field(default="*", description="files: glob the dump file names match (no `/`).")
+    recursive: bool = Field(default=False, description="files: also look in subdirectories of `directory`.")
+    min_size: int = Field(
+        default=1, ge=0, description="files: smallest size in bytes of a good dump; a smaller newest dump is a failure."
+    )
     # command
     command: list[str] | None = Field(
         default=None, description="command: argv of a command printing the backup's JSON object."
@@ -202,7 +255,9 @@ class BackupTarget(TargetBase):
     integrity: IntegrityCheck | None = Field(
         default=None, description="restic/borg: the repository check (the `integrity` task)."
     )
-    restore_test: RestoreTest | None = None
+    restore_test: RestoreTest | None = Field(
+        default=None, description="restic/borg: the scheduled restore test (the `restore_test` task); absent: none."
+    )
 
     @model_validator(mode="before")
     @classmethod
