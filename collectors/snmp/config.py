@@ -23,17 +23,17 @@ PrivProtocol = Literal["DES", "AES", "AES128", "AES192", "AES256", "AES192C", "A
 
 
 class SnmpV1Auth(StrictModel):
-    type: Literal["snmp_v1"]
+    type: Literal["snmp_v1"] = Field(description="Selects this auth type: `snmp_v1`.")
     community: Secret = Field(description="Community string (secret: `${ENV}` or community_file).")
 
 
 class SnmpV2cAuth(StrictModel):
-    type: Literal["snmp_v2c"]
+    type: Literal["snmp_v2c"] = Field(description="Selects this auth type: `snmp_v2c`.")
     community: Secret = Field(description="Community string (secret: `${ENV}` or community_file).")
 
 
 class SnmpV3Auth(StrictModel):
-    type: Literal["snmp_v3"]
+    type: Literal["snmp_v3"] = Field(description="Selects this auth type: `snmp_v3` (USM).")
     username: str = Field(min_length=1, max_length=32, description="USM user name.")
     security_level: Literal["noAuthNoPriv", "authNoPriv", "authPriv"] = Field(
         default="authPriv",
@@ -68,11 +68,23 @@ class InterfaceFilter(StrictModel):
     or alias (ifAlias). An interface is kept when it matches ``include`` (if given), does not
     match ``exclude``, and likewise for the alias patterns."""
 
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    alias_include: list[str] = Field(default_factory=list)
-    alias_exclude: list[str] = Field(default_factory=list)
-    include_admin_down: bool = False
+    include: list[str] = Field(
+        default_factory=list,
+        description="Regexes on the whole interface name; when given, only interfaces matching one are kept.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Regexes on the whole interface name; an interface matching one is left out."
+    )
+    alias_include: list[str] = Field(
+        default_factory=list,
+        description="Regexes on the whole ifAlias; when given, only interfaces matching one are kept.",
+    )
+    alias_exclude: list[str] = Field(
+        default_factory=list, description="Regexes on the whole ifAlias; an interface matching one is left out."
+    )
+    include_admin_down: bool = Field(
+        default=False, description="Keep administratively down interfaces, which are left out by default."
+    )
 
     @field_validator("include", "exclude", "alias_include", "alias_exclude")
     @classmethod
@@ -90,14 +102,24 @@ class OidMapping(StrictModel):
     ``1.3.6.1.2.1.33.1.2.3.0``); with it, the OID is walked as a table column and the row index
     (the OID suffix) becomes that label."""
 
-    oid: str
-    name: str
-    type: Literal["gauge", "counter"] = "gauge"
-    help: str = ""
-    scale: float | None = None
-    index_label: str | None = None
-    enum: dict[int, str] = Field(default_factory=dict)
-    enum_label: str = "state"
+    oid: str = Field(description="Numeric OID: an instance (e.g. `…3.0`), or a table column when `index_label` is set.")
+    name: str = Field(description="lower_snake_case metric name: the metric is `continuity_snmp_<name>`.")
+    type: Literal["gauge", "counter"] = Field(
+        default="gauge", description="Metric type; a counter's name must end in `_total`, a gauge's must not."
+    )
+    help: str = Field(
+        default="", description="HELP text of the metric; empty: `SNMP OID <oid> (mapped in the agent config).`"
+    )
+    scale: float | None = Field(
+        default=None, description="Multiply the value by this (e.g. `60` for minutes to seconds); not with `enum`."
+    )
+    index_label: str | None = Field(
+        default=None, description="Walk the OID as a table column; the row index (OID suffix) becomes this label."
+    )
+    enum: dict[int, str] = Field(
+        default_factory=dict, description="`{int: name}`: adds a label with the name of the value; the value is kept."
+    )
+    enum_label: str = Field(default="state", description="Name of the label `enum` adds.")
 
     @field_validator("oid")
     @classmethod
@@ -156,23 +178,30 @@ _DEFAULT_MODULES: tuple[Literal["if_mib"], ...] = ("if_mib",)
 
 
 class SnmpTarget(TargetBase):
-    kind: Literal["snmp"]
+    kind: Literal["snmp"] = Field(description="Selects this collector: `snmp`.")
     host: str = Field(min_length=1, description="Device name or address.")
     port: int = Field(default=161, ge=1, le=65535, description="SNMP UDP port.")
     auth: str = Field(description="Name of an snmp_v1, snmp_v2c or snmp_v3 auth.")
     context_name: str | None = Field(default=None, description="Overrides the auth's context_name (v3).")
-    modules: list[Literal["if_mib"]] = Field(default_factory=lambda: list(_DEFAULT_MODULES))
-    interfaces: InterfaceFilter = InterfaceFilter()
-    metrics: list[OidMapping] = Field(default_factory=list)
+    modules: list[Literal["if_mib"]] = Field(
+        default_factory=lambda: list(_DEFAULT_MODULES),
+        description="Built-in modules to walk (`if_mib`: the interface table); `[]` for `metrics` only.",
+    )
+    interfaces: InterfaceFilter = Field(
+        default=InterfaceFilter(), description="Which interfaces of the `if_mib` module are exported."
+    )
+    metrics: list[OidMapping] = Field(default_factory=list, description="Further OIDs read and exported as metrics.")
     # Limits
     retries: int = Field(default=1, ge=0, le=10, description="Retries of a request that got no reply.")
     request_timeout: Duration | None = Field(
         default=None,
         description="Per request; default: the target's budget / (retries + 1), <= 5s.",
     )
-    max_repetitions: int = Field(default=25, ge=1, le=1000)
-    max_oids_per_request: int = Field(default=20, ge=1, le=200)
-    max_interfaces: int = Field(default=1000, ge=1, le=100_000)
+    max_repetitions: int = Field(default=25, ge=1, le=1000, description="GETBULK max-repetitions (rows per request).")
+    max_oids_per_request: int = Field(default=20, ge=1, le=200, description="Most varbinds in one request.")
+    max_interfaces: int = Field(
+        default=1000, ge=1, le=100_000, description="Rows per column before the walk is cut off (`limit_exceeded`)."
+    )
     v2c_engine: Literal["builtin", "pysnmp"] = Field(
         default="builtin",
         description="V2c walks use the agent's own BER codec; \"pysnmp\" sends them through pysnmp instead.",
