@@ -52,10 +52,15 @@ PSEUDO_FS = frozenset(
 
 
 class HostTarget(TargetBase):
-    kind: Literal["host"]
+    kind: Literal["host"] = Field(description="Selects this collector: `host`.")
     processes: list[str] = Field(default_factory=list, description="process names that must be running")
-    mountpoints_exclude: list[str] = Field(default_factory=lambda: ["/dev", "/proc", "/sys", "/run"])
-    fs_types_exclude: list[str] = Field(default_factory=list)
+    mountpoints_exclude: list[str] = Field(
+        default_factory=lambda: ["/dev", "/proc", "/sys", "/run"],
+        description="Mount points to skip: each entry and everything mounted below it.",
+    )
+    fs_types_exclude: list[str] = Field(
+        default_factory=list, description="Filesystem types to skip (pseudo filesystems are always skipped)."
+    )
     include_root_overlay: bool = Field(default=True, description="report / even when it is an overlay (containers)")
 
 

@@ -103,18 +103,30 @@ class ThroughputConfig(StrictModel):
     """iperf3 tests against a council-owned server, on their own capped schedule."""
 
     server: str | None = Field(default=None, description="Default: the link's host.")
-    port: int = Field(default=5201, ge=1, le=65535)
-    directions: list[Direction] = Field(default_factory=lambda: list(DIRECTIONS), min_length=1, max_length=2)
+    port: int = Field(default=5201, ge=1, le=65535, description="TCP port of the iperf3 server.")
+    directions: list[Direction] = Field(
+        default_factory=lambda: list(DIRECTIONS),
+        min_length=1,
+        max_length=2,
+        description="`download` (server to site, iperf3 `-R`) and/or `upload`, tested in this order.",
+    )
     duration: Duration = Field(default=10.0, ge=1.0, le=60.0, description="Per direction.")
     omit: Duration = Field(default=1.0, ge=0.0, le=10.0, description="iperf3 -O: seconds of TCP ramp-up not counted.")
     parallel: int = Field(default=1, ge=1, le=16, description="iperf3 -P.")
-    interval: Duration = Field(default=6 * 3600.0, ge=1.0)
+    interval: Duration = Field(default=6 * 3600.0, ge=1.0, description="How often tests run, unless `cron` is set.")
     cron: str | None = Field(default=None, description='Instead of interval, e.g. "15 7,11,15 * * 1-5" (UTC).')
     max_tests_per_day: int = Field(default=4, ge=1, le=288, description="Per site, any 24 hours.")
     max_bytes_per_day: ByteSize | None = Field(default=None, description="Per site, any 24 hours.")
-    busy_retries: int = Field(default=3, ge=0, le=10)
-    busy_retry_delay: Duration = Field(default=60.0, ge=0.1, le=900.0)
-    connect_timeout: Duration = Field(default=5.0, ge=0.5, le=60.0)
+    busy_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a direction while the server is busy with another client."
+    )
+    busy_retry_delay: Duration = Field(
+        default=60.0,
+        ge=0.1,
+        le=900.0,
+        description="Wait before retrying a busy server; also the longest wait for the site's test lock.",
+    )
+    connect_timeout: Duration = Field(default=5.0, ge=0.5, le=60.0, description="iperf3 `--connect-timeout`.")
     iperf3: str = Field(default="iperf3", description="Command name or path.")
 
     @model_validator(mode="after")
@@ -139,7 +151,7 @@ class ThroughputConfig(StrictModel):
 class LinkTarget(TargetBase):
     """A site's far end. ``method: tcp`` connects to ``port``; ``udp`` needs an echo service there."""
 
-    kind: Literal["link"]
+    kind: Literal["link"] = Field(description="Selects this collector: `link`.")
     host: str = Field(min_length=1, description="The site's far end: name or address the bursts go to.")
     method: Literal["icmp", "tcp", "udp"] = Field(
         default="icmp",
@@ -152,7 +164,9 @@ class LinkTarget(TargetBase):
         default=1.0, ge=0.01, le=10.0,
         description="How long each probe waits for its reply.",
     )
-    packet_size: int = Field(default=56, ge=16, le=1472)
+    packet_size: int = Field(
+        default=56, ge=16, le=1472, description="ICMP payload or UDP datagram bytes (as `ping -s`); not used by tcp."
+    )
     standards: bool = Field(
         default=True,
         description="Whether this target's results feed its site's connection standards.",

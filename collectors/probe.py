@@ -37,7 +37,7 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 class HttpBasicAuth(StrictModel):
-    type: Literal["http_basic"]
+    type: Literal["http_basic"] = Field(description="Selects this auth type: `http_basic`.")
     username: str = Field(description="HTTP basic-auth user name.")
     password: Secret = Field(description="HTTP basic-auth password (secret).")
 
@@ -45,7 +45,7 @@ class HttpBasicAuth(StrictModel):
 class ProbeTarget(TargetBase):
     """``module: tcp`` needs host and port; ``http`` needs url; ``icmp`` needs host."""
 
-    kind: Literal["probe"]
+    kind: Literal["probe"] = Field(description="Selects this collector: `probe`.")
     module: Literal["tcp", "http", "icmp"] = Field(
         description="What the probe does: a TCP connect, an HTTP request or ICMP echo.",
     )
@@ -64,7 +64,9 @@ class ProbeTarget(TargetBase):
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (http).")
     auth: str | None = Field(default=None, description="Name of an http_basic auth (http).")
-    count: int = Field(default=1, ge=1, le=20)
+    count: int = Field(
+        default=1, ge=1, le=20, description="ICMP echo requests per run, 0.2 s apart; one reply is success (icmp)."
+    )
 
     @model_validator(mode="after")
     def _module_fields(self) -> ProbeTarget:
