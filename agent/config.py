@@ -101,12 +101,20 @@ else:
 
 
 class AgentConfig(StrictModel):
-    agent: AgentSection
-    defaults: Defaults = Defaults()
-    sites: list[Site] = Field(default_factory=list)
-    site_classes: dict[str, SiteClass] = Field(default_factory=dict)
-    auths: dict[str, AuthConfig] = Field(default_factory=dict)
-    targets: list[TargetConfig] = Field(default_factory=list)
+    agent: AgentSection = Field(description="The agent itself: its site, listen address, state and limits.")
+    defaults: Defaults = Field(default=Defaults(), description="Schedule of every target that does not set its own.")
+    sites: list[Site] = Field(
+        default_factory=list, description="The sites of the estate; none: the agent's own site is the only one."
+    )
+    site_classes: dict[str, SiteClass] = Field(
+        default_factory=dict, description="Connection standards by class name, which sites name with `class:`."
+    )
+    auths: dict[str, AuthConfig] = Field(
+        default_factory=dict, description="Credentials, referenced by name from targets (`auth: <name>`)."
+    )
+    targets: list[TargetConfig] = Field(
+        default_factory=list, description="What the agent monitors: each target's `kind` names its collector."
+    )
     reports: ReportsConfig | None = Field(default=None, description="DR test reports (agent/reports, docs/reports.md).")
     exercises: ExercisesConfig | None = Field(
         default=None,

@@ -173,11 +173,12 @@ def render_configuration_md() -> str:
             continue
         lines += [f"## `{name}`", ""] + ([field.description.strip(), ""] if field.description else [])
         lines += _table(nested, f"{name}{suffix}.")
-    lines += ["## `auths.<name>`", "", "Credentials, referenced by name from targets (`auth: <name>`).", ""]
+    lines += ["## `auths.<name>`", "", str(AgentConfig.model_fields["auths"].description), ""]
     for tag, model in sorted(auth_models().items()):
         lines += [f"### `type: {tag}`", "", *_table(model, "", frozenset({"type"}))]
     common = set(TargetBase.model_fields)
-    lines += ["## `targets[]`", "", "Keys every target has:", "", *_table(TargetBase)]
+    lines += ["## `targets[]`", "", str(AgentConfig.model_fields["targets"].description), ""]
+    lines += ["Keys every target has:", "", *_table(TargetBase)]
     for kind, cls in sorted(collectors().items()):
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         lines += [f"### `kind: {kind}`", ""]

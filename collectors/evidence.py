@@ -37,7 +37,7 @@ RPO_MET = frozenset({"fresh", "late"})
 
 
 class EvidenceTarget(TargetBase):
-    kind: Literal["evidence"]
+    kind: Literal["evidence"] = Field(description="Selects this collector: `evidence`.")
     runbooks_dir: Path = Field(description="Runbooks directory (runbooks/<id>.yml and estate.yml).")
     evidence_dir: Path = Field(description="Sealed evidence records (*.yml) and artefacts/ below it.")
 

@@ -72,7 +72,7 @@ POLL = 0.2  # seconds a blocking read waits before re-checking the deadline
 class SshAuth(StrictModel):
     """``auths.<name>`` for SSH. Paths are relative to the config file."""
 
-    type: Literal["ssh"]
+    type: Literal["ssh"] = Field(description="Selects this auth type: `ssh`.")
     user: str = Field(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$",
         description="Login user on the remote host.",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from agent.standards import KV_KEY, Evaluator, EvaluatorState, report_samples
 from collectors.base import INTERNAL, Collected, Collector, CollectorError, MetricSpec, TargetBase
 
@@ -79,7 +81,7 @@ METRICS = (
 
 
 class StandardsTarget(TargetBase):
-    kind: Literal["standards"]
+    kind: Literal["standards"] = Field(description="Selects this collector: `standards`.")
 
 
 class StandardsCollector(Collector):
