@@ -72,7 +72,7 @@ class EvidenceConfig(StrictModel):
     dir: Path = Field(description="The evidence directory the record and its artefact are written and sealed into.")
     runbook: str = Field(pattern=EVIDENCE_ID_RE, description="The id of the runbook the restore test is evidence for.")
     runbook_version: int = Field(
-        ge=1, description="The runbook version the record claims; check-config refuses one the runbook is not at."
+        ge=1, description="The runbook version the record claims; checked against the runbook given `runbooks_dir`."
     )
     runbooks_dir: Path | None = Field(
         default=None,
