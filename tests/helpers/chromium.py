@@ -8,6 +8,7 @@ import base64
 import itertools
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -44,7 +45,8 @@ def pdf_pages(pdf: bytes) -> int:
 
 
 def print_to_pdf(url: str, out: Path, timeout: float = 90.0) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as ud:
+    # (ignore_cleanup_errors: Chromium's helpers may still be writing the profile as it exits)
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as ud:
         subprocess.run(
             [chromium(), *QUIET_FLAGS, f"--user-data-dir={ud}", "--no-pdf-header-footer",
              f"--print-to-pdf={out}", url],
@@ -166,4 +168,13 @@ class DevTools:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait(5)
-            self._ud.cleanup()
+            # Chromium's helper processes can still be writing the profile for a moment after the
+            # browser exits: retry, bounded, then leave what is left to the temp directory reaper.
+            for _ in range(40):
+                try:
+                    self._ud.cleanup()
+                    break
+                except OSError:
+                    time.sleep(0.25)
+            else:
+                shutil.rmtree(self._ud.name, ignore_errors=True)
