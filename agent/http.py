@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector as PromCollector
 from prometheus_client.registry import CollectorRegistry
 
 from agent import __version__
 from agent.configtypes import scrub
+from agent.exposition import metrics_body
 from agent.plugin import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
@@ -127,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, resp: HttpResponse, head: bool = False) -> None:
         body = resp.body
         extra = dict(resp.headers)
-        if len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+        encoded = any(k.lower() == "content-encoding" for k in extra)  # /metrics compresses its own
+        if not encoded and len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
             body = gzip.compress(body, compresslevel=1)
             extra["Content-Encoding"] = "gzip"
         try:
@@ -263,8 +264,10 @@ class WebApp:
     def _dispatch(self, req: HttpRequest) -> HttpResponse:
         get = req.method in ("GET", "HEAD")
         if req.path == "/metrics" and get:
-            encoder, content_type = choose_encoder(req.headers.get("accept", ""))
-            return HttpResponse(200, encoder(self.registry), content_type)
+            body, content_type, headers = metrics_body(
+                self.registry, req.headers.get("accept", ""), req.headers.get("accept-encoding", "")
+            )
+            return HttpResponse(200, body, content_type, headers=headers)
         if req.path == "/-/healthy" and get:
             return HttpResponse(200, b"Healthy\n")
         if req.path == "/-/ready" and get:

@@ -10,7 +10,7 @@ It reads the same samples /metrics exposes and recomputes no verdict of its own.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ class ResultLike(Protocol):
     ok: bool
     reason: str | None
     message: str | None
-    samples: list[Any]
+    samples: Sequence[Any]
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _probe(samples: list[SampleLike]) -> Outcome | None:
+def _probe(samples: Sequence[SampleLike]) -> Outcome | None:
     v = _values(samples, "continuity_probe_success")
     if not v:
         return None
     return Outcome(OK, "probe succeeded") if v[0][1] == 1 else Outcome(BAD, "probe failed")
 
 
-def _device(samples: list[SampleLike]) -> Outcome | None:
+def _device(samples: Sequence[SampleLike]) -> Outcome | None:
     v = _values(samples, "continuity_device_up")
     if not v:
         return None
@@ -81,7 +81,7 @@ def _device(samples: list[SampleLike]) -> Outcome | None:
     return Outcome(OK, "device answered")
 
 
-def _backup(samples: list[SampleLike]) -> Outcome | None:
+def _backup(samples: Sequence[SampleLike]) -> Outcome | None:
     states = [lab.get("state", "") for lab, val in _values(samples, "continuity_backup_state") if val == 1]
     if not states:
         return None
@@ -90,7 +90,7 @@ def _backup(samples: list[SampleLike]) -> Outcome | None:
     return Outcome(BACKUP_LEVEL.get(state, UNKNOWN), f"backup {words}")
 
 
-def _integrity(samples: list[SampleLike]) -> Outcome | None:
+def _integrity(samples: Sequence[SampleLike]) -> Outcome | None:
     v = _values(samples, "continuity_backup_integrity_ok")
     if v and v[0][1] != 1:
         return Outcome(BAD, "integrity check found errors")
@@ -100,7 +100,7 @@ def _integrity(samples: list[SampleLike]) -> Outcome | None:
     return None
 
 
-def _host(samples: list[SampleLike]) -> Outcome | None:
+def _host(samples: Sequence[SampleLike]) -> Outcome | None:
     procs = _values(samples, "continuity_host_processes_running")
     if not procs and not _values(samples, "continuity_host_memory_total_bytes"):
         return None
@@ -110,7 +110,7 @@ def _host(samples: list[SampleLike]) -> Outcome | None:
     return Outcome(OK, "host measured" + (f"; {len(procs)} critical processes running" if procs else ""))
 
 
-def _link(samples: list[SampleLike]) -> Outcome | None:
+def _link(samples: Sequence[SampleLike]) -> Outcome | None:
     loss = _values(samples, "continuity_link_loss_ratio")
     if not loss:
         return None
@@ -121,7 +121,7 @@ def _link(samples: list[SampleLike]) -> Outcome | None:
     return Outcome(OK, text)
 
 
-def _standards(samples: list[SampleLike]) -> Outcome | None:
+def _standards(samples: Sequence[SampleLike]) -> Outcome | None:
     met = _values(samples, "continuity_site_standard_met_all")
     if not met:
         return None
@@ -131,7 +131,7 @@ def _standards(samples: list[SampleLike]) -> Outcome | None:
     return Outcome(OK, f"{len(met)} site(s) meet their connection standard")
 
 
-def _evidence(samples: list[SampleLike]) -> Outcome | None:
+def _evidence(samples: Sequence[SampleLike]) -> Outcome | None:
     valid = _values(samples, "continuity_recovery_evidence_valid")
     if not valid:
         return None

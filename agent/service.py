@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, outcomes
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
-from agent.exposition import AgentStatus, make_registry
+from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
 from agent.registry import collectors
@@ -197,6 +197,7 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        return_large_blocks()
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         self.scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)

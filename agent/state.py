@@ -18,12 +18,13 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.plugin import Sample
+from agent.samples import compact
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,15 @@ class Result:
     ok: bool
     reason: str | None = None
     message: str | None = None
-    samples: list[Sample] = field(default_factory=list)
+    samples: Sequence[Sample] = field(default_factory=list)  # a SampleTable once stored
     partial_errors: list[tuple[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     # Results for other tasks of the target that this run produced (Collected.outcomes); stored
     # with it by StateStore.put, not part of its own JSON.
     extra: list[Result] = field(default_factory=list)
+    # agent.exposition's cache: this result's exposition lines, made on the first scrape after it
+    # was stored and dropped with it. Not part of the result's value.
+    rendered: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def finished(self) -> float:
@@ -191,7 +195,11 @@ class StateStore:
                 except (ValueError, KeyError, TypeError) as e:
                     log.warning("ignoring unreadable stored result: %s", e)
                     continue
-                dest[(r.target, r.task)] = r
+                key = (r.target, r.task)
+                if dest is self._last_success and self._latest.get(key) == r:
+                    r = self._latest[key]  # a last success that is also the latest: one object, as put() left it
+                r.samples = compact(r.samples)
+                dest[key] = r
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -266,6 +274,7 @@ class StateStore:
         for x in r.extra:
             self.put(x)
         key = (r.target, r.task)
+        r.samples = compact(r.samples)
         with self._lock:
             self._latest[key] = r
             if r.ok:

@@ -17,6 +17,7 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("evidence", "bench.evidence_hash", [], []),
     ("snmp", "bench.snmp_bench", [], []),
     ("link", "bench.link_bench", [], []),
+    ("scale", "bench.scale_bench", [], ["--quick"]),
 ]
 
 
