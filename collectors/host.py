@@ -51,6 +51,9 @@ PSEUDO_FS = frozenset(
 )
 
 
+COMM_LEN = 15  # TASK_COMM_LEN - 1
+
+
 class HostTarget(TargetBase):
     kind: Literal["host"] = Field(description="Selects this collector: `host`.")
     processes: list[str] = Field(default_factory=list, description="process names that must be running")
@@ -132,11 +135,16 @@ class HostCollector(Collector):
 
     def _basics(self) -> dict[str, Any]:
         procs: dict[str, int] = dict.fromkeys(self.target.processes, 0)
+        # The kernel keeps 15 characters of a process name (comm): "continuity-agent" runs as
+        # "continuity-agen". A configured name that long matches on its first 15, as pgrep does.
+        by_comm = {wanted[:COMM_LEN]: wanted for wanted in procs}
         if procs:
             for proc in psutil.process_iter(["name"]):
                 name = proc.info.get("name")
                 if name in procs:
                     procs[name] += 1
+                elif isinstance(name, str) and len(name) == COMM_LEN and name in by_comm:
+                    procs[by_comm[name]] += 1
         return {
             "boot": psutil.boot_time(),
             "cpu": psutil.cpu_times(),

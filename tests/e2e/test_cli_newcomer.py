@@ -59,3 +59,16 @@ def test_collect_once_unknown_task_exits_2_naming_the_tasks(tmp_path: Path) -> N
         capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 2 and "has no task 'x' (tasks: '' (the main task))" in r.stderr, r.stderr
+
+
+def test_a_process_name_longer_than_the_kernels_15_characters_is_found(tmp_path: Path) -> None:
+    # collect-once runs as "continuity-agent", which the kernel keeps as "continuity-agen".
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("agent: {site: hq, state_dir: state}\n"
+                   "targets:\n  - {name: me, kind: host, processes: [continuity-agent, no-such-daemon-xyz]}\n")
+    r = subprocess.run([str(AGENT_BIN), "collect-once", "--config", str(cfg), "me"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.rsplit(" ", 1) for line in r.stdout.splitlines() if line.startswith("continuity_host_proc"))
+    assert float(lines['continuity_host_processes_running{process="continuity-agent"}']) >= 1
+    assert float(lines['continuity_host_processes_running{process="no-such-daemon-xyz"}']) == 0
