@@ -107,7 +107,8 @@ def _host(samples: Sequence[SampleLike]) -> Outcome | None:
     missing = sorted(lab.get("process", "?") for lab, val in procs if val < 1)
     if missing:
         return Outcome(BAD, f"critical process not running: {', '.join(missing)}")
-    return Outcome(OK, "host measured" + (f"; {len(procs)} critical processes running" if procs else ""))
+    running = f"; {len(procs)} critical process{'es' if len(procs) != 1 else ''} running" if procs else ""
+    return Outcome(OK, "host measured" + running)
 
 
 def _link(samples: Sequence[SampleLike]) -> Outcome | None:
