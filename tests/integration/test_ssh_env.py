@@ -3,7 +3,8 @@ against a real OpenSSH sshd on 127.0.0.1: hostile values arrive byte for byte in
 command's environment; while a remote command runs no process on the machine has the secret in
 ``/proc/<pid>/cmdline``, and the agent's log, /metrics, /api/v1/status, status page and sshd's own
 log hold no trace of it; real restic and borg repositories reached over SSH open with their
-password given only through ``env:`` (``${ENV}`` and ``env_file``)."""
+password given only through ``env:`` (in tests/integration/test_backup_repos.py, beside its
+repositories)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ import pytest
 
 from collectors.base import CollectorContext
 from collectors.ssh import ENV_FAILED, SshAuth, SshRunner, env_stdin, remote_command
-from tests.helpers.backups import Repos, make_repos, where, write_agent_config
-from tests.helpers.collect import collect, value
+from tests.helpers.backups import where, write_agent_config
 from tests.helpers.common import agent_process, http_get, metric_value, need, wait_until
 from tests.helpers.sshd import Sshd, start_sshd
 
@@ -46,11 +46,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     s = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> Repos:
-    return make_repos(tmp_path_factory.mktemp("repos"))
 
 
 def _auth(s: Sshd) -> SshAuth:
@@ -203,60 +198,3 @@ def test_secret_is_on_no_command_line_and_in_no_output(sshd: Sshd, tmp_path: Pat
         for m in marks.values():
             assert m not in text, f"a secret is in {where_}"
     assert "cmd-over-ssh" in exposed["/api/v1/status"]  # the search looks at real output
-
-
-def test_restic_and_borg_over_ssh_with_password_only_in_env(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
-    password = repos.password_file.read_text().rstrip("\n")
-    pw_file = tmp_path / "borg-passphrase"
-    pw_file.write_text(password + "\n")
-    pw_file.chmod(0o600)
-    cfg = write_agent_config(
-        tmp_path / "agent.yml",
-        [
-            {
-                "name": "r",
-                "type": "restic",
-                "repository": str(repos.restic),
-                "env": {**repos.restic_env, "RESTIC_PASSWORD": "${TEST_RESTIC_PASSWORD}"},
-                "group": {"host": "fs1", "tags": ["nightly"]},
-                "integrity": {"interval": "1d", "timeout": "2m"},
-                **where("ssh", sshd),
-            },
-            {
-                "name": "b",
-                "type": "borg",
-                "repository": str(repos.borg),
-                "env": repos.borg_env,
-                "env_file": {"BORG_PASSPHRASE": str(pw_file)},
-                "archive_glob": "fs-*",
-                **where("ssh", sshd),
-            },
-        ],
-        sshd,
-    )
-    os.environ["TEST_RESTIC_PASSWORD"] = password
-    try:
-        r = collect(cfg, "r")
-        check = collect(cfg, "r", "integrity")
-        b = collect(cfg, "b")
-    finally:
-        del os.environ["TEST_RESTIC_PASSWORD"]
-    assert r.ok and not r.partial_errors, (r.message, r.partial_errors)
-    assert value(r, "continuity_backup_snapshots") == 2
-    assert check.ok and value(check, "continuity_backup_integrity_ok") == 1, check.message
-    assert b.ok and not b.partial_errors, (b.message, b.partial_errors)
-    assert value(b, "continuity_backup_snapshots") == 2
-    # Without the password in env the same repositories refuse: env: is what opened them.
-    cfg_bad = write_agent_config(
-        tmp_path / "bad.yml",
-        [
-            {"name": "r", "type": "restic", "repository": str(repos.restic), "env": {**repos.restic_env,
-             "RESTIC_PASSWORD": "wrong"}, **where("ssh", sshd)},
-            {"name": "b", "type": "borg", "repository": str(repos.borg), "env": {**repos.borg_env,
-             "BORG_PASSPHRASE": "wrong"}, **where("ssh", sshd)},
-        ],
-        sshd,
-    )  # fmt: skip
-    for name in ("r", "b"):
-        bad = collect(cfg_bad, name)
-        assert [p[0] for p in bad.partial_errors] == ["auth"], (name, bad.partial_errors)
