@@ -346,8 +346,8 @@ KILL_AFTER = 2  # seconds from TERM to KILL on the server
 # them). The command line carries only the variable names, then `--`, then the argv. The values
 # follow on stdin in the names' order, each as lines: every line of the value prefixed with `+`
 # when another line of the value follows, with `=` for its last line (so any value arrives byte
-# for byte: newlines, quotes, `$`, backslashes, spaces, non-UTF-8 bytes). Only shell builtins
-# (`read`, `case`, `[`, `export`) touch a value, so no process gets one in its argv. Then the
+# for byte: newlines, quotes, `$`, backslashes, spaces, non-UTF-8 bytes). Only the shell builtins
+# `read`, `case` and `export` touch a value, so no process gets one in its argv. Then the
 # command is exec'd with stdin from /dev/null, as a local command has it; a value that does not
 # arrive whole stops everything with exit status 125 before the command runs.
 ENV_FAILED = 125
