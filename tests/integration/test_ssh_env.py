@@ -80,18 +80,19 @@ def test_hostile_values_arrive_byte_exact(sshd: Sshd, tmp_path: Path) -> None:
     assert (res.exit_status, res.stdout) == (0, b"/dev/null\nx")
 
 
-@pytest.mark.parametrize("shell", ["dash", "bash"])
-def test_prologue_in_each_shell(shell: str) -> None:
-    """The same script under the shells a host's ``sh`` is (Debian: dash; RHEL: bash), in the C and
-    a UTF-8 locale; an environment cut short stops everything before the command runs."""
-    sh = need(shell)
+@pytest.mark.parametrize("shell", [["dash"], ["bash"], ["busybox", "sh"]], ids=" ".join)
+def test_prologue_in_each_shell(shell: list[str]) -> None:
+    """The same script under the shells a host's ``sh`` is (Debian: dash; RHEL: bash; a NAS or an
+    appliance: BusyBox ash), in the C and a UTF-8 locale; an environment cut short stops everything
+    before the command runs."""
+    sh = [need(shell[0]), *shell[1:]]
     env = {"HOSTILE": HOSTILE, **EDGES}
     line, stdin = remote_command(["printenv", "-0", *env], env)
     words = shlex.split(line)
     assert words[:2] == ["sh", "-c"]
     for locale in ("C", "C.UTF-8"):
         out = subprocess.run(
-            [sh, *words[1:]], input=stdin, capture_output=True, timeout=30,
+            [*sh, *words[1:]], input=stdin, capture_output=True, timeout=30,
             env={"PATH": os.environ["PATH"], "LC_ALL": locale},
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -100,7 +101,7 @@ def test_prologue_in_each_shell(shell: str) -> None:
     _, stdin = remote_command(["true"], {"A": "one\ntwo", "B": "x"})
     for cut in (b"", stdin[:4], stdin[: stdin.index(b"=two\n")]):
         out = subprocess.run(
-            [sh, *shlex.split(remote_command(["touch", str(marker)], {"A": "", "B": ""}).line)[1:]],
+            [*sh, *shlex.split(remote_command(["touch", str(marker)], {"A": "", "B": ""}).line)[1:]],
             input=cut, capture_output=True, timeout=30,
         )  # fmt: skip
         assert out.returncode == ENV_FAILED, (cut, out)
