@@ -48,5 +48,6 @@ def child_env(
 
 
 def reveal_env(configured: Mapping[str, str | Secret]) -> dict[str, str]:
-    """A target's ``env:`` as plain text, for the child that needs it (locally or over SSH)."""
+    """A target's ``env:`` as plain text, for the child that needs it (locally or over SSH, where
+    the values go on the command's stdin, never on a command line: ``collectors.ssh``)."""
     return {k: v.reveal() if isinstance(v, Secret) else v for k, v in configured.items()}

@@ -203,7 +203,12 @@ def resolve_env_files(data: Any, info: ValidationInfo) -> Any:
             )
         if not isinstance(path, str) or not path:
             raise PydanticCustomError("secret_file", "{key} must be a file path", {"key": key})
-        env[name] = read_secret_file(resolve_path(path, info), key, strict)
+        value = read_secret_file(resolve_path(path, info), key, strict)
+        if "\0" in value.reveal():
+            raise PydanticCustomError(
+                "env_value", "{key}: an environment value must not contain a NUL byte", {"key": key}
+            )
+        env[name] = value
     out["env"] = env
     return out
 

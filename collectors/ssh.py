@@ -11,9 +11,11 @@ loops): a worker thread cannot be cancelled, so it must end by itself. If the ca
 cancelled, closing the connection makes the thread's next read return at once.
 
 Commands are argv lists joined with :func:`shlex.join`, so config values never reach the remote
-shell unquoted. One connection is opened per run (the first command opens it, the commands of
-the run reuse it) and closed at the end of the run and on any error. An asyncio semaphore per
-host bounds concurrent sessions (``max_sessions``) so a site's server is never flooded.
+shell unquoted; a target's ``env:`` values travel on the command's stdin, never on a command
+line (:func:`remote_command`). One connection is opened per run (the first command opens it, the
+commands of the run reuse it) and closed at the end of the run and on any error. An asyncio
+semaphore per host bounds concurrent sessions (``max_sessions``) so a site's server is never
+flooded.
 
 Reasons: ``unreachable``, ``timeout``, ``auth``, ``host_key``, ``command_failed``,
 ``output_too_large``, ``bad_output`` (the last three from :mod:`collectors.commands`).
@@ -24,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import re
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -51,6 +55,7 @@ from collectors.commands import (
     COMMAND_FAILED,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_LINES,
+    ENV_NAME_RE,
     OUTPUT_TOO_LARGE,
     Capture,
     CommandResult,
@@ -236,8 +241,9 @@ class SshConnection:
                 UNREACHABLE, f"{self.where}: SSH handshake failed: {scrub(text) or type(e).__name__}"
             ) from None
 
-    def run(self, command: str, argv: Sequence[str], timeout: float, limits: OutputLimits) -> CommandResult:
-        """Run one command string; read stdout (capped) and stderr (tail) until exit or deadline."""
+    def run(self, command: RemoteCommand, argv: Sequence[str], timeout: float, limits: OutputLimits) -> CommandResult:
+        """Run one command line, send its stdin and close it; read stdout (capped) and stderr
+        (tail) until exit or deadline."""
         import paramiko
 
         t0 = time.monotonic()
@@ -258,7 +264,9 @@ class SshConnection:
         err = TailBuffer()
         try:
             chan.settimeout(POLL)
-            chan.exec_command(command)
+            chan.exec_command(command.line)
+            if command.stdin:
+                self._send(chan, command.stdin, deadline, argv, timeout)
             chan.shutdown_write()  # stdin at EOF: nothing waits for a prompt answer
             while True:
                 while chan.recv_stderr_ready():
@@ -291,6 +299,25 @@ class SshConnection:
                 chan.close()
         return CommandResult(tuple(argv), status, out.value(), err.value(), time.monotonic() - t0)
 
+    def _send(self, chan: paramiko.Channel, data: bytes, deadline: float, argv: Sequence[str], timeout: float) -> None:
+        """Write ``data`` to the command's stdin by the deadline. A command that ended before
+        reading it is not an error here: its exit status and stderr tell what happened."""
+        pos = 0
+        while pos < len(data):
+            if time.monotonic() >= deadline:
+                raise self._timeout(argv, timeout)
+            try:
+                sent = chan.send(data[pos : pos + 32768])
+            except TimeoutError:
+                continue
+            except OSError:
+                if chan.closed:
+                    return
+                raise
+            if sent == 0:  # the channel is closed
+                return
+            pos += sent
+
     def _timeout(self, argv: Sequence[str], timeout: float) -> CollectorError:
         return CollectorError(TIMEOUT, f"{self.where}: `{describe(argv)}` did not finish within {timeout:.1f}s")
 
@@ -314,26 +341,84 @@ _TIMEOUT_WRAPPER = (
 REMOTE_GRACE = 1  # seconds the remote limit exceeds the agent's, so the agent sees its own timeout first
 KILL_AFTER = 2  # seconds from TERM to KILL on the server
 
+# A target's `env:` reaches the remote command on the channel's stdin, never on a command line
+# (any user of the host can read command lines in ps and /proc/<pid>/cmdline, and audit logs keep
+# them). The command line carries only the variable names, then `--`, then the argv. The values
+# follow on stdin in the names' order, each as lines: every line of the value prefixed with `+`
+# when another line of the value follows, with `=` for its last line (so any value arrives byte
+# for byte: newlines, quotes, `$`, backslashes, spaces, non-UTF-8 bytes). Only the shell builtins
+# `read`, `case` and `export` touch a value, so no process gets one in its argv. Then the
+# command is exec'd with stdin from /dev/null, as a local command has it; a value that does not
+# arrive whole stops everything with exit status 125 before the command runs.
+ENV_FAILED = 125
+_ENV_PROLOGUE = (  # one line, no literal newline: the login shell may not be sh
+    "_ca_n=$(printf '\\nx'); _ca_n=${_ca_n%x}; "
+    'while [ "$1" != -- ]; do '
+    "_ca_v= _ca_ok=; "
+    "while IFS= read -r _ca_l; do "
+    "case $_ca_l in "
+    "+*) _ca_v=$_ca_v${_ca_l#?}$_ca_n ;; "
+    "=*) _ca_v=$_ca_v${_ca_l#?} _ca_ok=1; break ;; "
+    "*) break ;; "
+    "esac; "
+    "done; "
+    'if [ -z "$_ca_ok" ]; then echo "continuity-agent: the environment did not arrive on stdin" >&2; '
+    f"exit {ENV_FAILED}; fi; "
+    'export "$1=$_ca_v"; '
+    "shift; "
+    "done; "
+    "shift; "
+    "unset _ca_n _ca_v _ca_ok _ca_l; "
+    'exec "$@" </dev/null'
+)
+_ENV_NAME = re.compile(ENV_NAME_RE)
+
+
+class RemoteCommand(NamedTuple):
+    line: str  # for the remote shell: holds no `env:` value
+    stdin: bytes  # the `env:` values, sent on the channel before its stdin is closed
+
+
+def env_stdin(values: Iterable[str]) -> bytes:
+    """The values as :data:`_ENV_PROLOGUE` reads them (encoded as a local child's environment is:
+    :func:`os.fsencode`)."""
+    out = bytearray()
+    for value in values:
+        raw = os.fsencode(value)
+        if b"\0" in raw:
+            raise ValueError("an environment value cannot hold a NUL byte")
+        *more, last = raw.split(b"\n")
+        for line in more:
+            out += b"+" + line + b"\n"
+        out += b"=" + last + b"\n"
+    return bytes(out)
+
 
 def remote_command(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
-) -> str:
-    """The command line for the remote shell: every word quoted; environment via ``env``; a
-    working directory via a fixed ``sh -c`` script taking the directory as ``$1``; with
-    ``timeout``, wrapped so the server stops the command itself (TERM a second after the agent
-    gives up, KILL two seconds later)."""
+) -> RemoteCommand:
+    """The command line for the remote shell and what to send on its stdin: every word quoted;
+    the environment's names on the line and its values on stdin (:data:`_ENV_PROLOGUE`); a working
+    directory via a fixed ``sh -c`` script taking the directory as ``$1``; with ``timeout``,
+    wrapped so the server stops the command itself (TERM a second after the agent gives up, KILL
+    two seconds later)."""
     words = list(argv)
+    stdin = b""
     if env:
-        words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
+        bad = [k for k in env if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"not environment variable names: {bad!r}")
+        words = ["sh", "-c", _ENV_PROLOGUE, "sh", *env, "--", *words]
+        stdin = env_stdin(env.values())
     if cwd is not None:
         words = ["sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh", cwd, *words]
     if timeout is not None:
         limit = math.ceil(timeout) + REMOTE_GRACE
         words = ["sh", "-c", _TIMEOUT_WRAPPER, "sh", str(KILL_AFTER), str(limit), *words]
-    return shlex.join(words)
+    return RemoteCommand(shlex.join(words), stdin)
 
 
 def _slots(ctx: CollectorContext, host: str, port: int, size: int) -> asyncio.Semaphore:
@@ -421,7 +506,7 @@ class SshRunner:
         t0 = time.monotonic()
         conn = await self._connection(time_left(timeout, self.deadline, self.where))
         budget = time_left(timeout - (time.monotonic() - t0), self.deadline, self.where)
-        command = remote_command(argv, env, cwd, timeout=budget)
+        command = remote_command(argv, env, cwd, timeout=budget)  # env: on stdin, never the line
         try:
             return await self.ctx.run_blocking(conn.run, command, argv, budget, limits or self.limits)
         except BaseException:

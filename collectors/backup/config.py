@@ -224,7 +224,8 @@ class BackupTarget(TargetBase):
     env: dict[str, EnvValue] = Field(
         default_factory=dict,
         description="The child's environment on top of PATH, HOME and locale: text or `${ENV_VAR}`, or from files "
-        "through `env_file: {NAME: /path}`; all print as `<secret>`.",
+        "through `env_file: {NAME: /path}`; all print as `<secret>`. Over SSH the values go on the command's "
+        "stdin, never on a command line.",
     )
     # restic / borg
     repository: str | None = Field(default=None, description="restic/borg: the repository, as the tool takes it.")

@@ -502,3 +502,63 @@ def test_blocked_restore_tests_are_counted_shown_and_recorded(repos: Repos, sshd
             f"{f.rule}: {f.message}" for f in report.findings
         ]
     assert page.count("NOT RUN") == 2
+
+
+def test_restic_and_borg_over_ssh_with_password_only_in_env(repos: Repos, sshd: Sshd, tmp_path: Path) -> None:
+    """#19: over SSH a target's env: values reach the tool on stdin, not on a command line
+    (tests/integration/test_ssh_env.py); the repository password given only that way - restic's
+    RESTIC_PASSWORD from ${ENV}, borg's BORG_PASSPHRASE from env_file - opens real repositories."""
+    password = repos.password_file.read_text().rstrip("\n")
+    pw_file = tmp_path / "borg-passphrase"
+    pw_file.write_text(password + "\n")
+    pw_file.chmod(0o600)
+    cfg = write_agent_config(
+        tmp_path / "agent.yml",
+        [
+            {
+                "name": "r",
+                "type": "restic",
+                "repository": str(repos.restic),
+                "env": {**repos.restic_env, "RESTIC_PASSWORD": "${TEST_RESTIC_PASSWORD}"},
+                "group": {"host": "fs1", "tags": ["nightly"]},
+                "integrity": {"interval": "1d", "timeout": "2m"},
+                **where("ssh", sshd),
+            },
+            {
+                "name": "b",
+                "type": "borg",
+                "repository": str(repos.borg),
+                "env": repos.borg_env,
+                "env_file": {"BORG_PASSPHRASE": str(pw_file)},
+                "archive_glob": "fs-*",
+                **where("ssh", sshd),
+            },
+        ],
+        sshd,
+    )
+    os.environ["TEST_RESTIC_PASSWORD"] = password
+    try:
+        r = collect(cfg, "r")
+        check = collect(cfg, "r", "integrity")
+        b = collect(cfg, "b")
+    finally:
+        del os.environ["TEST_RESTIC_PASSWORD"]
+    assert r.ok and not r.partial_errors, (r.message, r.partial_errors)
+    assert value(r, "continuity_backup_snapshots") == 2
+    assert check.ok and value(check, "continuity_backup_integrity_ok") == 1, check.message
+    assert b.ok and not b.partial_errors, (b.message, b.partial_errors)
+    assert value(b, "continuity_backup_snapshots") == 2
+    # Without the password in env the same repositories refuse: env: is what opened them.
+    cfg_bad = write_agent_config(
+        tmp_path / "bad.yml",
+        [
+            {"name": "r", "type": "restic", "repository": str(repos.restic), "env": {**repos.restic_env,
+             "RESTIC_PASSWORD": "wrong"}, **where("ssh", sshd)},
+            {"name": "b", "type": "borg", "repository": str(repos.borg), "env": {**repos.borg_env,
+             "BORG_PASSPHRASE": "wrong"}, **where("ssh", sshd)},
+        ],
+        sshd,
+    )  # fmt: skip
+    for name in ("r", "b"):
+        bad = collect(cfg_bad, name)
+        assert [p[0] for p in bad.partial_errors] == ["auth"], (name, bad.partial_errors)

@@ -21,7 +21,7 @@ import pytest
 
 from collectors.base import CollectorContext, CollectorError
 from collectors.commands import LocalRunner, OutputLimits
-from collectors.ssh import SshAuth, SshRunner, remote_command
+from collectors.ssh import SshAuth, SshConnection, SshRunner, remote_command
 from tests.helpers.common import free_port
 from tests.helpers.sshd import Sshd, keygen, start_sshd
 
@@ -76,7 +76,8 @@ def test_env_and_cwd_are_passed_quoted(sshd: Sshd, tmp_path: Path) -> None:
     lines = res.stdout.decode().split("\n", 1)
     assert lines[0] == str(weird)
     assert lines[1] == "a b'c;$(id)"
-    assert "env FOO=" in remote_command(["x"], {"FOO": "1"})
+    line, stdin = remote_command(["x"], {"FOO": "a b'c;$(id)"})
+    assert "$(id)" not in line and stdin == b"=a b'c;$(id)\n"  # the value goes on stdin (test_ssh_env.py)
 
 
 def test_exit_status_and_stderr_are_returned(sshd: Sshd) -> None:
@@ -320,10 +321,21 @@ def test_remote_timeout_wrapper_keeps_exit_status_and_works_without_timeout(sshd
     # A host without `timeout` on its PATH still runs the command (unwrapped).
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for tool in ("sh", "env", "echo"):
+    for tool in ("sh", "env", "echo", "printenv"):
         (bindir / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
-    line = remote_command(["echo", "plain"], {"PATH": str(bindir)}, timeout=5.0)
+    line, _ = remote_command(["echo", "plain"], timeout=5.0)
     words = shlex.split(line)
-    assert words[:2] == ["sh", "-c"] and words[-4:] == ["env", f"PATH={bindir}", "echo", "plain"]
+    assert words[:2] == ["sh", "-c"] and words[-2:] == ["echo", "plain"]
     res = run(one(make_auth(sshd), ["env", f"PATH={bindir}", "sh", "-c", words[2], "sh", "2", "6", "echo", "plain"]))
     assert (res.exit_status, res.stdout) == (0, b"plain\n")
+    # ... and gets its env: values from stdin all the same.
+    auth = make_auth(sshd)
+    conn = SshConnection(auth, "127.0.0.1", sshd.port, "test")
+    conn.connect(time.monotonic() + 10)
+    try:
+        cmd = remote_command(["printenv", "A"], {"A": "v 'x'\ny"}, timeout=5.0)
+        cmd = cmd._replace(line=f"env PATH={shlex.quote(str(bindir))} {cmd.line}")
+        res = conn.run(cmd, ["printenv", "A"], 10.0, auth.limits())
+    finally:
+        conn.close()
+    assert (res.exit_status, res.stdout, res.stderr) == (0, b"v 'x'\ny\n", b"")

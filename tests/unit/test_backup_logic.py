@@ -182,6 +182,15 @@ def test_bad_backup_config(tmp_path: Path, target: dict[str, Any], message: str)
     assert "targets[0]" in text
 
 
+def test_env_file_with_a_nul_byte_is_refused(tmp_path: Path) -> None:
+    """No environment can hold a NUL byte (locally or over SSH): one error naming the key."""
+    f = tmp_path / "val"
+    f.write_text("abc\0def\n")
+    f.chmod(0o600)
+    text = errors(tmp_path, [{"name": "a", "type": "command", "command": ["x"], "env_file": {"K": str(f)}}])
+    assert "env_file.K: an environment value must not contain a NUL byte" in text and "targets[0]" in text
+
+
 def test_ssh_auth_config(tmp_path: Path) -> None:
     key_file = tmp_path / "id"
     key_file.write_text("x")
@@ -260,18 +269,12 @@ def test_command_lines() -> None:
     assert shlex.split(env["BORG_PASSCOMMAND"]) == ["cat", "--", "/etc/borg pw"]
     assert env["TZ"] == "Europe/London"  # explicit env wins
     assert tools.borg_extract(b, "fs-1", ["pp:odd", "x"])[-2:] == ["pp:pp:odd", "pp:x"]
-    line = remote_command(["restic", "--repo=/r; rm -rf /"], {"A": "$(x)"}, cwd="/tmp/a b")
-    assert shlex.split(line) == [
-        "sh",
-        "-c",
-        'cd -- "$1" && shift && exec "$@"',
-        "sh",
-        "/tmp/a b",
-        "env",
-        "A=$(x)",
-        "restic",
-        "--repo=/r; rm -rf /",
-    ]
+    line, stdin = remote_command(["restic", "--repo=/r; rm -rf /"], {"A": "$(x)", "B": "1\n2"}, cwd="/tmp/a b")
+    words = shlex.split(line)
+    assert words[:5] == ["sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh", "/tmp/a b"]
+    # The environment's names are on the line, its values only on stdin.
+    assert words[5:7] == ["sh", "-c"] and words[8:] == ["sh", "A", "B", "--", "restic", "--repo=/r; rm -rf /"]
+    assert "$(x)" not in line and stdin == b"=$(x)\n+1\n=2\n"
 
 
 def res(rc: int, err: str) -> CommandResult:
