@@ -151,6 +151,43 @@ def test_unverified_evidence_shows_no_second_opinion(tmp_path: Path) -> None:
     assert any("runbooks directory does not exist" in g for g in r.gaps["summary"])
 
 
+def test_bad_runbook_and_record_are_findings_and_report_dr_refuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    est = build_estate(tmp_path)
+    good = read_evidence(est.runbooks, est.evidence, AT)
+    (est.runbooks / "zz.yml").write_text("id: zz\nname: x\n")  # schema-invalid runbook
+    (est.evidence / "998-schema.yml").write_text("runbook: email\nresult: maybe\n")  # schema-invalid record
+    ev = read_evidence(est.runbooks, est.evidence, AT)
+    r = build_report(BuildContext(evidence=ev, at=AT, period_seconds=DAY))
+    bad = [f for f in r.findings if f.rule in ("invalid_runbook", "invalid_record")]
+    assert {(f.rule, f.runbook, f.record) for f in bad} == {
+        ("invalid_runbook", "zz", None), ("invalid_record", None, "998-schema.yml")}
+    # Input problems are the same lines as the findings, each as `evidence verify` prints it.
+    assert sorted(r.problems) == sorted(f.message for f in bad) and len(bad) == 10
+    assert any(p.startswith(f"{est.runbooks / 'zz.yml'}: owner: ") for p in r.problems)
+    assert any(p.startswith("998-schema.yml: result: ") for p in r.problems)
+    # The bad runbook is no system; the good ones are verified as before.
+    assert good.verification is not None and ev.verification is not None
+    assert [s.to_json() for s in ev.verification.systems] == [s.to_json() for s in good.verification.systems]
+    assert "files left out of the verification (unreadable or invalid): 998-schema.yml, zz.yml" in r.summary.reasons
+    # `report dr` (strict) exits 2 with one line per problem, like `evidence verify`.
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(json.dumps({"agent": {"site": "hq", "state_dir": str(tmp_path / "state")},
+                               "reports": {"runbooks_dir": str(est.runbooks), "evidence_dir": str(est.evidence),
+                                           "schedule": None}}))
+    capsys.readouterr()
+    rc = main(["report", "dr", "--config", str(cfg), "--at", AT.isoformat(), "--format", "md",
+               "--output", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "r.md").exists()
+    assert sorted(err.splitlines()) == sorted(f"continuity-agent: {p}" for p in r.problems)
+    rc = main(["evidence", "verify", "--runbooks", str(est.runbooks), "--evidence", str(est.evidence)])
+    assert rc == 2 and "zz.yml: owner: " in capsys.readouterr().err
+
+
 def test_script_in_evidence_is_escaped(tmp_path: Path) -> None:
     evil = '<script>alert("x")</script> | <img src=x onerror=alert(1)>'
     r = make(tmp_path, action_text=evil)
