@@ -770,10 +770,8 @@ def _unavailable(bc: BuildContext, since: float, until: float) -> tuple[list[Una
     return out, sorted(without)
 
 
-def _sites(
-    bc: BuildContext, samples: list[tuple[Any, Any]], since: float, until: float, gaps: list[str]
-) -> list[SiteRow]:
-    cfg = bc.config
+def _site_measurements(samples: list[tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    """Per site: connection-standard verdicts and thresholds, class and availability, from state."""
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"criteria": {}, "thresholds": {}})
     for res, s in samples:
         site = s.labels.get("site") or res.site
@@ -789,43 +787,52 @@ def _sites(
                 per[site]["service_hours"] = s.value
             elif w.startswith("24x7"):
                 per[site]["24x7"] = s.value
+    return per
+
+
+def _site_row(bc: BuildContext, site: str, d: dict[str, Any], since: float, until: float) -> SiteRow:
+    cfg = bc.config
+    crit = [CriterionRow(c, met, d["thresholds"].get(c)) for c, met in sorted(d["criteria"].items())]
+    hist: list[tuple[float, float, bool]] = []
+    if cfg is not None:
+        for t in cfg.targets:
+            if cfg.site_of(t) == site:
+                hist.extend(_history(bc, t.name, since, until))
+    failed = sum(1 for c in crit if c.met is False)
+    return SiteRow(
+        site=site,
+        site_class=d.get("class") or (cfg.site_class(site) if cfg is not None else "default"),
+        criteria=crit,
+        criteria_failed=failed,
+        all_met=None if not crit else failed == 0,
+        availability_service_hours=d.get("service_hours"),
+        availability_24x7=d.get("24x7"),
+        up_ratio_period=round(sum(1 for h in hist if h[2]) / len(hist), 6) if hist else None,
+        runs_period=len(hist),
+    )
+
+
+def _worst_site_first(r: SiteRow) -> tuple[int, float, float, str]:
+    return (
+        -r.criteria_failed,
+        r.availability_service_hours if r.availability_service_hours is not None else 2.0,
+        r.up_ratio_period if r.up_ratio_period is not None else 2.0,
+        r.site,
+    )
+
+
+def _sites(
+    bc: BuildContext, samples: list[tuple[Any, Any]], since: float, until: float, gaps: list[str]
+) -> list[SiteRow]:
+    """Remote sites, worst first: connection-standard verdicts, availability, runs in the period."""
+    cfg = bc.config
+    per = _site_measurements(samples)
     names = set(per)
     if cfg is not None:
         names |= {s.name for s in cfg.sites}
         names -= {cfg.agent.site} - set(per)  # the agent's own site is not a remote site unless measured
-    rows: list[SiteRow] = []
-    for site in sorted(names):
-        d = per.get(site, {"criteria": {}, "thresholds": {}})
-        crit = [CriterionRow(c, met, d["thresholds"].get(c)) for c, met in sorted(d["criteria"].items())]
-        hist: list[tuple[float, float, bool]] = []
-        if cfg is not None:
-            for t in cfg.targets:
-                if cfg.site_of(t) == site:
-                    hist.extend(_history(bc, t.name, since, until))
-        failed = sum(1 for c in crit if c.met is False)
-        rows.append(
-            SiteRow(
-                site=site,
-                site_class=d.get("class") or (cfg.site_class(site) if cfg is not None else "default"),
-                criteria=crit,
-                criteria_failed=failed,
-                all_met=None if not crit else failed == 0,
-                availability_service_hours=d.get("service_hours"),
-                availability_24x7=d.get("24x7"),
-                up_ratio_period=round(sum(1 for h in hist if h[2]) / len(hist), 6) if hist else None,
-                runs_period=len(hist),
-            )
-        )
-
-    def worst(r: SiteRow) -> tuple[int, float, float, str]:
-        return (
-            -r.criteria_failed,
-            r.availability_service_hours if r.availability_service_hours is not None else 2.0,
-            r.up_ratio_period if r.up_ratio_period is not None else 2.0,
-            r.site,
-        )
-
-    rows.sort(key=worst)
+    empty: dict[str, Any] = {"criteria": {}, "thresholds": {}}
+    rows = sorted((_site_row(bc, site, per.get(site, empty), since, until) for site in names), key=_worst_site_first)
     if not rows:
         gaps.append("No remote sites are configured.")
     elif not any(r.criteria for r in rows):
