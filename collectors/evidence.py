@@ -217,7 +217,7 @@ class EvidenceCollector(Collector):
         t = self.target
         try:
             rep = await self.ctx.run_blocking(self._verify)
-        except EvidenceInputError as e:  # a directory missing, unlistable or without runbooks
+        except EvidenceInputError as e:  # a directory missing, unlistable or without runbook files
             raise CollectorError(INVALID_INPUT, self._invalid_input(e.issues)) from None
         states = backup_states(self.ctx.store)
         out = report_samples(rep, states)

@@ -29,7 +29,7 @@ Python API (used by the CLI, the ``evidence`` collector and the DR report)::
 Unreadable or schema-invalid input raises :class:`EvidenceInputError`, whose ``issues`` each
 name the file and key path. With ``verify(..., lenient=True)`` (the collector and the DR report)
 a bad runbook or record file is an ``invalid_runbook``/``invalid_record`` finding instead and the
-rest is verified; a directory that is missing, cannot be listed or holds no runbooks still raises.
+rest is verified; a directory that is missing, cannot be listed or holds no runbook file still raises.
 Rule ids are in :data:`RULES` (rule id -> severity). To write a record
 from code (the backup restore test does), build an :class:`EvidenceRecord`, dump it with
 ``dump_yaml(record.model_dump(mode="json", exclude_none=True))`` into the evidence directory and

@@ -8,7 +8,7 @@ Strict (the default, ``evidence verify``): any bad file raises. Lenient (``lenie
 evidence collector and the DR report): a bad file is skipped and its problems are kept with what
 was loaded (:attr:`Estate.bad_files`, :attr:`Records.bad_files`), so the verifier turns them into
 findings and judges the rest. A directory that does not exist, cannot be listed or holds no
-runbooks raises in both modes.
+runbook file raises in both modes.
 
 The YAML is read by the agent's one bounded loader (:mod:`agent.yamlfile`): size, depth and
 value caps, timestamps kept as text (the models decide what a valid timestamp is), duplicate keys

@@ -886,7 +886,7 @@ def verify(
 ) -> VerificationReport:
     """Load and verify. Raises :class:`~agent.evidence.loader.EvidenceInputError` for unreadable or
     schema-invalid input (with ``lenient``, only for a directory that does not exist, cannot be
-    listed or holds no runbooks: a bad file is an ``invalid_runbook``/``invalid_record`` finding)
+    listed or holds no runbook file: a bad file is an ``invalid_runbook``/``invalid_record`` finding)
     and ``ValueError`` for a naive ``at``."""
     at = _aware(at)
     estate = load_runbooks(runbooks_dir, lenient=lenient)
