@@ -5,6 +5,10 @@ Verification (hashing artefacts included) runs in a worker thread; artefact dige
 by file identity, so only new or changed artefacts are hashed again. Rules and formats:
 docs/runbooks.md.
 
+Files are loaded leniently: a bad runbook or record is an ``invalid_runbook``/``invalid_record``
+finding plus an ``invalid_input`` partial error, and the other records still give their metrics.
+A directory that is missing or cannot be listed fails the run (``invalid_input``).
+
 ``continuity_runbook_rpo_met`` reads the latest state of each backup a runbook names from the
 agent's own results (kind ``backup``, sample ``continuity_backup_state{state}`` with value 1):
 
@@ -26,7 +30,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from agent.configtypes import resolve_path
-from agent.evidence import EvidenceInputError, HashCache, VerificationReport, findings_by_rule, verify
+from agent.evidence import (
+    EvidenceInputError,
+    HashCache,
+    InputIssue,
+    VerificationReport,
+    findings_by_rule,
+    verify,
+)
 from agent.evidence.backupstate import backup_states as read_backup_states
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
 
@@ -195,18 +206,23 @@ class EvidenceCollector(Collector):
     def _verify(self) -> VerificationReport:
         with self._lock:
             at = datetime.fromtimestamp(self.ctx.clock(), UTC)
-            return verify(self.target.runbooks_dir, self.target.evidence_dir, at, hash_cache=self._cache)
+            return verify(self.target.runbooks_dir, self.target.evidence_dir, at, hash_cache=self._cache, lenient=True)
+
+    def _invalid_input(self, issues: list[InputIssue]) -> str:
+        first = issues[0] if issues else "invalid input"
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        return f"{self.target.name}: {first}{more}"
 
     async def collect(self) -> Collected:
         t = self.target
         try:
             rep = await self.ctx.run_blocking(self._verify)
-        except EvidenceInputError as e:
-            first = e.issues[0] if e.issues else "invalid input"
-            more = f" (and {len(e.issues) - 1} more)" if len(e.issues) > 1 else ""
-            raise CollectorError(INVALID_INPUT, f"{t.name}: {first}{more}") from None
+        except EvidenceInputError as e:  # a directory missing, unlistable or without runbook files
+            raise CollectorError(INVALID_INPUT, self._invalid_input(e.issues)) from None
         states = backup_states(self.ctx.store)
         out = report_samples(rep, states)
+        if rep.bad_files:  # skipped files are findings; the rest of the run stands
+            out.partial_errors.append((INVALID_INPUT, self._invalid_input(rep.bad_files)))
         if self.ctx.config is not None:
             configured: set[str] = set()
             for x in getattr(self.ctx.config, "targets", []):

@@ -19,13 +19,18 @@ Python API (used by the CLI, the ``evidence`` collector and the DR report)::
     report.open_actions            # [OpenAction]: id, description, owner, due, overdue, record
     report.chain_head              # sha256 of the newest sealed record (None if none)
     report.estate                  # loaded runbooks (report.estate.get(id) -> Runbook) and settings
+    report.records                 # [LoadedRecord]: every record loaded (report.record(name))
+    report.bad_files               # [InputIssue]: files skipped in lenient mode (also findings)
     report.to_json()               # what `evidence verify --format json` prints
 
     seal(runbooks_dir, evidence_dir, file) -> SealResult(path, sequence, prev_record_sha256, sha256)
     check_runbooks(runbooks_dir) -> RunbookCheck(estate, findings, planned_seconds, planned_path)
 
 Unreadable or schema-invalid input raises :class:`EvidenceInputError`, whose ``issues`` each
-name the file and key path. Rule ids are in :data:`RULES` (rule id -> severity). To write a record
+name the file and key path. With ``verify(..., lenient=True)`` (the collector and the DR report)
+a bad runbook or record file is an ``invalid_runbook``/``invalid_record`` finding instead and the
+rest is verified; a directory that is missing, cannot be listed or holds no runbook file still raises.
+Rule ids are in :data:`RULES` (rule id -> severity). To write a record
 from code (the backup restore test does), build an :class:`EvidenceRecord`, dump it with
 ``dump_yaml(record.model_dump(mode="json", exclude_none=True))`` into the evidence directory and
 call :func:`seal`.
@@ -42,6 +47,7 @@ from agent.evidence.loader import (
     EvidenceInputError,
     InputIssue,
     LoadedRecord,
+    Records,
     dump_yaml,
     load_records,
     load_runbooks,
@@ -106,6 +112,7 @@ __all__ = [
     "InputIssue",
     "LoadedRecord",
     "OpenAction",
+    "Records",
     "Runbook",
     "RunbookCheck",
     "SealResult",

@@ -4,6 +4,12 @@ Every problem is reported as an :class:`InputIssue` naming the file and the key 
 (``recovery_steps[2].after[0]``); :class:`EvidenceInputError` carries all of them, so one run
 lists every mistake. Nothing here raises anything else for bad input.
 
+Strict (the default, ``evidence verify``): any bad file raises. Lenient (``lenient=True``, the
+evidence collector and the DR report): a bad file is skipped and its problems are kept with what
+was loaded (:attr:`Estate.bad_files`, :attr:`Records.bad_files`), so the verifier turns them into
+findings and judges the rest. A directory that does not exist, cannot be listed or holds no
+runbook file raises in both modes.
+
 The YAML is read by the agent's one bounded loader (:mod:`agent.yamlfile`): size, depth and
 value caps, timestamps kept as text (the models decide what a valid timestamp is), duplicate keys
 refused (a sealed record must mean one thing) and anchors/aliases refused.
@@ -98,6 +104,7 @@ class Estate:
     directory: Path
     settings: EstateSettings
     runbooks: dict[str, LoadedRunbook] = field(default_factory=dict)
+    bad_files: list[InputIssue] = field(default_factory=list)  # lenient mode: the files skipped
 
     def get(self, runbook_id: str) -> Runbook | None:
         lr = self.runbooks.get(runbook_id)
@@ -113,11 +120,19 @@ def _check_dir(directory: Path, what: str) -> None:
         raise EvidenceInputError([InputIssue(str(directory), "", f"{what} directory does not exist")])
 
 
-def load_runbooks(directory: str | Path) -> Estate:
+def _list_dir(d: Path, what: str) -> list[Path]:
+    _check_dir(d, what)
+    try:
+        return _yaml_files(d)
+    except OSError as e:
+        raise EvidenceInputError([InputIssue(str(d), "", f"cannot list: {e.strerror or e}")]) from None
+
+
+def load_runbooks(directory: str | Path, *, lenient: bool = False) -> Estate:
     """Every ``*.yml``/``*.yaml`` in ``directory`` (not recursive) is a runbook, except
     ``estate.yml``. A runbook's ``id`` must equal its file name without the suffix."""
     d = Path(directory)
-    _check_dir(d, "runbooks")
+    files = _list_dir(d, "runbooks")
     issues: list[InputIssue] = []
     settings = EstateSettings()
     estate_path = d / ESTATE_FILE
@@ -131,11 +146,7 @@ def load_runbooks(directory: str | Path) -> Estate:
         except EvidenceInputError as e:
             issues.extend(e.issues)
     estate = Estate(directory=d, settings=settings)
-    try:
-        files = [p for p in _yaml_files(d) if p.name not in (ESTATE_FILE, "estate.yaml")]
-    except OSError as e:
-        raise EvidenceInputError([InputIssue(str(d), "", f"cannot list: {e.strerror or e}")]) from None
-    for p in files:
+    for p in (p for p in files if p.name not in (ESTATE_FILE, "estate.yaml")):
         name = str(p)
         try:
             raw = read_bytes(p, name)
@@ -152,9 +163,10 @@ def load_runbooks(directory: str | Path) -> Estate:
             continue
         estate.runbooks[rb.id] = LoadedRunbook(rb, p, name, hashlib.sha256(raw).hexdigest())
     if not estate.runbooks and not issues:
-        issues.append(InputIssue(str(d), "", "no runbooks (*.yml) found"))
-    if issues:
+        raise EvidenceInputError([InputIssue(str(d), "", "no runbooks (*.yml) found")])
+    if issues and not lenient:
         raise EvidenceInputError(issues)
+    estate.bad_files = issues
     return estate
 
 
@@ -176,17 +188,21 @@ def load_record_file(path: Path, name: str) -> LoadedRecord:
     return LoadedRecord(rec, path, name, raw, hashlib.sha256(raw).hexdigest())
 
 
-def load_records(directory: str | Path) -> list[LoadedRecord]:
+class Records(list[LoadedRecord]):
+    """The loaded records (a list), and in lenient mode the record files skipped as bad."""
+
+    def __init__(self, records: list[LoadedRecord], bad_files: list[InputIssue]) -> None:
+        super().__init__(records)
+        self.bad_files = bad_files
+
+
+def load_records(directory: str | Path, *, lenient: bool = False) -> Records:
     """Every ``*.yml``/``*.yaml`` directly in the evidence directory is a record (artefacts go in
     subdirectories). Sorted by sequence (sealed first), then name."""
     d = Path(directory)
-    _check_dir(d, "evidence")
+    files = _list_dir(d, "evidence")
     issues: list[InputIssue] = []
     out: list[LoadedRecord] = []
-    try:
-        files = _yaml_files(d)
-    except OSError as e:
-        raise EvidenceInputError([InputIssue(str(d), "", f"cannot list: {e.strerror or e}")]) from None
     for p in files:
         if p.is_symlink():
             issues.append(InputIssue(p.name, "", "a record must not be a symbolic link"))
@@ -195,7 +211,7 @@ def load_records(directory: str | Path) -> list[LoadedRecord]:
             out.append(load_record_file(p, p.name))
         except EvidenceInputError as e:
             issues.extend(e.issues)
-    if issues:
+    if issues and not lenient:
         raise EvidenceInputError(issues)
     out.sort(key=lambda r: (r.record.sequence is None, r.record.sequence or 0, r.name))
-    return out
+    return Records(out, issues)

@@ -32,7 +32,7 @@ from agent.durations import format_duration
 from agent.escape import terminal
 from agent.evidence.critical_path import longest_path, planned_duration
 from agent.evidence.hashing import HashCache, resolve_artefact, sha256_file
-from agent.evidence.loader import Estate, LoadedRecord, load_records, load_runbooks
+from agent.evidence.loader import Estate, InputIssue, LoadedRecord, Records, load_records, load_runbooks
 from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook
 from agent.graph import find_cycle
 
@@ -59,6 +59,8 @@ RULES: dict[str, Severity] = {
     "action_overdue": "warning",
     "evidence_expiring": "warning",
     "coverage_gap": "warning",
+    "invalid_runbook": "error",
+    "invalid_record": "error",
 }
 
 CONTENT_RULES = frozenset(
@@ -87,6 +89,7 @@ VOIDING_RULES = frozenset(
         "validation_failed",
         "sign_off_missing",
         "sign_off_segregation",
+        "invalid_record",
     }
 )
 BASES = ("planned", "projected", "measured")
@@ -330,6 +333,10 @@ class VerificationReport:
     chain_head: str | None  # sha256 of the record with the highest sequence
     chain_length: int
     valid_records: set[str] = field(default_factory=set)
+    bad_files: list[InputIssue] = field(default_factory=list)  # lenient mode: runbook, then record files skipped
+
+    def record(self, name: str) -> LoadedRecord | None:
+        return next((r for r in self.records if r.name == name), None)
 
     @property
     def ok(self) -> bool:
@@ -875,13 +882,31 @@ def verify(
     at: datetime | None = None,
     *,
     hash_cache: HashCache | None = None,
+    lenient: bool = False,
 ) -> VerificationReport:
     """Load and verify. Raises :class:`~agent.evidence.loader.EvidenceInputError` for unreadable or
-    schema-invalid input and ``ValueError`` for a naive ``at``."""
+    schema-invalid input (with ``lenient``, only for a directory that does not exist, cannot be
+    listed or holds no runbook file: a bad file is an ``invalid_runbook``/``invalid_record`` finding)
+    and ``ValueError`` for a naive ``at``."""
     at = _aware(at)
-    estate = load_runbooks(runbooks_dir)
-    records = load_records(evidence_dir)
+    estate = load_runbooks(runbooks_dir, lenient=lenient)
+    records = load_records(evidence_dir, lenient=lenient)
     return verify_loaded(estate, records, Path(evidence_dir), at, hash_cache=hash_cache)
+
+
+def input_finding(rule: str, issue: InputIssue) -> Finding:
+    """A file the lenient loader skipped, named as the strict loader's error names it."""
+    path = Path(issue.file)
+    runbook = path.stem if rule == "invalid_runbook" and path.name not in ("estate.yml", "estate.yaml") else None
+    record = issue.file if rule == "invalid_record" else None
+    return Finding(RULES[rule], rule, runbook, record, str(issue))
+
+
+def _input_findings(estate: Estate, records: list[LoadedRecord]) -> tuple[list[InputIssue], list[Finding]]:
+    bad_records = records.bad_files if isinstance(records, Records) else []
+    findings = [input_finding("invalid_runbook", i) for i in estate.bad_files]
+    findings += [input_finding("invalid_record", i) for i in bad_records]
+    return [*estate.bad_files, *bad_records], findings
 
 
 def verify_loaded(
@@ -894,7 +919,8 @@ def verify_loaded(
 ) -> VerificationReport:
     """Every rule family over loaded input, one function each, into one typed report."""
     at = _aware(at)
-    findings: list[Finding] = check_estate(estate)
+    bad_files, findings = _input_findings(estate, records)
+    findings.extend(check_estate(estate))
     integrity = _integrity(estate, records, evidence_dir, hash_cache)
     findings.extend(integrity.findings)
     content: dict[str, list[Finding]] = {}
@@ -934,6 +960,7 @@ def verify_loaded(
         chain_head=head.sha256 if head else None,
         chain_length=integrity.sealed,
         valid_records=ev.valid_records,
+        bad_files=bad_files,
     )
 
 

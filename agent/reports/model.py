@@ -1,6 +1,8 @@
-"""The DR report as data: built from the evidence verifier, the state history in SQLite and the
-config, then rendered to HTML, Markdown or JSON. Every section is always present; a section with
-nothing to show carries its gap in words (``gaps``), never an exception."""
+"""The DR report as data: built from the evidence verifier's typed result (runbooks and records
+loaded leniently, so a bad file is a finding), the state history in SQLite and the config, then
+rendered to HTML, Markdown or JSON. Every verdict is the verifier's; nothing here re-reads a
+runbook or record. Every section is always present; a section with nothing to show carries its
+gap in words (``gaps``), never an exception."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agent import __version__
+from agent.evidence import EstateSettings, ExerciseSystem, SystemStatus, VerificationReport
 from agent.evidence.backupstate import BackupState, backup_states
-from agent.reports.inputs import DrInputs, Record
+from agent.yamlfile import FileIssue
 
 SCHEMA_VERSION = 1
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -252,8 +255,26 @@ class Report:
 
 
 @dataclass
+class ReportEvidence:
+    """What the report reads of runbooks and evidence: the verifier's typed result, loaded
+    leniently (a bad file is an ``invalid_runbook``/``invalid_record`` finding and a line in
+    ``problems``), or, when the verifier could not run, why not (``error``)."""
+
+    runbooks_dir: Path | None
+    evidence_dir: Path | None
+    verification: VerificationReport | None = None
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    no_evidence: bool = True  # no record was loaded (or the evidence directory is missing)
+
+    @property
+    def bad_files(self) -> list[FileIssue]:
+        return list(self.verification.bad_files) if self.verification else []
+
+
+@dataclass
 class BuildContext:
-    inputs: DrInputs
+    evidence: ReportEvidence
     at: datetime
     period_seconds: float
     config: Any = None  # agent.config.AgentConfig
@@ -293,245 +314,60 @@ def _configured_backups(config: Any) -> set[str]:
     return names
 
 
-def _findings(inp: DrInputs) -> list[Finding]:
-    v = inp.verification or {}
-    out = []
-    for f in v.get("findings") or []:
-        if isinstance(f, dict):
-            out.append(
-                Finding(
-                    severity=str(f.get("severity", "")),
-                    rule=str(f.get("rule", "")),
-                    runbook=None if f.get("runbook") is None else str(f.get("runbook")),
-                    record=None if f.get("record") is None else str(f.get("record")),
-                    message=str(f.get("message", "")),
-                )
-            )
+def _findings(rep: VerificationReport | None) -> list[Finding]:
+    out = [Finding(f.severity, f.rule, f.runbook, f.record, f.message) for f in (rep.findings if rep else [])]
     out.sort(key=lambda f: (f.severity != "error", f.runbook or "", f.rule, f.record or ""))
     return out
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
-def _parse_iso(v: Any) -> datetime | None:
-    if not isinstance(v, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def _latest_record(records: list[Record], runbook: str) -> Record | None:
-    mine = [r for r in records if r.runbook == runbook and r.declared_at is not None]
-    return max(mine, key=lambda r: (r.declared_at, r.file)) if mine else None
-
-
-def _bool(v: Any) -> bool | None:
-    return v if isinstance(v, bool) else None
-
-
-def _s(v: Any) -> str | None:
-    return v if isinstance(v, str) and v else None
-
-
-def _system_ids(inp: DrInputs, vsys: dict[str, dict[str, Any]]) -> list[str]:
-    def key(r: str) -> tuple[int, str]:
-        t = vsys.get(r, {}).get("tier")
-        if not isinstance(t, int) and r in inp.runbooks:
-            t = inp.runbooks[r].tier
-        return (t if isinstance(t, int) else 99, r)
-
-    return sorted(set(inp.runbooks) | set(vsys), key=key)
-
-
-def _timeline_from_verifier(v: dict[str, Any], names: dict[str, str], objective: float) -> Timeline | None:
-    ex_id = v.get("latest_joint_exercise")
-    exercises = v.get("exercises")
-    if not isinstance(ex_id, str) or not isinstance(exercises, list):
-        return None
-    ex = next((e for e in exercises if isinstance(e, dict) and e.get("id") == ex_id), None)
-    if ex is None:
-        return None
-    t0 = _parse_iso(ex.get("started_at"))
-    crit = [str(c) for c in ex.get("critical_path") or []]
-    rows: list[TimelineSystem] = []
-    for sy in ex.get("systems") or []:
-        if not isinstance(sy, dict):
-            continue
-        rid = str(sy.get("runbook", ""))
-        declared = _parse_iso(sy.get("declared_at"))
-        steps = [
-            TimelineStep(
-                id=str(st.get("id", "")),
-                title=str(st.get("title") or st.get("id", "")),
-                start_seconds=float(st["start_offset_seconds"]),
-                end_seconds=float(st["end_offset_seconds"]),
-                result=str(st.get("result", "")),
-            )
-            for st in sy.get("steps") or []
-            if isinstance(st, dict)
-            and _num(st.get("start_offset_seconds")) is not None
-            and _num(st.get("end_offset_seconds")) is not None
-        ]
-        rows.append(
-            TimelineSystem(
-                runbook=rid,
-                name=names.get(rid, rid),
-                declared_seconds=(declared - t0).total_seconds() if declared and t0 else 0.0,
-                restored_seconds=_num(sy.get("restored_offset_seconds")),
-                rto_seconds=_num(sy.get("rto_seconds")),
-                within_rto=_bool(sy.get("within_rto")),
-                critical=rid in crit,
-                steps=steps,
-            )
-        )
-    rows.sort(key=lambda r: (r.restored_seconds if r.restored_seconds is not None else float("inf"), r.runbook))
-    return Timeline(
-        exercise=ex_id,
-        declared_at=iso(t0) if t0 else _s(ex.get("started_at")),
-        objective_seconds=objective,
-        measured_seconds=_num(ex.get("measured_seconds")),
-        critical_path=crit,
-        systems=rows,
-    )
-
-
-def _actions(inp: DrInputs, at: datetime) -> list[ActionRow]:
-    today = at.date()
-    by_file = {r.file: r for r in inp.records}
-    status: dict[tuple[str, str], str] = {}
-    for r in inp.records:
-        for a in r.issues:
-            status[(r.file, a.id)] = a.status
-    out: list[ActionRow] = []
-    v = inp.verification
-    if v is not None and isinstance(v.get("open_actions"), list):
-        for a in v["open_actions"]:
-            if not isinstance(a, dict):
-                continue
-            rec_name = str(a.get("record", ""))
-            rec = by_file.get(rec_name) or next(
-                (r for r in inp.records if Path(r.file).name == Path(rec_name).name), None
-            )
-            due = _parse_date(a.get("due"))
-            overdue = bool(a.get("overdue")) if isinstance(a.get("overdue"), bool) else bool(due and due < today)
-            out.append(
-                ActionRow(
-                    id=str(a.get("id", "")),
-                    description=str(a.get("description", "")),
-                    owner=str(a.get("owner", "")),
-                    due=due.isoformat() if due else None,
-                    status=status.get((rec.file, str(a.get("id"))), "open") if rec else "open",
-                    overdue=overdue,
-                    days_overdue=(today - due).days if overdue and due else None,
-                    runbook=str(a.get("runbook", "")),
-                    exercise=rec.exercise if rec else "",
-                    record=rec_name,
-                )
-            )
-    else:
-        for r in inp.records:
-            for act in r.issues:
-                if act.status == "closed":
-                    continue
-                overdue = act.due is not None and act.due < today
-                out.append(
-                    ActionRow(
-                        id=act.id,
-                        description=act.description,
-                        owner=act.owner,
-                        due=act.due.isoformat() if act.due else None,
-                        status=act.status,
-                        overdue=overdue,
-                        days_overdue=(today - act.due).days if overdue and act.due else None,
-                        runbook=r.runbook,
-                        exercise=r.exercise,
-                        record=r.file,
-                    )
-                )
-    out.sort(key=lambda a: (not a.overdue, a.due or "9999", a.runbook, a.id))
-    return out
-
-
-def _parse_date(v: Any) -> date | None:
-    if not isinstance(v, str):
-        return None
-    try:
-        return date.fromisoformat(v[:10])
-    except ValueError:
-        return None
+def _ts(t: datetime | None) -> str | None:
+    """A time as the verifier's JSON writes it (the golden test compares them)."""
+    return t.isoformat() if t is not None else None
 
 
 def build_report(bc: BuildContext) -> Report:
     """The report, one function per section; each section states its own gaps."""
-    inp = bc.inputs
+    ev = bc.evidence
+    rep = ev.verification
     at = bc.at.astimezone(UTC)
     since = at.timestamp() - bc.period_seconds
     gaps: dict[str, list[str]] = {k: [] for k, _ in SECTIONS}
-    v = inp.verification
-    findings = _findings(inp)
-    samples = _latest_samples(bc.store)
+    findings = _findings(rep)
     backups = backup_states(bc.store)
-
-    no_evidence = not inp.records
-    if inp.verification_error:
-        gaps["summary"].append(f"The evidence could not be verified: {inp.verification_error}.")
-    if no_evidence:
-        gaps["summary"].append("No recovery evidence found.")
-    vsys: dict[str, dict[str, Any]] = {}
-    for s in (v or {}).get("systems") or []:
-        if isinstance(s, dict) and isinstance(s.get("runbook"), str):
-            vsys[s["runbook"]] = s
-    systems = _systems_section(inp, vsys, findings, backups, at, gaps["systems"])
-    summary = _summary_section(inp, systems, findings)
-    names = {s.runbook: s.name for s in systems}
-    objective = _objective(inp)
-    # The exercise, its critical path and within-RTO verdicts are the verifier's; unverified
-    # evidence shows no timeline rather than a second opinion.
-    timeline = _timeline_from_verifier(v, names, objective) if v is not None else None
-    if timeline is None:
-        timeline = Timeline(None, None, objective, None, [], [])
-        gaps["timeline"].append(
-            "No recovery evidence found, so there is no exercise to show."
-            if no_evidence
-            else "The evidence could not be verified, so no exercise is shown."
-            if v is None
-            else "No joint exercise found: no exercise has evidence for two or more systems."
-        )
-    graph = _dependencies_section(inp, vsys, systems, gaps["dependencies"])
-    actions = _actions(inp, at)
-    if not actions:
-        gaps["actions"].append(
-            "No recovery evidence found, so there are no actions." if no_evidence else "No open actions."
-        )
-    sites = _sites(bc, samples, since, at.timestamp(), gaps["sites"])
-    coverage = _coverage_section(bc, systems, timeline, backups, since, at, gaps["coverage"])
-    integrity = _integrity_section(bc, gaps["integrity"])
+    objective = rep.critical_path.objective_seconds if rep else EstateSettings().objective
+    gaps["summary"].extend(_evidence_gaps(ev))
+    systems = _systems_section(ev, findings, backups, at, gaps["systems"])
+    timeline = _timeline_section(ev, {s.runbook: s.name for s in systems}, objective, gaps["timeline"])
     return Report(
         schema_version=SCHEMA_VERSION,
         meta=_meta(bc, since, at),
-        summary=summary,
+        summary=_summary_section(ev, objective, systems, findings),
         systems=systems,
         timeline=timeline,
-        dependencies=graph,
-        actions=actions,
-        sites=sites,
-        coverage=coverage,
-        integrity=integrity,
+        dependencies=_dependencies_section(ev, systems, gaps["dependencies"]),
+        actions=_actions_section(ev, at, gaps["actions"]),
+        sites=_sites(bc, _latest_samples(bc.store), since, at.timestamp(), gaps["sites"]),
+        coverage=_coverage_section(bc, systems, timeline, backups, since, at, gaps["coverage"]),
+        integrity=_integrity_section(bc, gaps["integrity"]),
         findings=findings,
-        evidence=v,
+        evidence=rep.to_json() if rep else None,
         gaps={k: g for k, g in gaps.items() if g},
-        problems=list(inp.problems) + ([inp.verification_error] if inp.verification_error else []),
+        problems=list(ev.problems) + ([ev.error] if ev.error else []),
     )
 
 
-def _objective(inp: DrInputs) -> float:
-    cp = (inp.verification or {}).get("critical_path") or {}
-    return _num(cp.get("objective_seconds")) or inp.objective_seconds
+def _evidence_gaps(ev: ReportEvidence) -> list[str]:
+    """Why the evidence is not (all) verified, for the summary."""
+    out = [f"The evidence could not be verified: {ev.error}."] if ev.error else []
+    by_file: dict[str, list[FileIssue]] = {}
+    for issue in ev.bad_files:
+        by_file.setdefault(issue.file, []).append(issue)
+    for issues in by_file.values():
+        more = f" (and {len(issues) - 1} more, under Integrity)" if len(issues) > 1 else ""
+        out.append(f"A file could not be verified and is left out: {issues[0]}{more}.")
+    if ev.no_evidence:
+        out.append("No recovery evidence found.")
+    return out
 
 
 def _backup_statuses(
@@ -560,130 +396,147 @@ def _backup_statuses(
     return bstat
 
 
+def _backup_summary(bstat: list[BackupStatus], bad: list[str]) -> str:
+    if not bstat:
+        return "no backups listed"
+    if all(b.state == "not reported" for b in bstat):
+        return "not reported"
+    if bad:
+        return "RPO not met"
+    if any(b.state in ("unknown", "not reported") or b.rpo_met is None for b in bstat):
+        return "partly unknown"
+    return "RPO met"
+
+
+def _policy_reasons(s: SystemStatus, at: datetime, mine: list[Finding], bad_backups: list[str]) -> list[str]:
+    """Why a system is out of policy (none: in policy), from the verifier's verdicts."""
+    reasons: list[str] = []
+    if s.last_test is None:
+        reasons.append("never tested")
+    if s.within_rto is False:
+        reasons.append("RTO exceeded")
+    elif s.within_rto is None and s.last_test is not None:
+        reasons.append("achieved RTO unknown")
+    if not s.valid and s.last_test is not None:
+        expired = s.valid_until is not None and s.valid_until <= at
+        reasons.append("evidence expired" if expired else "no valid evidence")
+    errs = sorted({f.rule for f in mine if f.severity == "error"})
+    if errs:
+        reasons.append("findings: " + ", ".join(errs))
+    if bad_backups:
+        reasons.append("backup RPO not met: " + ", ".join(bad_backups))
+    return reasons
+
+
+def _system_row(
+    s: SystemStatus, rep: VerificationReport, findings: list[Finding], backups: dict[str, BackupState], at: datetime
+) -> SystemRow:
+    mine = [f for f in findings if f.runbook == s.runbook]
+    last = rep.record(s.last_record) if s.last_record else None
+    bstat = _backup_statuses(list(s.backups), backups, s.rpo_seconds, at)
+    bad_b = [b.name for b in bstat if b.state in BAD_BACKUP_STATES or b.rpo_met is False]
+    reasons = _policy_reasons(s, at, mine, bad_b)
+    goods = [b.last_success for b in bstat if b.last_success]
+    known_met = [b.rpo_met for b in bstat]
+    return SystemRow(
+        runbook=s.runbook,
+        name=s.name,
+        tier=s.tier,
+        owner=s.owner,
+        rto_seconds=s.rto_seconds,
+        rpo_seconds=s.rpo_seconds,
+        last_test=_ts(s.last_test),
+        last_test_type=s.last_test_type,
+        last_test_exercise=last.record.exercise if last else None,
+        achieved_rto_seconds=s.achieved_rto_seconds,
+        within_rto=s.within_rto,
+        valid_until=_ts(s.valid_until),
+        backups=bstat,
+        backup_state=_backup_summary(bstat, bad_b),
+        last_good_backup=min(goods) if goods else None,
+        rpo_met=(False if False in known_met else True if known_met and None not in known_met else None),
+        open_findings=mine,
+        in_policy=not reasons,
+        policy_reasons=reasons,
+    )
+
+
 def _systems_section(
-    inp: DrInputs,
-    vsys: dict[str, dict[str, Any]],
-    findings: list[Finding],
-    backups: dict[str, BackupState],
-    at: datetime,
-    gaps: list[str],
+    ev: ReportEvidence, findings: list[Finding], backups: dict[str, BackupState], at: datetime, gaps: list[str]
 ) -> list[SystemRow]:
     """One row per system: objectives, last test, evidence, backups and whether it is in policy."""
-    v = inp.verification
-    rb = inp.runbooks
-    if not rb and not vsys:
-        gaps.append("No runbooks found, so no systems are listed.")
-    systems: list[SystemRow] = []
-    for rid in _system_ids(inp, vsys):
-        book = rb.get(rid)
-        vs = vsys.get(rid, {})
-        rec = _latest_record(inp.records, rid)
-        mine = [f for f in findings if f.runbook == rid]
-        rto = _num(vs.get("rto_seconds"))
-        if rto is None and book:
-            rto = book.rto_seconds
-        rpo = _num(vs.get("rpo_seconds"))
-        if rpo is None and book:
-            rpo = book.rpo_seconds
-        tier = vs.get("tier") if isinstance(vs.get("tier"), int) else book.tier if book else None
-        within = _bool(vs.get("within_rto"))
-        valid_until = _s(vs.get("valid_until"))
-        if v is not None:
-            last_test, last_type = _s(vs.get("last_test")), _s(vs.get("last_test_type"))
-        else:
-            last_test, last_type = (iso(rec.declared_at), rec.type) if rec else (None, None)
-        backup_names = (
-            [str(b) for b in vs.get("backups") or []] if "backups" in vs else list(book.backups if book else ())
+    rep = ev.verification
+    if rep is None:
+        gaps.append(
+            "The evidence could not be verified, so no systems are listed."
+            if ev.error
+            else "No runbooks found, so no systems are listed."
         )
-        bstat = _backup_statuses(backup_names, backups, rpo, at)
-        reasons: list[str] = []
-        if last_test is None:
-            reasons.append("never tested")
-        if within is False:
-            reasons.append("RTO exceeded")
-        elif within is None and last_test is not None:
-            reasons.append("achieved RTO unknown")
-        vu = _parse_iso(valid_until)
-        valid = _bool(vs.get("valid"))
-        if valid is None:
-            valid = vu is not None and vu > at
-        if not valid and last_test is not None:
-            reasons.append("evidence expired" if vu is not None and vu <= at else "no valid evidence")
-        errs = sorted({f.rule for f in mine if f.severity == "error"})
-        if errs:
-            reasons.append("findings: " + ", ".join(errs))
-        bad_b = [b.name for b in bstat if b.state in BAD_BACKUP_STATES or b.rpo_met is False]
-        if bad_b:
-            reasons.append("backup RPO not met: " + ", ".join(bad_b))
-        if not bstat:
-            bsum = "no backups listed"
-        elif all(b.state == "not reported" for b in bstat):
-            bsum = "not reported"
-        elif bad_b:
-            bsum = "RPO not met"
-        elif any(b.state in ("unknown", "not reported") or b.rpo_met is None for b in bstat):
-            bsum = "partly unknown"
-        else:
-            bsum = "RPO met"
-        goods = [b.last_success for b in bstat if b.last_success]
-        known_met = [b.rpo_met for b in bstat]
-        systems.append(
-            SystemRow(
-                runbook=rid,
-                name=_s(vs.get("name")) or (book.name if book else rid),
-                tier=tier,
-                owner=_s(vs.get("owner")) or (book.owner if book else ""),
-                rto_seconds=rto,
-                rpo_seconds=rpo,
-                last_test=last_test,
-                last_test_type=last_type,
-                last_test_exercise=rec.exercise if rec else None,
-                achieved_rto_seconds=_num(vs.get("achieved_rto_seconds")),
-                within_rto=within,
-                valid_until=valid_until,
-                backups=bstat,
-                backup_state=bsum,
-                last_good_backup=min(goods) if goods else None,
-                rpo_met=(False if False in known_met else True if known_met and None not in known_met else None),
-                open_findings=mine,
-                in_policy=not reasons,
-                policy_reasons=reasons,
-            )
-        )
-    if systems and not inp.records:
+        return []
+    systems = [_system_row(s, rep, findings, backups, at) for s in rep.systems]
+    if systems and ev.no_evidence:
         gaps.append("No recovery evidence found: no system has a test on record.")
     return systems
 
 
-def _summary_section(inp: DrInputs, systems: list[SystemRow], findings: list[Finding]) -> Summary:
+Figures = list[tuple[str, float | None]]  # (basis, seconds) for planned, projected, measured
+
+
+def _summary_section(
+    ev: ReportEvidence, objective: float, systems: list[SystemRow], findings: list[Finding]
+) -> Summary:
     """The verdict (red, amber, green), its reasons and the critical-path figures."""
-    v = inp.verification
-    no_evidence = not inp.records
-    cp = (v or {}).get("critical_path") or {}
-    objective = _objective(inp)
-    planned, projected, measured = (
-        _num(cp.get(k)) for k in ("planned_seconds", "projected_seconds", "measured_seconds")
-    )
-    path = [str(p) for p in cp.get("path") or []] if isinstance(cp.get("path"), list) else []
+    cp = ev.verification.critical_path if ev.verification else None
+    figures: Figures = [(b, cp.seconds(b) if cp else None) for b in ("planned", "projected", "measured")]
+    planned, projected, measured = (v for _b, v in figures)
     n_in = sum(1 for s in systems if s.in_policy)
-    n_out = len(systems) - n_in
-    errors = sum(1 for f in findings if f.severity == "error")
     warnings = sum(1 for f in findings if f.severity == "warning")
-    red: list[str] = []
-    amber: list[str] = []
-    for label, val in (("planned", planned), ("projected", projected), ("measured", measured)):
-        if val is not None and val > objective:
-            red.append(f"{label} recovery time {_h(val)} exceeds the {_h(objective)} objective")
-    if no_evidence:
+    red = _red_reasons(ev, objective, figures, systems)
+    amber = _amber_reasons(ev, measured, systems, warnings)
+    verdict: Literal["green", "amber", "red"] = "red" if red else "amber" if amber else "green"
+    return Summary(
+        verdict=verdict,
+        sentence=_sentence(verdict, objective, figures, len(systems), n_in, len(systems) - n_in),
+        reasons=red + amber,
+        objective_seconds=objective,
+        planned_seconds=planned,
+        projected_seconds=projected,
+        measured_seconds=measured,
+        critical_path=list(cp.path) if cp else [],
+        systems_total=len(systems),
+        systems_in_policy=n_in,
+        systems_out_of_policy=len(systems) - n_in,
+        errors=sum(1 for f in findings if f.severity == "error"),
+        warnings=warnings,
+    )
+
+
+def _red_reasons(ev: ReportEvidence, objective: float, figures: Figures, systems: list[SystemRow]) -> list[str]:
+    """Why recovery within the objective is not demonstrated."""
+    red = [
+        f"{label} recovery time {_h(val)} exceeds the {_h(objective)} objective"
+        for label, val in figures
+        if val is not None and val > objective
+    ]
+    if ev.no_evidence:
         red.append("no recovery evidence found")
-    elif v is None:
+    elif ev.verification is None:
         red.append("the evidence could not be verified")
+    bad_files = sorted({Path(i.file).name for i in ev.bad_files})
+    if bad_files:
+        red.append("files left out of the verification (unreadable or invalid): " + ", ".join(bad_files))
     if not systems:
         red.append("no systems are described by runbooks")
     t1_out = [s.name for s in systems if s.tier == 1 and not s.in_policy]
     if t1_out:
         red.append("tier-1 systems out of policy: " + ", ".join(t1_out))
-    if measured is None and not no_evidence:
+    return red
+
+
+def _amber_reasons(ev: ReportEvidence, measured: float | None, systems: list[SystemRow], warnings: int) -> list[str]:
+    """Reservations: recovery is demonstrated, but not everything is in order."""
+    amber: list[str] = []
+    if measured is None and not ev.no_evidence:
         amber.append("no joint exercise has measured the whole estate")
     others_out = [s.name for s in systems if s.tier != 1 and not s.in_policy]
     if others_out:
@@ -693,54 +546,101 @@ def _summary_section(inp: DrInputs, systems: list[SystemRow], findings: list[Fin
     unknown_b = sorted({b.name for s in systems for b in s.backups if b.state in ("not reported", "unknown")})
     if unknown_b:
         amber.append("backup state not reported: " + ", ".join(unknown_b))
-    verdict: Literal["green", "amber", "red"] = "red" if red else "amber" if amber else "green"
-    figures = "; ".join(
-        f"{label} {_h(val)}"
-        for label, val in (("planned", planned), ("projected", projected), ("measured", measured))
-        if val is not None
-    )
-    figures = f" ({figures})" if figures else ""
+    return amber
+
+
+def _sentence(verdict: str, objective: float, figures: Figures, total: int, n_in: int, n_out: int) -> str:
+    shown = "; ".join(f"{label} {_h(val)}" for label, val in figures if val is not None)
+    within = f"within the {_h(objective)} objective" + (f" ({shown})" if shown else "")
     counts = (
-        f"{n_in} of {len(systems)} {'system is' if len(systems) == 1 else 'systems are'} in policy "
+        f"{n_in} of {total} {'system is' if total == 1 else 'systems are'} in policy "
         f"and {n_out} {'is' if n_out == 1 else 'are'} out of policy."
     )
     if verdict == "red":
-        sentence = f"The estate cannot be shown to recover within the {_h(objective)} objective{figures}: {counts}"
-    elif verdict == "amber":
-        sentence = f"The estate can recover within the {_h(objective)} objective{figures}, with reservations: {counts}"
-    else:
-        sentence = (
-            f"The estate can recover within the {_h(objective)} objective{figures}: "
-            f"all {len(systems)} systems are in policy."
-        )
-    return Summary(
-        verdict=verdict,
-        sentence=sentence,
-        reasons=red + amber,
-        objective_seconds=objective,
-        planned_seconds=planned,
-        projected_seconds=projected,
-        measured_seconds=measured,
-        critical_path=path,
-        systems_total=len(systems),
-        systems_in_policy=n_in,
-        systems_out_of_policy=n_out,
-        errors=errors,
-        warnings=warnings,
+        return f"The estate cannot be shown to recover {within}: {counts}"
+    if verdict == "amber":
+        return f"The estate can recover {within}, with reservations: {counts}"
+    return f"The estate can recover {within}: all {total} systems are in policy."
+
+
+def _timeline_system(sy: ExerciseSystem, start: datetime, name: str, critical: bool) -> TimelineSystem:
+    steps = [
+        TimelineStep(st.id, st.title or st.id, st.start_offset_seconds, st.end_offset_seconds, st.result)
+        for st in sy.steps
+        if st.start_offset_seconds is not None and st.end_offset_seconds is not None
+    ]
+    return TimelineSystem(
+        runbook=sy.runbook,
+        name=name,
+        declared_seconds=(sy.declared_at - start).total_seconds(),
+        restored_seconds=sy.restored_offset_seconds,
+        rto_seconds=sy.rto_seconds,
+        within_rto=sy.within_rto,
+        critical=critical,
+        steps=steps,
     )
 
 
-def _dependencies_section(
-    inp: DrInputs, vsys: dict[str, dict[str, Any]], systems: list[SystemRow], gaps: list[str]
-) -> list[GraphNodeRow]:
+def _timeline_section(ev: ReportEvidence, names: dict[str, str], objective: float, gaps: list[str]) -> Timeline:
+    """The latest joint exercise as the verifier measured it (its critical path and within-RTO
+    verdicts); unverified evidence shows no timeline rather than a second opinion."""
+    rep = ev.verification
+    ex = rep.exercise(rep.latest_joint_exercise) if rep and rep.latest_joint_exercise else None
+    if ex is None:
+        gaps.append(
+            "No recovery evidence found, so there is no exercise to show."
+            if ev.no_evidence
+            else "The evidence could not be verified, so no exercise is shown."
+            if rep is None
+            else "No joint exercise found: no exercise has evidence for two or more systems."
+        )
+        return Timeline(None, None, objective, None, [], [])
+    crit = list(ex.critical_path)
+    rows = [
+        _timeline_system(sy, ex.started_at, names.get(sy.runbook, sy.runbook), sy.runbook in crit) for sy in ex.systems
+    ]
+    rows.sort(key=lambda r: (r.restored_seconds if r.restored_seconds is not None else float("inf"), r.runbook))
+    return Timeline(ex.id, iso(ex.started_at), objective, ex.measured_seconds, crit, rows)
+
+
+def _actions_section(ev: ReportEvidence, at: datetime, gaps: list[str]) -> list[ActionRow]:
+    """Open actions as the verifier lists them (the latest mention of each issue decides)."""
+    rep = ev.verification
+    out: list[ActionRow] = []
+    for a in rep.open_actions if rep else []:
+        rec = rep.record(a.record) if rep else None
+        out.append(
+            ActionRow(
+                id=a.id,
+                description=a.description,
+                owner=a.owner,
+                due=a.due.isoformat(),
+                status="open",
+                overdue=a.overdue,
+                days_overdue=overdue_days(a.due, at) if a.overdue else None,
+                runbook=a.runbook,
+                exercise=rec.record.exercise if rec else "",
+                record=a.record,
+            )
+        )
+    out.sort(key=lambda a: (not a.overdue, a.due or "9999", a.runbook, a.id))
+    if not out:
+        gaps.append(
+            "No recovery evidence found, so there are no actions."
+            if ev.no_evidence
+            else "The evidence could not be verified, so no actions are shown."
+            if rep is None
+            else "No open actions."
+        )
+    return out
+
+
+def _dependencies_section(ev: ReportEvidence, systems: list[SystemRow], gaps: list[str]) -> list[GraphNodeRow]:
     """The systems laid out in dependency layers, each with its policy status."""
-    rb = inp.runbooks
     from agent.reports.svg import layered_layout
 
-    deps: dict[str, tuple[str, ...]] = {k: b.depends_on for k, b in rb.items()}
-    for rid, vs in vsys.items():
-        if isinstance(vs.get("depends_on"), list):
-            deps[rid] = tuple(str(d) for d in vs["depends_on"])
+    rep = ev.verification
+    deps: dict[str, tuple[str, ...]] = {s.runbook: s.depends_on for s in rep.systems} if rep else {}
     lay = layered_layout(deps, deps)
     by_rid = {s.runbook: s for s in systems}
     graph = [
@@ -806,25 +706,23 @@ def _coverage_section(
 
 def _integrity_section(bc: BuildContext, gaps: list[str]) -> Integrity:
     """The evidence chain head and what produced the report."""
-    inp = bc.inputs
-    v = inp.verification
-    chain = (v or {}).get("chain") if isinstance((v or {}).get("chain"), dict) else {}
-    head = _s((chain or {}).get("head_sha256")) or inp.chain_head
+    rep = bc.evidence.verification
+    head = rep.chain_head if rep else None
     if head is None:
         gaps.append("No sealed evidence records found, so there is no evidence chain head.")
     return Integrity(
         evidence_chain_head_sha256=head,
-        evidence_records=len(inp.records),
-        sealed_records=sum(1 for r in inp.records if r.sequence is not None),
+        evidence_records=len(rep.records) if rep else 0,
+        sealed_records=rep.chain_length if rep else 0,
         agent_version=__version__,
         config_path=str(bc.config_path) if bc.config_path else None,
         config_sha256=bc.config_sha256,
-        verifier_ok=_bool(v.get("ok")) if v is not None else None,
+        verifier_ok=rep.ok if rep else None,
     )
 
 
 def _meta(bc: BuildContext, since: float, at: datetime) -> Meta:
-    inp = bc.inputs
+    ev = bc.evidence
     gen = bc.generated_at or datetime.now(UTC)
     return Meta(
         title=bc.title,
@@ -834,8 +732,8 @@ def _meta(bc: BuildContext, since: float, at: datetime) -> Meta:
         period_start=iso(since) or "",
         period_end=iso(at) or "",
         period_seconds=bc.period_seconds,
-        runbooks_dir=str(inp.runbooks_dir) if inp.runbooks_dir else None,
-        evidence_dir=str(inp.evidence_dir) if inp.evidence_dir else None,
+        runbooks_dir=str(ev.runbooks_dir) if ev.runbooks_dir else None,
+        evidence_dir=str(ev.evidence_dir) if ev.evidence_dir else None,
     )
 
 
@@ -872,10 +770,8 @@ def _unavailable(bc: BuildContext, since: float, until: float) -> tuple[list[Una
     return out, sorted(without)
 
 
-def _sites(
-    bc: BuildContext, samples: list[tuple[Any, Any]], since: float, until: float, gaps: list[str]
-) -> list[SiteRow]:
-    cfg = bc.config
+def _site_measurements(samples: list[tuple[Any, Any]]) -> dict[str, dict[str, Any]]:
+    """Per site: connection-standard verdicts and thresholds, class and availability, from state."""
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"criteria": {}, "thresholds": {}})
     for res, s in samples:
         site = s.labels.get("site") or res.site
@@ -891,43 +787,52 @@ def _sites(
                 per[site]["service_hours"] = s.value
             elif w.startswith("24x7"):
                 per[site]["24x7"] = s.value
+    return per
+
+
+def _site_row(bc: BuildContext, site: str, d: dict[str, Any], since: float, until: float) -> SiteRow:
+    cfg = bc.config
+    crit = [CriterionRow(c, met, d["thresholds"].get(c)) for c, met in sorted(d["criteria"].items())]
+    hist: list[tuple[float, float, bool]] = []
+    if cfg is not None:
+        for t in cfg.targets:
+            if cfg.site_of(t) == site:
+                hist.extend(_history(bc, t.name, since, until))
+    failed = sum(1 for c in crit if c.met is False)
+    return SiteRow(
+        site=site,
+        site_class=d.get("class") or (cfg.site_class(site) if cfg is not None else "default"),
+        criteria=crit,
+        criteria_failed=failed,
+        all_met=None if not crit else failed == 0,
+        availability_service_hours=d.get("service_hours"),
+        availability_24x7=d.get("24x7"),
+        up_ratio_period=round(sum(1 for h in hist if h[2]) / len(hist), 6) if hist else None,
+        runs_period=len(hist),
+    )
+
+
+def _worst_site_first(r: SiteRow) -> tuple[int, float, float, str]:
+    return (
+        -r.criteria_failed,
+        r.availability_service_hours if r.availability_service_hours is not None else 2.0,
+        r.up_ratio_period if r.up_ratio_period is not None else 2.0,
+        r.site,
+    )
+
+
+def _sites(
+    bc: BuildContext, samples: list[tuple[Any, Any]], since: float, until: float, gaps: list[str]
+) -> list[SiteRow]:
+    """Remote sites, worst first: connection-standard verdicts, availability, runs in the period."""
+    cfg = bc.config
+    per = _site_measurements(samples)
     names = set(per)
     if cfg is not None:
         names |= {s.name for s in cfg.sites}
         names -= {cfg.agent.site} - set(per)  # the agent's own site is not a remote site unless measured
-    rows: list[SiteRow] = []
-    for site in sorted(names):
-        d = per.get(site, {"criteria": {}, "thresholds": {}})
-        crit = [CriterionRow(c, met, d["thresholds"].get(c)) for c, met in sorted(d["criteria"].items())]
-        hist: list[tuple[float, float, bool]] = []
-        if cfg is not None:
-            for t in cfg.targets:
-                if cfg.site_of(t) == site:
-                    hist.extend(_history(bc, t.name, since, until))
-        failed = sum(1 for c in crit if c.met is False)
-        rows.append(
-            SiteRow(
-                site=site,
-                site_class=d.get("class") or (cfg.site_class(site) if cfg is not None else "default"),
-                criteria=crit,
-                criteria_failed=failed,
-                all_met=None if not crit else failed == 0,
-                availability_service_hours=d.get("service_hours"),
-                availability_24x7=d.get("24x7"),
-                up_ratio_period=round(sum(1 for h in hist if h[2]) / len(hist), 6) if hist else None,
-                runs_period=len(hist),
-            )
-        )
-
-    def worst(r: SiteRow) -> tuple[int, float, float, str]:
-        return (
-            -r.criteria_failed,
-            r.availability_service_hours if r.availability_service_hours is not None else 2.0,
-            r.up_ratio_period if r.up_ratio_period is not None else 2.0,
-            r.site,
-        )
-
-    rows.sort(key=worst)
+    empty: dict[str, Any] = {"criteria": {}, "thresholds": {}}
+    rows = sorted((_site_row(bc, site, per.get(site, empty), since, until) for site in names), key=_worst_site_first)
     if not rows:
         gaps.append("No remote sites are configured.")
     elif not any(r.criteria for r in rows):

@@ -1,5 +1,5 @@
-"""Making a DR report: gather inputs, build the model, write dated files, prune old ones.
-Shared by ``continuity-agent report dr`` and the agent's scheduled job."""
+"""Making a DR report: verify the evidence (in process, leniently), build the model, write dated
+files, prune old ones. Shared by ``continuity-agent report dr`` and the agent's scheduled job."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.evidence import EvidenceInputError, verify
 from agent.fileio import atomic_write
 from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig
-from agent.reports.inputs import Verifier, load_inputs
-from agent.reports.model import BuildContext, Report, StateView, build_report
+from agent.reports.model import BuildContext, Report, ReportEvidence, StateView, build_report
 from agent.reports.render import RENDERERS
 from agent.yamlfile import FileInputError
 
@@ -52,6 +52,36 @@ def _path_attr(obj: Any, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+def read_evidence(runbooks_dir: Path | None, evidence_dir: Path | None, at: datetime) -> ReportEvidence:
+    """The verifier's typed result, loaded leniently: a bad runbook or record is a finding and a
+    line in ``problems``. A directory that is missing or cannot be listed (or a verifier bug) leaves
+    no verification, and ``error`` says why: a gap the report states, never an exception."""
+    ev = ReportEvidence(runbooks_dir, evidence_dir)
+    if runbooks_dir is None:
+        ev.problems.append("no runbooks directory configured (reports.runbooks_dir)")
+    if evidence_dir is None:
+        ev.problems.append("no evidence directory configured (reports.evidence_dir)")
+    if runbooks_dir is None or evidence_dir is None:
+        return ev
+    try:
+        ev.verification = verify(runbooks_dir, evidence_dir, at, lenient=True)
+    except EvidenceInputError as e:  # a directory, not a file: the report states the gap
+        log.warning("evidence not verified: %s", e)
+        issues = [str(i) for i in e.issues]
+        more = f" (and {len(issues) - 3} more)" if len(issues) > 3 else ""
+        ev.problems.extend(issues)
+        ev.error = "invalid runbooks or evidence: " + "; ".join(issues[:3]) + more
+    except Exception as e:  # a verifier bug must not stop the report; logged with its traceback
+        log.exception("evidence verification failed")
+        ev.error = f"evidence verification failed: {e}"
+    if ev.verification is not None:
+        ev.problems.extend(str(i) for i in ev.verification.bad_files)
+        ev.no_evidence = not ev.verification.records
+    else:
+        ev.no_evidence = not evidence_dir.is_dir()
+    return ev
+
+
 def generate(
     config: Any,
     *,
@@ -60,20 +90,19 @@ def generate(
     store: StateView | None = None,
     config_path: Path | None = None,
     config_sha256: str | None = None,
-    verifier: Verifier | None = None,
     generated_at: datetime | None = None,
     strict: bool = False,
 ) -> Report:
-    """The report. A file that cannot be read (or is refused by the loader's limits) is a gap the
-    report states; with ``strict`` (``report dr``) it is :class:`FileInputError` instead."""
+    """The report. A runbook or record that cannot be read or is invalid is a finding the report
+    states; with ``strict`` (``report dr``) it is :class:`FileInputError` instead."""
     rep: ReportsConfig = getattr(config, "reports", None) or ReportsConfig()
     src = sources(config)
-    inputs = load_inputs(src.runbooks_dir, src.evidence_dir, at, verifier)
-    if strict and inputs.bad_files:
-        raise FileInputError(inputs.bad_files)
+    evidence = read_evidence(src.runbooks_dir, src.evidence_dir, at)
+    if strict and evidence.bad_files:
+        raise FileInputError(evidence.bad_files)
     return build_report(
         BuildContext(
-            inputs=inputs,
+            evidence=evidence,
             at=at,
             period_seconds=period if period is not None else rep.period,
             config=config,

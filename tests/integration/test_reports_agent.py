@@ -246,13 +246,14 @@ def test_print_to_pdf_cli_gives_a_page_per_section(scheduled: dict[str, Any], tm
 
 @pytest.mark.parametrize("case", ["no_evidence", "at_73h"])
 def test_gap_reports_render_in_chromium(case: str, tmp_path: Path, browser: DevTools) -> None:
-    from agent.reports.inputs import load_inputs
     from agent.reports.model import BuildContext, build_report
     from agent.reports.render import render_html
+    from agent.reports.runner import read_evidence
     from tests.helpers.dr_estate import AT
 
     est = build_estate(tmp_path, with_evidence=case != "no_evidence", email_restored_h=73.0)
-    r = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=86400.0))
+    ev = read_evidence(est.runbooks, est.evidence, AT)
+    r = build_report(BuildContext(evidence=ev, at=AT, period_seconds=86400.0))
     page = tmp_path / "r.html"
     page.write_text(render_html(r))
     browser.open(page.as_uri())

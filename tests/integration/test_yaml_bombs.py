@@ -55,7 +55,7 @@ kind, path, extra = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 from agent.config import ConfigError, load_config
 from agent.webconfig import WebConfigError, load_web_config
 from agent.evidence.loader import EvidenceInputError, load_records, load_runbooks
-from agent.reports.inputs import load_inputs
+from agent.reports.runner import read_evidence
 from datetime import UTC, datetime
 # Warm up: everything imported and allocated before the baseline.
 try:
@@ -79,7 +79,7 @@ except (ConfigError, WebConfigError, EvidenceInputError) as e:
     errors.append(str(e))
 if kind != "webconfig" and kind != "config":
     rb, ev = (path, Path(extra[1])) if kind != "record" else (Path(extra[1]), path)
-    inp = load_inputs(rb, ev, datetime.now(UTC))  # what the report job reads
+    inp = read_evidence(rb, ev, datetime.now(UTC))  # what the report job reads
     errors.append("\n".join(inp.problems))
 cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
 print(json.dumps({"growth": rss("VmHWM") - base, "cpu": cpu, "errors": errors}))

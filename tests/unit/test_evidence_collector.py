@@ -4,6 +4,7 @@ agent's own store; every sample declared in the catalogue."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_collector_on_shipped_exercise(tmp_path: Path) -> None:
     bases = {lbl["basis"]: v for lbl, v in values(r, "continuity_recovery_critical_path_seconds")}
     assert set(bases) == {"planned", "projected", "measured"} and bases["measured"] <= 72 * 3600
     findings = {(lbl["severity"], lbl["rule"]): v for lbl, v in values(r, "continuity_recovery_findings")}
-    assert len(findings) == 20 and sum(findings.values()) == 0
+    assert len(findings) == 22 and sum(findings.values()) == 0
     heads = values(r, "continuity_recovery_evidence_chain_head_info")
     assert len(heads) == 1 and len(heads[0][0]["sha256"]) == 64 and heads[0][1] == 1
     # backups named by runbooks but not configured are reported, the rest of the run still works
@@ -116,15 +117,50 @@ def test_collector_later_clock_reports_overdue(tmp_path: Path) -> None:
     store.close()
 
 
-def test_collector_invalid_input_fails_with_reason(tmp_path: Path) -> None:
+def test_collector_bad_runbook_is_a_finding_and_a_partial_error(tmp_path: Path) -> None:
+    # Lenient loading: a bad runbook no longer fails the whole run; it is an invalid_runbook finding
+    # and an invalid_input partial error naming the file and the target.
     rb = tmp_path / "rb"
     ev = tmp_path / "ev"
     rb.mkdir()
     ev.mkdir()
     (rb / "broken.yml").write_text("id: broken\nversion: one\n")
     r = collect(write_config(tmp_path, rb, ev), StateStore(None))
+    assert r.ok, r.message
+    # One finding per problem in the file (six schema errors), as the strict error lists them.
+    assert value(r, "continuity_recovery_findings", severity="error", rule="invalid_runbook") == 6
+    errs = [m for reason, m in r.partial_errors if reason == "invalid_input"]
+    assert len(errs) == 1 and "broken.yml" in errs[0] and "dr-evidence" in errs[0] and "(and 5 more)" in errs[0]
+
+
+def test_collector_runbooks_directory_without_runbooks_fails_with_reason(tmp_path: Path) -> None:
+    rb = tmp_path / "rb"
+    ev = tmp_path / "ev"
+    rb.mkdir()
+    ev.mkdir()
+    r = collect(write_config(tmp_path, rb, ev), StateStore(None))
     assert not r.ok and r.reason == "invalid_input"
-    assert "broken.yml" in (r.message or "") and "dr-evidence" in (r.message or "")
+    assert "no runbooks" in (r.message or "") and "dr-evidence" in (r.message or "")
+
+
+def test_collector_one_corrupt_record_does_not_blind_the_rest(tmp_path: Path) -> None:
+    rb = tmp_path / "runbooks"
+    shutil.copytree(ROOT / "runbooks", rb)
+    clean = collect(write_config(tmp_path, rb, rb / "evidence"), StateStore(None))
+    (rb / "evidence" / "2026-06-30-corrupt.yml").write_text("runbook: payroll\nresult: [unclosed\n")
+    r = collect(write_config(tmp_path, rb, rb / "evidence"), StateStore(None))
+    assert r.ok, r.message
+    # The good records still give their metrics, as without the corrupt file.
+    for name in ("continuity_recovery_evidence_valid", "continuity_recovery_test_achieved_rto_seconds",
+                 "continuity_recovery_critical_path_seconds", "continuity_recovery_evidence_chain_head_info"):
+        assert values(r, name) == values(clean, name) and values(r, name), name
+    assert value(r, "continuity_recovery_evidence_valid", runbook="payroll", tier="1") == 1
+    # The corrupt file is a finding, counted per rule, and a partial error naming it.
+    assert value(r, "continuity_recovery_findings", severity="error", rule="invalid_record") == 1
+    assert value(clean, "continuity_recovery_findings", severity="error", rule="invalid_record") == 0
+    errs = [m for reason, m in r.partial_errors if reason == "invalid_input"]
+    assert len(errs) == 1 and errs[0].startswith("dr-evidence: 2026-06-30-corrupt.yml: invalid YAML")
+    assert not clean.partial_errors or all(reason != "invalid_input" for reason, _m in clean.partial_errors)
 
 
 def test_rpo_met_rule() -> None:

@@ -42,7 +42,7 @@ def test_baseline_is_clean(tmp_path: Path) -> None:
 def test_every_rule_has_a_severity() -> None:
     assert {r for r, s in RULES.items() if s == "warning"} == {
         "runbook_version_mismatch", "action_overdue", "evidence_expiring", "coverage_gap"}
-    assert len(RULES) == 20
+    assert len(RULES) == 22
 
 
 def test_unsealed(tmp_path: Path) -> None:

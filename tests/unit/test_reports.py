@@ -17,10 +17,9 @@ import pytest
 from agent.catalogue import catalogue
 from agent.reports import svg
 from agent.reports.config import ReportsConfig
-from agent.reports.inputs import load_inputs
 from agent.reports.model import SECTIONS, BuildContext, Report, build_report
 from agent.reports.render import PALETTE, render_html, render_json, render_md
-from agent.reports.runner import prune, stamp, write_dated
+from agent.reports.runner import prune, read_evidence, stamp, write_dated
 from agent.reports.schema import render as render_schema
 from agent.state import Result, StateStore
 from collectors.base import HttpRequest, Sample
@@ -33,9 +32,9 @@ DAY = 86400.0
 
 def make(tmp: Path, *, store: Any = None, config: Any = None, **kw: Any) -> Report:
     est = build_estate(tmp, **kw)
-    inp = load_inputs(est.runbooks, est.evidence, AT)
+    ev = read_evidence(est.runbooks, est.evidence, AT)
     return build_report(
-        BuildContext(inputs=inp, at=AT, period_seconds=30 * DAY, store=store, config=config, generated_at=AT)
+        BuildContext(evidence=ev, at=AT, period_seconds=30 * DAY, store=store, config=config, generated_at=AT)
     )
 
 
@@ -108,8 +107,8 @@ def test_no_evidence_at_all_states_the_gaps(tmp_path: Path) -> None:
 
 
 def test_nothing_configured_still_renders(tmp_path: Path) -> None:
-    inp = load_inputs(None, None, AT)
-    r = build_report(BuildContext(inputs=inp, at=AT, period_seconds=DAY))
+    ev = read_evidence(None, None, AT)
+    r = build_report(BuildContext(evidence=ev, at=AT, period_seconds=DAY))
     out = all_formats(r)
     assert r.summary.verdict == "red"
     assert "No runbooks found" in out["html"] and "No runbooks found" in out["md"]
@@ -117,25 +116,76 @@ def test_nothing_configured_still_renders(tmp_path: Path) -> None:
 
 
 def test_unreadable_evidence_is_a_stated_gap(tmp_path: Path) -> None:
+    # Lenient verification: the bad record is an invalid_record finding and a stated gap, and the
+    # rest of the evidence is still verified (one bad file no longer hides the whole estate).
     est = build_estate(tmp_path)
+    good = build_report(BuildContext(evidence=read_evidence(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
     (est.evidence / "999-broken.yml").write_text("runbook: email\nresult: [unclosed\n")
-    r = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
-    assert r.evidence is None and r.summary.verdict == "red"
-    assert any("could not be verified" in g for g in r.gaps["summary"])
-    assert "999-broken.yml" in render_html(r)
+    r = build_report(BuildContext(evidence=read_evidence(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    assert r.evidence is not None and r.summary.verdict == "red"
+    assert any("could not be verified" in g and "999-broken.yml: invalid YAML" in g for g in r.gaps["summary"])
+    assert any("999-broken.yml" in x for x in r.summary.reasons)
+    bad = [f for f in r.findings if f.rule == "invalid_record"]
+    assert [(f.severity, f.record) for f in bad] == [("error", "999-broken.yml")]
+    assert bad[0].message.startswith("999-broken.yml: invalid YAML") and r.problems == [bad[0].message]
+    assert r.timeline == good.timeline and r.summary.measured_seconds == good.summary.measured_seconds
+    assert [(s.runbook, s.in_policy) for s in r.systems] == [(s.runbook, s.in_policy) for s in good.systems]
+    assert r.integrity.verifier_ok is False and r.summary.errors == good.summary.errors + 1
+    html = render_html(r)
+    assert "999-broken.yml" in html and "invalid_record" in html
 
 
 def test_unverified_evidence_shows_no_second_opinion(tmp_path: Path) -> None:
     # The exercise, its critical path and the within-RTO verdicts come from the verifier only:
-    # when it cannot run, the report states the gap instead of recomputing them from the records.
+    # when it cannot run (here: the runbooks directory is gone), the report states the gap
+    # instead of recomputing them from the records.
     est = build_estate(tmp_path)
-    good = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    good = build_report(BuildContext(evidence=read_evidence(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
     assert good.timeline.exercise is not None  # the estate has a joint exercise
-    (est.evidence / "999-broken.yml").write_text("runbook: email\nresult: [unclosed\n")
-    r = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
-    assert r.evidence is None
+    est.runbooks.rename(tmp_path / "moved")
+    r = build_report(BuildContext(evidence=read_evidence(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    assert r.evidence is None and r.summary.verdict == "red"
     assert r.timeline.exercise is None and r.timeline.systems == [] and r.timeline.critical_path == []
     assert r.gaps["timeline"] == ["The evidence could not be verified, so no exercise is shown."]
+    assert r.systems == [] and r.actions == [] and r.summary.measured_seconds is None
+    assert any("runbooks directory does not exist" in g for g in r.gaps["summary"])
+
+
+def test_bad_runbook_and_record_are_findings_and_report_dr_refuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    est = build_estate(tmp_path)
+    good = read_evidence(est.runbooks, est.evidence, AT)
+    (est.runbooks / "zz.yml").write_text("id: zz\nname: x\n")  # schema-invalid runbook
+    (est.evidence / "998-schema.yml").write_text("runbook: email\nresult: maybe\n")  # schema-invalid record
+    ev = read_evidence(est.runbooks, est.evidence, AT)
+    r = build_report(BuildContext(evidence=ev, at=AT, period_seconds=DAY))
+    bad = [f for f in r.findings if f.rule in ("invalid_runbook", "invalid_record")]
+    assert {(f.rule, f.runbook, f.record) for f in bad} == {
+        ("invalid_runbook", "zz", None), ("invalid_record", None, "998-schema.yml")}
+    # Input problems are the same lines as the findings, each as `evidence verify` prints it.
+    assert sorted(r.problems) == sorted(f.message for f in bad) and len(bad) == 10
+    assert any(p.startswith(f"{est.runbooks / 'zz.yml'}: owner: ") for p in r.problems)
+    assert any(p.startswith("998-schema.yml: result: ") for p in r.problems)
+    # The bad runbook is no system; the good ones are verified as before.
+    assert good.verification is not None and ev.verification is not None
+    assert [s.to_json() for s in ev.verification.systems] == [s.to_json() for s in good.verification.systems]
+    assert "files left out of the verification (unreadable or invalid): 998-schema.yml, zz.yml" in r.summary.reasons
+    # `report dr` (strict) exits 2 with one line per problem, like `evidence verify`.
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(json.dumps({"agent": {"site": "hq", "state_dir": str(tmp_path / "state")},
+                               "reports": {"runbooks_dir": str(est.runbooks), "evidence_dir": str(est.evidence),
+                                           "schedule": None}}))
+    capsys.readouterr()
+    rc = main(["report", "dr", "--config", str(cfg), "--at", AT.isoformat(), "--format", "md",
+               "--output", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "r.md").exists()
+    assert sorted(err.splitlines()) == sorted(f"continuity-agent: {p}" for p in r.problems)
+    rc = main(["evidence", "verify", "--runbooks", str(est.runbooks), "--evidence", str(est.evidence)])
+    assert rc == 2 and "zz.yml: owner: " in capsys.readouterr().err
 
 
 def test_script_in_evidence_is_escaped(tmp_path: Path) -> None:
@@ -455,7 +505,7 @@ def test_replace_keeps_report_dataclass_frozen_free(tmp_path: Path) -> None:
 
 def test_generated_at_defaults_to_now(tmp_path: Path) -> None:
     est = build_estate(tmp_path)
-    r = build_report(BuildContext(inputs=load_inputs(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
+    r = build_report(BuildContext(evidence=read_evidence(est.runbooks, est.evidence, AT), at=AT, period_seconds=DAY))
     assert abs(datetime.fromisoformat(r.meta.generated_at.replace("Z", "+00:00")).timestamp() - time.time()) < 60
     assert r.meta.at == "2025-03-31T09:00:00Z"
     assert datetime.fromisoformat(r.meta.period_start.replace("Z", "+00:00")) == AT - timedelta(days=1)
