@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html as _html
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +112,9 @@ class Forms:
 
 
 def _value(v: str | None) -> str:
-    return f' value="{e(v)}"' if v else ""
+    """A refused form's typed value, given back exactly (quoted; not shown as escapes, so sending
+    the form again sends what was typed)."""
+    return f' value="{_html.escape(v, quote=True)}"' if v else ""
 
 
 def _error(msg: str | None) -> str:

@@ -213,8 +213,19 @@ class Clicker:
         self.dev, self.base = dev, base
 
     def load(self, at: str) -> None:
+        self.navigate(f"{self.base}?{urlencode({'at': at})}")
+
+    def navigate(self, url: str) -> None:
         self.dev.events.clear()
-        self.dev.send("Page.navigate", {"url": f"{self.base}?{urlencode({'at': at})}"})
+        self.dev.send("Page.navigate", {"url": url})
+        self.dev.wait_event("Page.loadEventFired")
+
+    def click_link(self, text: str) -> None:
+        self.dev.events.clear()
+        assert self.dev.evaluate(
+            f"(() => {{ const a = [...document.querySelectorAll('a')].find(a => a.innerText === {json.dumps(text)});"
+            " if (!a) return false; a.click(); return true; })()"
+        ), text
         self.dev.wait_event("Page.loadEventFired")
 
     def fill(self, element_id: str, value: str) -> None:
@@ -223,7 +234,7 @@ class Clicker:
             f" if (!el) return false; el.value = {json.dumps(value)}; return true; }})()"
         ), element_id
 
-    def click(self, element_id: str) -> None:
+    def click(self, element_id: str, expect_title: str | None = None) -> None:
         self.dev.events.clear()
         clicked = self.dev.evaluate(
             f"(() => {{ const el = document.getElementById({json.dumps(element_id)});"
@@ -233,7 +244,8 @@ class Clicker:
         assert clicked, element_id
         self.dev.wait_event("Page.loadEventFired")
         title = self.dev.evaluate("document.title")
-        assert title.startswith("DR exercise"), (element_id, title, self.dev.evaluate("document.body.innerText"))
+        ok = title == expect_title if expect_title is not None else title.startswith("DR exercise")
+        assert ok, (element_id, title, self.dev.evaluate("document.body.innerText"))
 
 
 def _records(ev: Path) -> dict[str, dict[str, Any]]:
