@@ -626,7 +626,7 @@ def _actions_table(st: ExerciseStatus) -> str:
         or '<tr><td colspan="5">None</td></tr>'
     )
     return (
-        '<table><thead><tr><th scope="col">Id</th><th scope="col">System</th>'
+        '<table id="open-actions"><thead><tr><th scope="col">Id</th><th scope="col">System</th>'
         '<th scope="col">Action</th><th scope="col">Owner</th><th scope="col">Due</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
     )

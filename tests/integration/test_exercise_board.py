@@ -266,8 +266,8 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
     xs.play(cli_event(cli_ev))
     assert run(cli_ev, "exercise", "finish", xs.NAME, "--at", xs.at(43))[0] in (0, 1)
 
-    # The board version: start and the action from the CLI (the board records what happens during
-    # the exercise), everything else by clicking.
+    # The board version: the start from the CLI (the board records what happens during the
+    # exercise), everything else by clicking.
     ev = xs.evidence_copy(tmp_path / "web")
     ok(ev, "start", xs.NAME, "--type", "full_recovery", "--systems", ",".join(xs.SYSTEMS), "--declared-at", xs.at(0))
     with board(tmp_path, ev) as agent:
@@ -281,8 +281,13 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
                 c.fill("f-participant-name", who)
                 c.fill("f-participant-role", role)
                 c.click("f-participant")
+            # The action by its form (one entry, as `exercise action` writes it), seen on the board.
             rid, desc, owner, due = xs.ACTION
-            ok(ev, "action", xs.NAME, rid, "--description", desc, "--owner", owner, "--due", due)
+            c.click_link("Record an action")
+            for field, value in (("runbook", rid), ("description", desc), ("owner", owner), ("due", due)):
+                c.fill(f"f-action-{field}", value)
+            c.click("f-action")
+            assert desc in dev.evaluate("document.getElementById('open-actions').innerText")
             for h, kind, args in xs.events():
                 c.load(xs.at(h))
                 if kind == "step":
@@ -306,5 +311,11 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
             dev.close()
     assert run(ev, "exercise", "finish", xs.NAME, "--at", xs.at(43))[0] in (0, 1)
     web_entries = Journal.open(ev, xs.NAME).read()
-    assert {e["actor"] for e in web_entries if e["action"] in ("step", "restored", "validate", "sign_off")} == {USER}
+    written = ("step", "restored", "validate", "sign_off", "action", "participant")
+    assert {e["actor"] for e in web_entries if e["action"] in written} == {USER}
     assert _records(ev) == _records(cli_ev)
+    assert _records(ev)["sql-cluster"]["issues"][0]["description"] == xs.ACTION[1]
+    # The sealed records pass `evidence verify`, the board's action among them.
+    rc, out, _ = run(ev, "evidence", "verify", "--at", xs.VERIFY_AT, "--format", "json")
+    ours = {f"{xs.NAME}-{r}.yml" for r in xs.SYSTEMS}
+    assert rc == 0 and [f for f in json.loads(out)["findings"] if f["record"] in ours] == []
