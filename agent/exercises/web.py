@@ -12,7 +12,8 @@ enable recording. ``?at=TIME`` shows the exercise as at that time and records at
 Two pages without the 30 s refresh, so nothing half-typed is reloaded away:
 ``/exercise/<name>/action`` records an action (``exercise action``: system, description, owner,
 due date) and ``/exercise/<name>/journal`` lists every entry, newest first, each with a form to
-void it with a reason (``exercise void``). Every form posts to ``/exercise/<name>`` and goes
+void it with a reason (``exercise void``) and a link to a form amending it (``?amend=SEQ``,
+``exercise amend``). Every form posts to ``/exercise/<name>`` and goes
 through :class:`agent.exercises.record.Recorder`, as the CLI does: the same entry, the same checks,
 the same messages. A refused form comes back (400) with one error and what was typed in it.
 """
@@ -32,7 +33,8 @@ from urllib.parse import parse_qs, quote, urlencode
 from agent import escape
 from agent.evidence.verifier import fmt_hours
 from agent.exercises.journal import NAME_RE, ExerciseInputError, Journal, iso
-from agent.exercises.record import Recorder
+from agent.exercises.model import AMENDABLE, effective
+from agent.exercises.record import Recorder, amend_changes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
 from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.svg import GanttBar, GanttRow, gantt
@@ -50,8 +52,23 @@ ENABLE_HELP = (
     "Recording from this page is off: the agent has no web config with <code>basic_auth_users</code>. "
     "Start it with <code>--web.config.file</code> naming a file that lists users (docs/security.md); "
     "each user name is recorded as the actor. Until then, record with "
-    "<code>continuity-agent exercise step|restored|validate|action|sign-off|void</code>."
+    "<code>continuity-agent exercise step|restored|validate|action|sign-off|amend|void</code>."
 )
+TIMED = ("step", "restored", "validate", "sign_off")  # kinds whose entry takes the page's as-at time
+# What the amend form offers to change, in this order, and its labels (model.AMENDABLE says which
+# fields each kind of entry has).
+AMEND_LABELS = {
+    "at": "When it happened (ISO 8601 with UTC offset)",
+    "operator": "Operator",
+    "note": "Note",
+    "by": "By",
+    "role": "Role",
+    "result": "Result",
+    "description": "Issue and action",
+    "owner": "Owner",
+    "due": "Due (date)",
+    "name": "Name",
+}
 FORM_FIELD = "form"  # the id of the form a POST came from: a refused form comes back filled in
 PAGES = ("", "action", "journal")  # /exercise/<name>, /exercise/<name>/action, /exercise/<name>/journal
 
@@ -71,6 +88,7 @@ class Input:
     id: str
     attrs: str = "required"
     type: str = "text"
+    value: str = ""  # shown unless the form comes back refused (then what was typed)
 
 
 class Forms:
@@ -102,7 +120,7 @@ class Forms:
             i
             if isinstance(i, str)
             else f'<label>{e(i.label)} <input type="{e(i.type)}" name="{e(i.name)}" id="{e(i.id)}"'
-            f'{_value(kept.get(i.name))} {i.attrs}></label> '
+            f"{_value(kept.get(i.name) if kept else i.value)} {i.attrs}></label> "
             for i in inputs
         )
         submit = buttons or f'<button type="submit">{e(label)}</button>'
@@ -153,6 +171,21 @@ def describe(entry: dict[str, Any]) -> str:
             return "exercise finished"
         case other:
             return str(other)
+
+
+def current(entries: list[dict[str, Any]], seq: int) -> dict[str, Any] | None:
+    """Entry ``seq`` as corrected so far (amends applied); None if voided or not there."""
+    try:
+        return next((x for x in effective(entries) if x["seq"] == seq), None)
+    except ExerciseInputError:
+        return None
+
+
+def _seq(f: dict[str, str]) -> int:
+    seq = f.get("seq", "").strip()
+    if not seq.isdigit():
+        raise ExerciseInputError(f"entry number {seq!r} is not a number")
+    return int(seq)
 
 
 def voided_by(entries: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -208,7 +241,9 @@ class Board:
                 return self._page(400, "Bad time", f"<p>{e(str(err))}</p>")
         try:
             if page == "journal":
-                return self._journal(name, self._entries(name), self.user(req))
+                amend = req.query.get("amend", "").strip()
+                target = int(amend) if amend.isdigit() else None
+                return self._journal(name, self._entries(name), self.user(req), amend=target)
             st = self.snapshots.compute(name, at)
         except ExerciseInputError as err:
             return self._page(404, f"Exercise {name}", f"<p>{e(str(err))}</p>")
@@ -238,7 +273,8 @@ class Board:
         if rb is None or ev is None:
             return HttpResponse(404, b"not configured\n")
         try:
-            at = _parse_at(form["at"]) if form.get("at", "").strip() else None
+            timed = form.get("kind") in TIMED
+            at = _parse_at(form["at"]) if timed and form.get("at", "").strip() else None
             rec = Recorder(rb, ev, name, user)
             got = self._record(rec, form, at)
         except (ValueError, ExerciseInputError) as err:
@@ -247,7 +283,7 @@ class Board:
         base = f"{PREFIX}/{quote(name)}"
         if got["action"] == "action":
             loc = f"{base}#actions"
-        elif got["action"] == "void":
+        elif got["action"] in ("void", "amend"):
             loc = f"{base}/journal#e-{got['target']}"
         else:
             loc = base + (f"?{urlencode({'at': form['at']})}" if form.get("at") else "")
@@ -272,10 +308,15 @@ class Board:
         if kind == "action":
             return rec.action(rid, f.get("description", ""), f.get("owner", ""), f.get("due", ""))
         if kind == "void":
-            seq = f.get("seq", "").strip()
-            if not seq.isdigit():
-                raise ExerciseInputError(f"entry number {seq!r} is not a number")
-            return rec.void(int(seq), f.get("reason", ""))
+            return rec.void(_seq(f), f.get("reason", ""))
+        if kind == "amend":
+            # The form shows the entry's fields as they stand; what was changed is amended, each
+            # value checked as `exercise amend`'s flag of that name.
+            seq = _seq(f)
+            cur = current(rec.journal.read(), seq)
+            keys = AMENDABLE.get(cur["action"], ()) if cur is not None else tuple(k for k in AMEND_LABELS if k in f)
+            changed = {k: f.get(k, "") for k in keys if cur is None or f.get(k, "") != str(cur.get(k, ""))}
+            return rec.amend(seq, amend_changes(**changed))
         raise ExerciseInputError(f"unknown kind of entry {kind!r}")
 
     def _refused(self, name: str, user: str, form: dict[str, str], msg: str) -> HttpResponse:
@@ -283,12 +324,12 @@ class Board:
         journal is untouched."""
         kind = form.get("kind", "")
         try:
-            if kind == "void":
+            if kind in ("void", "amend"):
                 return self._journal(name, self._entries(name), user, msg, form)
             if kind == "action":
                 return self._action(self.snapshots.compute(name), user, msg, form)
             try:
-                at = _parse_at(form["at"]) if form.get("at", "").strip() else None
+                at = _parse_at(form["at"]) if kind in TIMED and form.get("at", "").strip() else None
             except ValueError:
                 at = None
             return self._board(self.snapshots.compute(name, at), user, at, msg, form)
@@ -351,10 +392,39 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
             refresh=True,
         )
 
+    @staticmethod
+    def _amend_form(name: str, entries: list[dict[str, Any]], seq: int, forms: Forms) -> str:
+        cur = current(entries, seq)
+        back = f'<a href="{PREFIX}/{quote(name)}/journal">cancel</a>'
+        if cur is None or not AMENDABLE.get(cur["action"]):
+            return f'<p class="note" id="amend">Entry {e(seq)} cannot be amended. {back}</p>'
+        kept = forms.values("f-amend")
+        inputs: list[Input | str] = []
+        for k in AMENDABLE[cur["action"]]:
+            if k == "result":
+                chosen = kept.get("result", "") if kept else str(cur.get("result", ""))
+                options = "".join(
+                    f'<option value="{r}"{" selected" if r == chosen else ""}>{r}</option>' for r in ("pass", "fail")
+                )
+                inputs.append(
+                    f'<label>{AMEND_LABELS[k]} <select name="result" id="f-amend-result">{options}</select></label>'
+                )
+            else:
+                typ = "date" if k == "due" else "text"
+                inputs.append(Input(k, AMEND_LABELS[k], f"f-amend-{k}", "", typ, str(cur.get(k, ""))))
+        form = forms(
+            {"kind": "amend", "seq": str(seq)}, "Record the correction", "f-amend", inputs, timed=False, css="stack"
+        )
+        return (
+            f'<section id="amend" class="note"><h2>Amend entry {e(seq)}</h2><p>{e(describe(cur))}</p>'
+            "<p>Change what was recorded wrongly; the entry stays as it was and a new entry records the "
+            f"correction (as <code>continuity-agent exercise amend</code>).</p>{form} {back}</section>"
+        )
+
     def _nav(self, name: str, here: str = "") -> str:
         base = f"{PREFIX}/{quote(name)}"
         links = [(f"{PREFIX}/", "All exercises"), (base, "Board"), (f"{base}/action", "Record an action")]
-        links += [(f"{base}/journal", "Journal: void a mistaken entry"), ("/", "Agent status")]
+        links += [(f"{base}/journal", "Journal: correct a mistaken entry"), ("/", "Agent status")]
         return "<p>" + " · ".join(f'<a href="{h}">{t}</a>' for h, t in links if t != here) + "</p>"
 
     def _board(
@@ -461,22 +531,30 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
         user: str | None,
         error: str | None = None,
         kept: dict[str, str] | None = None,
+        amend: int | None = None,
     ) -> HttpResponse:
-        """Every entry, newest first; each that can be voided has a form for ``exercise void``."""
+        """Every entry, newest first; each that can be voided has a form for ``exercise void`` and
+        each that can be amended a link to the amend form (``?amend=SEQ``) for ``exercise amend``."""
         finished = any(x.get("action") == "finish" for x in entries)
         can_write = user is not None and not finished
         forms = Forms(name, self.csrf(user, name) if user is not None else "", kept=kept)
         voided = voided_by(entries)
+        amended: dict[Any, list[str]] = {}
+        for x in entries:
+            if x.get("action") == "amend":
+                amended.setdefault(x.get("target"), []).append(str(x.get("seq")))
         rows = []
         for x in reversed(entries):
             seq = x.get("seq")
             v = voided.get(seq) if isinstance(seq, int) else None
             cell = ""
+            if seq in amended:
+                cell = f"<p>amended by entry {e(', '.join(amended[seq]))}</p>"
             if v is not None:
-                cell = f"voided by entry {e(v.get('seq'))}: {e(v.get('reason', ''))}"
+                cell += f"voided by entry {e(v.get('seq'))}: {e(v.get('reason', ''))}"
             elif can_write and x.get("action") not in ("start", "amend", "void", "finish"):
                 fid = f"f-void-{seq}"
-                cell = forms(
+                cell += forms(
                     {"kind": "void", "seq": str(seq)},
                     "",
                     fid,
@@ -484,12 +562,15 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
                     f'<button type="submit" id="{e(fid)}-submit">void entry {e(seq)}</button>',
                     timed=False,
                 )
+            if v is None and can_write and AMENDABLE.get(str(x.get("action"))):
+                href = f"{PREFIX}/{quote(name)}/journal?{urlencode({'amend': seq})}#amend"
+                cell += f' <a href="{href}" id="amend-{e(seq)}">amend entry {e(seq)}…</a>'
             what = f'<span class="voided">{e(describe(x))}</span>' if v is not None else e(describe(x))
             rows.append(
                 f'<tr id="e-{e(seq)}"><th scope="row">{e(seq)}</th><td>{e(x.get("at", ""))}</td>'
                 f"<td>{e(x.get('actor', ''))}</td><td>{what}</td><td>{cell}</td></tr>"
             )
-        parts = [f"<h1>Journal of exercise {e(name)}</h1>{self._nav(name, 'Journal: void a mistaken entry')}"]
+        parts = [f"<h1>Journal of exercise {e(name)}</h1>{self._nav(name, 'Journal: correct a mistaken entry')}"]
         parts.append(_error(error))
         if finished:
             parts.append('<p class="note">The exercise is finished: its journal accepts no more entries.</p>')
@@ -497,9 +578,15 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
             parts.append(f'<p class="note">{ENABLE_HELP}</p>')
         else:
             parts.append(
-                "<p>Nothing is rewritten: voiding adds an entry naming the mistaken one and why "
-                "(as <code>continuity-agent exercise void</code>); record the right one again on the board.</p>"
+                "<p>Nothing is rewritten: a correction is a new entry naming the mistaken one. <em>Amend</em> "
+                "changes its time, names or text (as <code>continuity-agent exercise amend</code>); <em>void</em> "
+                "takes it out, with the reason (as <code>continuity-agent exercise void</code>), and the right one "
+                "can be recorded again on the board.</p>"
             )
+        if kept is not None and kept.get("kind") == "amend":
+            amend = int(kept["seq"]) if kept.get("seq", "").isdigit() else None
+        if can_write and amend is not None:
+            parts.append(self._amend_form(name, entries, amend, forms))
         parts.append(
             '<table><thead><tr><th scope="col">Entry</th><th scope="col">When</th><th scope="col">Recorded by</th>'
             f'<th scope="col">What</th><th scope="col">Correct</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'

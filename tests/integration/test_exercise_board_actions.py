@@ -180,6 +180,72 @@ def test_void_a_mistaken_entry_from_the_journal_page(tmp_path: Path) -> None:
     assert _status(ev, "ex1")[0]["open_actions"] == []
 
 
+def test_amend_a_mistaken_entry_from_the_journal_page(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    _twin(ev)
+    for name in ("ex1", "ex2"):
+        ok(ev, "step", name, "email", "activate-dag", "start", "--at", xs.at(1), "--operator", "Wrong Person")
+        ok(ev, "step", name, "email", "activate-dag", "done", "--at", xs.at(3))
+        ok(ev, "action", name, "email", "--description", "Check DAG lag", "--owner", "K. Moore", "--due", DUE)
+    # What the CLI records for the three corrections the board makes below.
+    ok(ev, "amend", "ex2", "3", "--at", xs.at(2.5), "--actor", USER)
+    ok(ev, "amend", "ex2", "2", "--operator", "T. Lindqvist", "--actor", USER)
+    ok(ev, "amend", "ex2", "4", "--due", "2027-01-15", "--owner", "J. Reid", "--actor", USER)
+    journal = ev / "exercises" / "ex1.journal.jsonl"
+    done_by = Journal.open(ev, "ex1").read()[2]["operator"]  # the CLI's login name
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        status, page, _ = _request(url + "/journal")
+        assert 'id="amend-3"' in page and 'id="amend"' not in page and 'id="amend-1"' in page  # T0's time
+        assert 'href="/exercise/ex1/journal?amend=3#amend"' in page
+        status, page, _ = _request(url + "/journal?amend=3")
+        assert status == 200 and 'id="amend"' in page
+        # The entry's amendable fields, filled in as they stand.
+        assert f'name="at" id="f-amend-at" value="{xs.at(3)}"' in page
+        assert f'name="operator" id="f-amend-operator" value="{html.escape(done_by)}"' in page
+        assert 'name="note" id="f-amend-note" ' in page and 'id="f-amend-due"' not in page
+        token = _csrf(page)
+        step_done = {"kind": "amend", "seq": "3", "at": xs.at(3), "operator": done_by, "form": "f-amend"}
+
+        before = journal.read_bytes()
+        for changed, args in (
+            ({"at": "yesterday"}, ["--at", "yesterday"]),
+            ({"at": xs.at(0.5)}, ["--at", xs.at(0.5)]),  # done before it started
+            ({"operator": " "}, ["--operator", " "]),
+            ({}, []),
+        ):
+            status, page, _ = _request(url, {**step_done, **changed, "csrf": token})
+            message = _cli_error(ev, "amend", "ex1", "3", *args)
+            assert status == 400 and page.count('role="alert"') == 1 and escape.html(message) in page, message
+            assert 'id="amend"' in page and "<title>DR exercise ex1: journal: not recorded</title>" in page
+            typed = {**step_done, **changed}
+            assert f'name="at" id="f-amend-at" value="{html.escape(typed["at"])}"' in page
+            assert journal.read_bytes() == before
+
+        status, _, headers = _request(url, {**step_done, "at": xs.at(2.5), "csrf": token})
+        assert status == 303 and headers["Location"] == "/exercise/ex1/journal#e-3"
+        status, _, _ = _request(
+            url, {"kind": "amend", "seq": "2", "at": xs.at(1), "operator": "T. Lindqvist", "note": "", "csrf": token}
+        )
+        assert status == 303
+        status, _, _ = _request(
+            url,
+            {"kind": "amend", "seq": "4", "description": "Check DAG lag", "owner": "J. Reid", "due": "2027-01-15",
+             "csrf": token},
+        )
+        assert status == 303
+        status, page, _ = _request(url + "/journal")
+        assert "amended by entry 5" in page and "amended by entry 6" in page and "amended by entry 7" in page
+    web, cli = Journal.open(ev, "ex1").read(), Journal.open(ev, "ex2").read()
+    assert [_fields(x) for x in web] == [_fields(x) for x in cli]
+    now = datetime.now(UTC).isoformat()
+    web_doc, cli_doc = _status(ev, "ex1", now)[0], _status(ev, "ex2", now)[0]
+    assert web_doc["systems"] == cli_doc["systems"]
+    step = web_doc["systems"][0]["steps"][0]
+    assert (step["operator"], step["ended_offset_seconds"]) == ("T. Lindqvist", 2.5 * 3600)
+    assert [(a["owner"], a["due"]) for a in web_doc["open_actions"]] == [("J. Reid", "2027-01-15")]
+
+
 def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
     ev = _small_exercise(tmp_path)
     _twin(ev)
@@ -206,7 +272,7 @@ def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
     assert journal.read_bytes() == before
 
 
-def test_record_an_action_and_void_it_in_chromium(tmp_path: Path) -> None:
+def test_record_amend_and_void_an_action_in_chromium(tmp_path: Path) -> None:
     ev = _small_exercise(tmp_path)
     with board(tmp_path, ev) as agent:
         dev = DevTools()
@@ -237,15 +303,22 @@ def test_record_an_action_and_void_it_in_chromium(tmp_path: Path) -> None:
             assert row.split("\t") == ["ex1-A2", "email", escape.terminal(HOSTILE), OWNER, DUE]
             assert dev.evaluate("document.querySelectorAll('script').length") == 0
 
-            c.click_link("Journal: void a mistaken entry")
+            c.click_link("Journal: correct a mistaken entry")
+            c.click_link("amend entry 2…")
+            assert dev.evaluate("document.getElementById('f-amend-owner').value") == OWNER
+            c.fill("f-amend-owner", "J. Reid")
+            c.click("f-amend", expect_title="DR exercise ex1: journal")
+            assert "amended by entry 3" in dev.evaluate("document.getElementById('e-2').innerText")
             c.fill("f-void-2-reason", "raised twice")
             c.click("f-void-2", expect_title="DR exercise ex1: journal")
-            assert "voided by entry 3: raised twice" in dev.evaluate("document.getElementById('e-2').innerText")
+            assert "voided by entry 4: raised twice" in dev.evaluate("document.getElementById('e-2').innerText")
             assert dev.console_errors() == []
         finally:
             dev.close()
     entries = Journal.open(ev, "ex1").read()
-    assert [(e["action"], e["actor"]) for e in entries] == [("start", entries[0]["actor"]), ("action", USER),
-                                                             ("void", USER)]
+    assert [(e["action"], e["actor"]) for e in entries] == [
+        ("start", entries[0]["actor"]), ("action", USER), ("amend", USER), ("void", USER)
+    ]
+    assert entries[2]["changes"] == {"owner": "J. Reid"}
     assert entries[1]["description"] == HOSTILE and entries[1]["owner"] == OWNER
     assert _status(ev, "ex1")[0]["open_actions"] == []
