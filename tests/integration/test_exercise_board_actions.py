@@ -154,6 +154,8 @@ def test_void_a_mistaken_entry_from_the_journal_page(tmp_path: Path) -> None:
             message = _cli_error(ev, *args)
             assert status == 400 and page.count('role="alert"') == 1 and escape.html(message) in page, message
             assert journal.read_bytes() == before
+            if seq == "2":  # the reason comes back as typed, in its own entry's form
+                assert f'name="reason" id="f-void-2-reason" value="{why}"' in page
         status, page, _ = _request(
             url, {"kind": "void", "seq": "2", "reason": "x\ny", "form": "f-void-2", "csrf": token}
         )
