@@ -177,7 +177,7 @@ def current(entries: list[dict[str, Any]], seq: int) -> dict[str, Any] | None:
     """Entry ``seq`` as corrected so far (amends applied); None if voided or not there."""
     try:
         return next((x for x in effective(entries) if x["seq"] == seq), None)
-    except ExerciseInputError:
+    except (ExerciseInputError, ValueError, TypeError):  # a chained journal that does not replay
         return None
 
 
