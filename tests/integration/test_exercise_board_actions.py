@@ -255,20 +255,21 @@ def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
     before = journal.read_bytes()
     action = {"kind": "action", "runbook": "email", "description": "d", "owner": "o", "due": DUE}
     void = {"kind": "void", "seq": "1", "reason": "r"}
+    amend = {"kind": "amend", "seq": "1", "at": xs.at(0.5)}
     with board(tmp_path, ev) as agent:
         url = f"{agent.url}/exercise/ex1"
         other = _csrf(_request(f"{agent.url}/exercise/ex2/action")[1])  # a token for another exercise
-        for form in (action, void):
+        for form in (action, void, amend):
             assert _request(url, form, auth=None)[0] == 401
             assert _request(url, form)[0] == 403
             assert _request(url, {**form, "csrf": other})[0] == 403
         assert journal.read_bytes() == before
     with board(tmp_path, ev, users=False) as agent:
         url = f"{agent.url}/exercise/ex1"
-        for page in ("/action", "/journal"):
+        for page in ("/action", "/journal", "/journal?amend=1"):
             status, body, _ = _request(url + page, auth=None)
             assert status == 200 and "Recording from this page is off" in body and "<form" not in body
-        for form in (action, void):
+        for form in (action, void, amend):
             assert _request(url, form, auth=None)[0] == 403
         assert _request(url + "/nope", auth=None)[0] == 404
     assert journal.read_bytes() == before
