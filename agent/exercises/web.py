@@ -490,6 +490,9 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
         parts = [f"<h1>Record an action: exercise {e(name)}</h1>{self._nav(name, 'Record an action')}", _error(error)]
         if st.finished:
             parts.append('<p class="note">The exercise is finished: its journal accepts no more entries.</p>')
+            if kept:  # finished while the form was being filled in: what was typed, to copy elsewhere
+                typed = "; ".join(f"{k}: {kept[k]}" for k in ("runbook", "description", "owner", "due") if kept.get(k))
+                parts.append(f"<p>What was typed: {e(typed)}</p>")
         elif user is None:
             parts.append(f'<p class="note">{ENABLE_HELP}</p>')
         else:

@@ -251,6 +251,7 @@ def test_amend_a_mistaken_entry_from_the_journal_page(tmp_path: Path) -> None:
 def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
     ev = _small_exercise(tmp_path)
     _twin(ev)
+    _twin(ev, "ex3")
     journal = ev / "exercises" / "ex1.journal.jsonl"
     before = journal.read_bytes()
     action = {"kind": "action", "runbook": "email", "description": "d", "owner": "o", "due": DUE}
@@ -264,6 +265,20 @@ def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
             assert _request(url, form)[0] == 403
             assert _request(url, {**form, "csrf": other})[0] == 403
         assert journal.read_bytes() == before
+        # The exercise is finished (from the command line) while its action page is open: the page's
+        # form gets the CLI's refusal, and the pages then offer no forms.
+        token = _csrf(_request(f"{agent.url}/exercise/ex3/action")[1])
+        assert run(ev, "exercise", "finish", "ex3", "--at", xs.at(1))[0] in (0, 1)
+        closed = ev / "exercises" / "ex3.journal.jsonl"
+        finished = closed.read_bytes()
+        status, body, _ = _request(f"{agent.url}/exercise/ex3", {**action, "form": "f-action", "csrf": token})
+        message = _cli_error(ev, "action", "ex3", "email", "--description", "d", "--owner", "o", "--due", DUE)
+        assert status == 400 and "is finished" in message and escape.html(message) in body
+        assert "What was typed: runbook: email; description: d; owner: o; due: 2026-12-31" in body
+        assert closed.read_bytes() == finished
+        for page in ("/action", "/journal"):
+            status, body, _ = _request(f"{agent.url}/exercise/ex3{page}")
+            assert status == 200 and "The exercise is finished" in body and "<form" not in body
     with board(tmp_path, ev, users=False) as agent:
         url = f"{agent.url}/exercise/ex1"
         for page in ("/action", "/journal", "/journal?amend=1"):
