@@ -707,18 +707,25 @@ def _title(page: str, error: str | None) -> str:
 
 
 def _actions_table(st: ExerciseStatus) -> str:
+    def correct(action_id: str) -> str:
+        # status.action_id is "<exercise>-A<seq>": the journal entry that recorded the action.
+        seq = action_id.rpartition("-A")[2]
+        if st.finished or not seq.isdigit():
+            return ""
+        return f'<a href="{PREFIX}/{quote(st.name)}/journal#e-{seq}">entry {seq}</a>'
+
     rows = (
         "".join(
             f"<tr><td>{e(a['id'])}</td><td>{e(a['runbook'])}</td><td>{e(a['description'])}</td>"
-            f"<td>{e(a['owner'])}</td><td>{e(a['due'])}</td></tr>"
+            f"<td>{e(a['owner'])}</td><td>{e(a['due'])}</td><td>{correct(str(a['id']))}</td></tr>"
             for a in st.open_actions
         )
-        or '<tr><td colspan="5">None</td></tr>'
+        or '<tr><td colspan="6">None</td></tr>'
     )
     return (
         '<table id="open-actions"><thead><tr><th scope="col">Id</th><th scope="col">System</th>'
-        '<th scope="col">Action</th><th scope="col">Owner</th><th scope="col">Due</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
+        '<th scope="col">Action</th><th scope="col">Owner</th><th scope="col">Due</th>'
+        f'<th scope="col">Correct</th></tr></thead><tbody>{rows}</tbody></table>'
     )
 
 

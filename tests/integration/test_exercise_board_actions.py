@@ -1,5 +1,5 @@
 """Actions and corrections from the /exercise/ board of a real agent: the board writes exactly the
-journal entry the CLI writes (``exercise action``, ``exercise void``), refuses what the CLI refuses
+journal entry the CLI writes (``exercise action``, ``exercise void``, ``exercise amend``), refuses what the CLI refuses
 with the CLI's message, gives a refused form back as it was typed with the journal untouched, and
 keeps the board's write rules. One headless Chromium run fills in the forms as a person would."""
 
@@ -77,6 +77,7 @@ def test_an_action_from_the_board_is_the_cli_entry_shown_escaped(tmp_path: Path)
         status, page, _ = _request(url)
     assert status == 200
     assert f"<td>{escape.html(HOSTILE)}</td><td>{escape.html(OWNER)}</td><td>{DUE}</td>" in page
+    assert '<td><a href="/exercise/ex1/journal#e-2">entry 2</a></td>' in page  # where to correct it
     assert "<script>" not in page and "\x1b" not in page and "1 open." in page
     now = datetime.now(UTC).isoformat()
     web_doc, web_text = _status(ev, "ex1", now)
@@ -318,10 +319,11 @@ def test_record_amend_and_void_an_action_in_chromium(tmp_path: Path) -> None:
             row = dev.evaluate(
                 "document.querySelector('#open-actions tbody tr').innerText"
             )
-            assert row.split("\t") == ["ex1-A2", "email", escape.terminal(HOSTILE), OWNER, DUE]
+            assert row.split("\t") == ["ex1-A2", "email", escape.terminal(HOSTILE), OWNER, DUE, "entry 2"]
             assert dev.evaluate("document.querySelectorAll('script').length") == 0
 
-            c.click_link("Journal: correct a mistaken entry")
+            c.click_link("entry 2")  # the action's row links to its journal entry
+            assert dev.evaluate("location.hash") == "#e-2"
             c.click_link("amend entry 2…")
             assert dev.evaluate("document.getElementById('f-amend-owner').value") == OWNER
             c.fill("f-amend-owner", "J. Reid")
