@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from agent.exercises.journal import ExerciseInputError
+from agent.exercises.journal import given_time as parse_time
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -30,19 +31,6 @@ class _OneLineParser(argparse.ArgumentParser):
 def _err(msg: str) -> None:
     one = " ".join(msg.split("\n"))
     print(f"continuity-agent: {one}", file=sys.stderr)
-
-
-def parse_time(text: str, flag: str) -> datetime:
-    t = text.strip()
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        raise ExerciseInputError(
-            f"{flag} {text!r} is not an ISO 8601 timestamp (e.g. 2026-03-13T18:00:00+00:00)"
-        ) from None
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ExerciseInputError(f"{flag} {text!r} has no UTC offset (write e.g. +00:00 or Z)")
-    return dt.astimezone(UTC)
 
 
 def default_actor() -> str:
@@ -107,26 +95,10 @@ def cmd_sign_off(a: argparse.Namespace) -> int:
 
 
 def cmd_amend(a: argparse.Namespace) -> int:
-    from agent.exercises.record import text
+    from agent.exercises.record import amend_changes
 
-    changes: dict[str, Any] = {}
-    if a.at is not None:
-        changes["at"] = parse_time(a.at, "--at").isoformat()
-    for k in ("operator", "note", "by", "role", "description", "owner"):
-        v = getattr(a, k)
-        if v is not None:
-            changes[k] = text(v, f"--{k}", required=k != "note")
-    if a.who is not None:
-        changes["name"] = text(a.who, "--name")
-    if a.result is not None:
-        changes["result"] = a.result
-    if a.due is not None:
-        from datetime import date
-
-        try:
-            changes["due"] = date.fromisoformat(a.due.strip()).isoformat()
-        except ValueError:
-            raise ExerciseInputError(f"--due {a.due!r} is not a date (YYYY-MM-DD)") from None
+    fields = ("at", "operator", "note", "by", "role", "description", "owner")
+    changes = amend_changes(**{k: getattr(a, k) for k in fields}, name=a.who, result=a.result, due=a.due)
     return _done(_recorder(a).amend(a.seq, changes), a.name)
 
 

@@ -84,6 +84,21 @@ def parse_time(text: str) -> datetime:
     return t
 
 
+def given_time(text: str, flag: str) -> datetime:
+    """A time a person gave (a command's flag, a board form's field), in UTC; ``flag`` names it in
+    the error."""
+    t = text.strip()
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise ExerciseInputError(
+            f"{flag} {text!r} is not an ISO 8601 timestamp (e.g. 2026-03-13T18:00:00+00:00)"
+        ) from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ExerciseInputError(f"{flag} {text!r} has no UTC offset (write e.g. +00:00 or Z)")
+    return dt.astimezone(UTC)
+
+
 def _corrupt(path: Path, line: int, why: str) -> JournalCorrupt:
     return JournalCorrupt(f"{path}: line {line}: {why}; the journal does not verify and accepts no more entries")
 

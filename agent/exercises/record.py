@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.evidence import Estate, EvidenceInputError, load_runbooks, sha256_file
-from agent.exercises.journal import ExerciseInputError, Journal, check_name, iso
+from agent.exercises.journal import ExerciseInputError, Journal, check_name, given_time, iso
 from agent.exercises.model import STEP_STATES, TYPES, checker
 from agent.fileio import atomic_fill
 
@@ -57,6 +57,46 @@ def text(value: str | None, what: str, *, required: bool = True, limit: int = 20
     if any(c in v for c in "\r\n\x00"):
         raise ExerciseInputError(f"{what} must be one line")
     return v
+
+
+def due_date(value: str, flag: str = "--due") -> str:
+    try:
+        return date.fromisoformat(value.strip()).isoformat()
+    except ValueError:
+        raise ExerciseInputError(f"{flag} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def amend_changes(
+    *,
+    at: str | None = None,
+    operator: str | None = None,
+    note: str | None = None,
+    by: str | None = None,
+    role: str | None = None,
+    description: str | None = None,
+    owner: str | None = None,
+    name: str | None = None,
+    result: str | None = None,
+    due: str | None = None,
+) -> dict[str, Any]:
+    """What an amend changes (None: unchanged), each value checked as ``exercise amend``'s flag of
+    the same name; for :meth:`Recorder.amend`, from the command line and the board alike."""
+    changes: dict[str, Any] = {}
+    if at is not None:
+        changes["at"] = given_time(at, "--at").isoformat()
+    given = {"operator": operator, "note": note, "by": by, "role": role, "description": description, "owner": owner}
+    for k, v in given.items():
+        if v is not None:
+            changes[k] = text(v, f"--{k}", required=k != "note")
+    if name is not None:
+        changes["name"] = text(name, "--name")
+    if result is not None:
+        if result not in ("pass", "fail"):
+            raise ExerciseInputError(f"--result {result!r}: expected pass or fail")
+        changes["result"] = result
+    if due is not None:
+        changes["due"] = due_date(due)
+    return changes
 
 
 class Recorder:
@@ -121,15 +161,12 @@ class Recorder:
         return self._append("validate", fields, at)
 
     def action(self, runbook: str, description: str, owner: str, due: str) -> dict[str, Any]:
-        try:
-            d = date.fromisoformat(due.strip())
-        except ValueError:
-            raise ExerciseInputError(f"--due {due!r} is not a date (YYYY-MM-DD)") from None
+        d = due_date(due)
         fields = {
             "runbook": runbook,
             "description": text(description, "--description"),
             "owner": text(owner, "--owner", limit=200),
-            "due": d.isoformat(),
+            "due": d,
         }
         return self._append("action", fields)
 
@@ -194,4 +231,4 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["Recorder", "iso", "load_estate", "now", "text"]
+__all__ = ["Recorder", "amend_changes", "due_date", "iso", "load_estate", "now", "text"]

@@ -8,21 +8,33 @@ exercise. Only users authenticated by the web config's ``basic_auth_users`` may 
 name is the actor and the default operator. Without users the page is read-only and says how to
 enable recording. ``?at=TIME`` shows the exercise as at that time and records at that time
 (back-filling a log kept on paper).
+
+Two pages without the 30 s refresh, so nothing half-typed is reloaded away:
+``/exercise/<name>/action`` records an action (``exercise action``: system, description, owner,
+due date) and ``/exercise/<name>/journal`` lists every entry, newest first, each with a form to
+void it with a reason (``exercise void``) and a link to a form amending it (``?amend=SEQ``,
+``exercise amend``). Every form posts to ``/exercise/<name>`` and goes
+through :class:`agent.exercises.record.Recorder`, as the CLI does: the same entry, the same checks,
+the same messages. A refused form comes back (400) with one error and what was typed in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html as _html
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from agent import escape
 from agent.evidence.verifier import fmt_hours
-from agent.exercises.journal import NAME_RE, ExerciseInputError, iso
-from agent.exercises.record import Recorder
+from agent.exercises.journal import NAME_RE, ExerciseInputError, Journal, iso
+from agent.exercises.model import AMENDABLE, effective
+from agent.exercises.record import Recorder, amend_changes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
 from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.svg import GanttBar, GanttRow, gantt
@@ -40,14 +52,145 @@ ENABLE_HELP = (
     "Recording from this page is off: the agent has no web config with <code>basic_auth_users</code>. "
     "Start it with <code>--web.config.file</code> naming a file that lists users (docs/security.md); "
     "each user name is recorded as the actor. Until then, record with "
-    "<code>continuity-agent exercise step|restored|validate|sign-off</code>."
+    "<code>continuity-agent exercise step|restored|validate|action|sign-off|amend|void</code>."
 )
+TIMED = ("step", "restored", "validate", "sign_off")  # kinds whose entry takes the page's as-at time
+# What the amend form offers to change, in this order, and its labels (model.AMENDABLE says which
+# fields each kind of entry has).
+AMEND_LABELS = {
+    "at": "When it happened (ISO 8601 with UTC offset)",
+    "operator": "Operator",
+    "note": "Note",
+    "by": "By",
+    "role": "Role",
+    "result": "Result",
+    "description": "Issue and action",
+    "owner": "Owner",
+    "due": "Due (date)",
+    "name": "Name",
+}
+FORM_FIELD = "form"  # the id of the form a POST came from: a refused form comes back filled in
+PAGES = ("", "action", "journal")  # /exercise/<name>, /exercise/<name>/action, /exercise/<name>/journal
 
 e = escape.html  # operator notes and device strings: inert in the page
 
 
 def _h(seconds: float | None) -> str:
     return fmt_hours(seconds) if seconds is not None else "-"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One text field of a form; its id is the test's and the label's handle."""
+
+    name: str
+    label: str
+    id: str
+    attrs: str = "required"
+    type: str = "text"
+    value: str = ""  # shown unless the form comes back refused (then what was typed)
+
+
+class Forms:
+    """The POST forms of one page. Each carries the CSRF token, its own id (``form``) and, for
+    entries that take a time, the page's as-at time. ``kept`` is a refused POST: the form it came
+    from is drawn again with what was typed in it."""
+
+    def __init__(self, name: str, token: str, at_value: str = "", kept: dict[str, str] | None = None) -> None:
+        self.name, self.token, self.at_value, self.kept = name, token, at_value, kept or {}
+
+    def values(self, fid: str) -> dict[str, str]:
+        return self.kept if self.kept.get(FORM_FIELD) == fid else {}
+
+    def __call__(
+        self,
+        fields: dict[str, str],
+        label: str,
+        fid: str,
+        inputs: Sequence[Input | str] = (),
+        buttons: str = "",
+        *,
+        timed: bool = True,
+        css: str = "",
+    ) -> str:
+        kept = self.values(fid)
+        hidden_fields = {**fields, "csrf": self.token, FORM_FIELD: fid, **({"at": self.at_value} if timed else {})}
+        hidden = "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in hidden_fields.items())
+        shown = "".join(
+            i
+            if isinstance(i, str)
+            else f'<label>{e(i.label)} <input type="{e(i.type)}" name="{e(i.name)}" id="{e(i.id)}"'
+            f"{_value(kept.get(i.name) if kept else i.value)} {i.attrs}></label> "
+            for i in inputs
+        )
+        submit = buttons or f'<button type="submit">{e(label)}</button>'
+        cls = f' class="{e(css)}"' if css else ""
+        action = f"{PREFIX}/{quote(self.name)}"
+        return f'<form method="post" action="{action}" id="{e(fid)}"{cls}>{hidden}{shown}{submit}</form>'
+
+
+def _value(v: str | None) -> str:
+    """A refused form's typed value, given back exactly (quoted; not shown as escapes, so sending
+    the form again sends what was typed)."""
+    return f' value="{_html.escape(v, quote=True)}"' if v else ""
+
+
+def _error(msg: str | None) -> str:
+    return f'<p class="error" role="alert" id="error"><strong>Not recorded:</strong> {e(msg)}</p>' if msg else ""
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One journal entry in words (plain text: escape it for the output)."""
+    g = entry.get
+    rb = g("runbook", "")
+    match g("action"):
+        case "start":
+            return f"exercise declared: {g('type', '')}, systems {', '.join(map(str, g('systems') or []))}"
+        case "step":
+            note = f"; note: {g('note')}" if g("note") else ""
+            return f"{rb}/{g('step', '')} {g('state', '')} (operator {g('operator', '')}){note}"
+        case "restored":
+            return f"{rb}: service restored"
+        case "validate":
+            return f"{rb}: validation {g('validation', '')} {g('result', '')} (by {g('by', '')})"
+        case "action":
+            return f"{rb}: action: {g('description', '')} (owner {g('owner', '')}, due {g('due', '')})"
+        case "participant":
+            return f"participant {g('name', '')} ({g('role', '')})"
+        case "sign_off":
+            return f"{rb}: signed off by {g('by', '')} ({g('role', '')})"
+        case "artefact":
+            return f"{rb}: artefact {g('path', '')}"
+        case "amend":
+            changes = g("changes")
+            items = changes.items() if isinstance(changes, dict) else ()
+            return f"amends entry {g('target')}: " + ", ".join(f"{k} = {v}" for k, v in items)
+        case "void":
+            return f"voids entry {g('target')}: {g('reason', '')}"
+        case "finish":
+            return "exercise finished"
+        case other:
+            return str(other)
+
+
+def current(entries: list[dict[str, Any]], seq: int) -> dict[str, Any] | None:
+    """Entry ``seq`` as corrected so far (amends applied); None if voided or not there."""
+    try:
+        return next((x for x in effective(entries) if x["seq"] == seq), None)
+    except (ExerciseInputError, ValueError, TypeError):  # a chained journal that does not replay
+        return None
+
+
+def _seq(f: dict[str, str]) -> int:
+    seq = f.get("seq", "").strip()
+    if not seq.isdigit():
+        raise ExerciseInputError(f"entry number {seq!r} is not a number")
+    return int(seq)
+
+
+def voided_by(entries: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """seq -> the void entry that voided it."""
+    return {v["target"]: v for v in entries if v.get("action") == "void" and isinstance(v.get("target"), int)}
 
 
 class Board:
@@ -77,7 +220,7 @@ class Board:
             return HttpResponse(301, b"", headers={"Location": PREFIX + "/"})
         if not req.path.startswith(PREFIX + "/"):
             return HttpResponse(404, b"not found\n")
-        name = req.path[len(PREFIX) + 1 :]
+        name, _, page = req.path[len(PREFIX) + 1 :].partition("/")
         rb, ev = self.snapshots.dirs()
         if rb is None or ev is None:
             return self._page(
@@ -86,20 +229,26 @@ class Board:
                 "<p>No runbooks or evidence directory is configured (<code>exercises:</code>, "
                 "<code>reports:</code> or an <code>evidence</code> target).</p>",
             )
-        if name == "":
+        if name == "" and page == "":
             return self._listing()
-        if not NAME_RE.fullmatch(name) or ".." in name:
+        if not NAME_RE.fullmatch(name) or ".." in name or page not in PAGES:
             return HttpResponse(404, b"not found\n")
         at = None
-        if "at" in req.query and req.query["at"].strip():
+        if page == "" and "at" in req.query and req.query["at"].strip():
             try:
                 at = _parse_at(req.query["at"])
             except ValueError as err:
                 return self._page(400, "Bad time", f"<p>{e(str(err))}</p>")
         try:
+            if page == "journal":
+                amend = req.query.get("amend", "").strip()
+                target = int(amend) if amend.isdigit() else None
+                return self._journal(name, self._entries(name), self.user(req), amend=target)
             st = self.snapshots.compute(name, at)
         except ExerciseInputError as err:
             return self._page(404, f"Exercise {name}", f"<p>{e(str(err))}</p>")
+        if page == "action":
+            return self._action(st, self.user(req))
         return self._board(st, self.user(req), at)
 
     def post(self, req: HttpRequest) -> HttpResponse:
@@ -124,33 +273,74 @@ class Board:
         if rb is None or ev is None:
             return HttpResponse(404, b"not configured\n")
         try:
-            at = _parse_at(form["at"]) if form.get("at", "").strip() else None
+            timed = form.get("kind") in TIMED
+            at = _parse_at(form["at"]) if timed and form.get("at", "").strip() else None
             rec = Recorder(rb, ev, name, user)
-            self._record(rec, form, at)
-        except ValueError as err:
-            return self._page(400, "Not recorded", f"<p>{e(str(err))}</p>{_back(name, form.get('at'))}")
-        except ExerciseInputError as err:
-            return self._page(400, "Not recorded", f"<p>{e(str(err))}</p>{_back(name, form.get('at'))}")
+            got = self._record(rec, form, at)
+        except (ValueError, ExerciseInputError) as err:
+            return self._refused(name, user, form, str(err))
         self.snapshots.refresh(only=name)
-        loc = f"{PREFIX}/{quote(name)}" + (f"?{urlencode({'at': form['at']})}" if form.get("at") else "")
+        base = f"{PREFIX}/{quote(name)}"
+        if got["action"] == "action":
+            loc = f"{base}#actions"
+        elif got["action"] in ("void", "amend"):
+            loc = f"{base}/journal#e-{got['target']}"
+        else:
+            loc = base + (f"?{urlencode({'at': form['at']})}" if form.get("at") else "")
         return HttpResponse(303, b"", headers={"Location": loc})
 
     @staticmethod
-    def _record(rec: Recorder, f: dict[str, str], at: datetime | None) -> None:
+    def _record(rec: Recorder, f: dict[str, str], at: datetime | None) -> dict[str, Any]:
+        """One entry through the Recorder, exactly as the CLI subcommand of the same name writes it
+        (``action`` and ``void`` take no time there, so none here)."""
         kind = f.get("kind", "")
         rid = f.get("runbook", "")
         if kind == "step":
-            rec.step(rid, f.get("step", ""), f.get("state", ""), at=at, operator=f.get("operator") or None)
-        elif kind == "restored":
-            rec.restored(rid, at)
-        elif kind == "validate":
-            rec.validate(rid, f.get("validation", ""), f.get("result", ""), f.get("by", ""), at)
-        elif kind == "sign_off":
-            rec.sign_off(rid, f.get("by", ""), f.get("role", ""), at)
-        elif kind == "participant":
-            rec.participant(f.get("name", ""), f.get("role", ""))
-        else:
-            raise ExerciseInputError(f"unknown kind of entry {kind!r}")
+            return rec.step(rid, f.get("step", ""), f.get("state", ""), at=at, operator=f.get("operator") or None)
+        if kind == "restored":
+            return rec.restored(rid, at)
+        if kind == "validate":
+            return rec.validate(rid, f.get("validation", ""), f.get("result", ""), f.get("by", ""), at)
+        if kind == "sign_off":
+            return rec.sign_off(rid, f.get("by", ""), f.get("role", ""), at)
+        if kind == "participant":
+            return rec.participant(f.get("name", ""), f.get("role", ""))
+        if kind == "action":
+            return rec.action(rid, f.get("description", ""), f.get("owner", ""), f.get("due", ""))
+        if kind == "void":
+            return rec.void(_seq(f), f.get("reason", ""))
+        if kind == "amend":
+            # The form shows the entry's fields as they stand; what was changed is amended, each
+            # value checked as `exercise amend`'s flag of that name.
+            seq = _seq(f)
+            cur = current(rec.journal.read(), seq)
+            keys = AMENDABLE.get(cur["action"], ()) if cur is not None else tuple(k for k in AMEND_LABELS if k in f)
+            changed = {k: f.get(k, "") for k in keys if cur is None or f.get(k, "") != str(cur.get(k, ""))}
+            return rec.amend(seq, amend_changes(**changed))
+        raise ExerciseInputError(f"unknown kind of entry {kind!r}")
+
+    def _refused(self, name: str, user: str, form: dict[str, str], msg: str) -> HttpResponse:
+        """400: the page the form came from, with one error and the form as it was typed; the
+        journal is untouched."""
+        kind = form.get("kind", "")
+        try:
+            if kind in ("void", "amend"):
+                return self._journal(name, self._entries(name), user, msg, form)
+            if kind == "action":
+                return self._action(self.snapshots.compute(name), user, msg, form)
+            try:
+                at = _parse_at(form["at"]) if kind in TIMED and form.get("at", "").strip() else None
+            except ValueError:
+                at = None
+            return self._board(self.snapshots.compute(name, at), user, at, msg, form)
+        except ExerciseInputError:  # no such exercise, or its journal does not verify
+            return self._page(400, f"DR exercise {name}: not recorded", _error(msg) + _back(name, form.get("at")))
+
+    def _entries(self, name: str) -> list[dict[str, Any]]:
+        _, ev = self.snapshots.dirs()
+        if ev is None:
+            raise ExerciseInputError("no evidence directory configured (exercises:)")
+        return Journal.open(ev, name).read()
 
     # -- pages -------------------------------------------------------------------------------------
     def _page(self, status: int, title: str, body: str, refresh: bool = False) -> HttpResponse:
@@ -162,8 +352,12 @@ class Board:
 table{{border-collapse:collapse;margin:.5rem 0 1rem}}th,td{{border:1px solid #8c8c8c;padding:.25rem .5rem;
 text-align:left;vertical-align:top}}thead th{{background:#e8e8e8}}a{{color:#1d4f91}}
 form{{display:inline-block;margin:.1rem .2rem .1rem 0}}button{{font:inherit;padding:.1rem .5rem}}
-input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{color:#1e6b32;font-weight:bold}}
-.note{{background:#fbe7b8;padding:.5rem;border:1px solid #7a5300}}</style></head><body>
+input,select{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{color:#1e6b32;font-weight:bold}}
+.note{{background:#fbe7b8;padding:.5rem;border:1px solid #7a5300}}
+.error{{background:#fde8e6;padding:.5rem;border:2px solid #a11d12;color:#1a1a1a}}
+form.stack{{display:block;max-width:44rem}}form.stack label{{display:block;margin:.5rem 0}}
+form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack button{{padding:.3rem 1rem}}
+.voided{{text-decoration:line-through;color:#545454}}</style></head><body>
 {body}
 </body></html>
 """
@@ -198,24 +392,56 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
             refresh=True,
         )
 
-    def _board(self, st: ExerciseStatus, user: str | None, at: datetime | None) -> HttpResponse:
+    @staticmethod
+    def _amend_form(name: str, entries: list[dict[str, Any]], seq: int, forms: Forms) -> str:
+        cur = current(entries, seq)
+        back = f'<a href="{PREFIX}/{quote(name)}/journal">cancel</a>'
+        if cur is None or not AMENDABLE.get(cur["action"]):
+            return f'<p class="note" id="amend">Entry {e(seq)} cannot be amended. {back}</p>'
+        kept = forms.values("f-amend")
+        inputs: list[Input | str] = []
+        for k in AMENDABLE[cur["action"]]:
+            if k == "result":
+                chosen = kept.get("result", "") if kept else str(cur.get("result", ""))
+                options = "".join(
+                    f'<option value="{r}"{" selected" if r == chosen else ""}>{r}</option>' for r in ("pass", "fail")
+                )
+                inputs.append(
+                    f'<label>{AMEND_LABELS[k]} <select name="result" id="f-amend-result">{options}</select></label>'
+                )
+            else:
+                typ = "date" if k == "due" else "text"
+                inputs.append(Input(k, AMEND_LABELS[k], f"f-amend-{k}", "", typ, str(cur.get(k, ""))))
+        form = forms(
+            {"kind": "amend", "seq": str(seq)}, "Record the correction", "f-amend", inputs, timed=False, css="stack"
+        )
+        return (
+            f'<section id="amend" class="note"><h2>Amend entry {e(seq)}</h2><p>{e(describe(cur))}</p>'
+            "<p>Change what was recorded wrongly; the entry stays as it was and a new entry records the "
+            f"correction (as <code>continuity-agent exercise amend</code>).</p>{form} {back}</section>"
+        )
+
+    def _nav(self, name: str, here: str = "") -> str:
+        base = f"{PREFIX}/{quote(name)}"
+        links = [(f"{PREFIX}/", "All exercises"), (base, "Board"), (f"{base}/action", "Record an action")]
+        links += [(f"{base}/journal", "Journal: correct a mistaken entry"), ("/", "Agent status")]
+        return "<p>" + " · ".join(f'<a href="{h}">{t}</a>' for h, t in links if t != here) + "</p>"
+
+    def _board(
+        self,
+        st: ExerciseStatus,
+        user: str | None,
+        at: datetime | None,
+        error: str | None = None,
+        kept: dict[str, str] | None = None,
+    ) -> HttpResponse:
         name = st.name
         can_write = user is not None and not st.finished
-        token = self.csrf(user, name) if user is not None else ""
-        at_value = iso(at) if at is not None else ""
-
-        def form(fields: dict[str, str], label: str, fid: str, inputs: str = "", buttons: str = "") -> str:
-            hidden = "".join(
-                f'<input type="hidden" name="{e(k)}" value="{e(v)}">'
-                for k, v in {**fields, "csrf": token, "at": at_value}.items()
-            )
-            submit = buttons or f'<button type="submit">{e(label)}</button>'
-            return f'<form method="post" action="{PREFIX}/{quote(name)}" id="{e(fid)}">{hidden}{inputs}{submit}</form>'
-
+        forms = Forms(name, self.csrf(user, name) if user is not None else "", iso(at) if at else "", kept)
         verdict = '<span class="ok">on track</span>' if st.on_track else '<span class="over">over the objective</span>'
         parts = [
-            f"<h1>DR exercise {e(name)}</h1>"
-            f'<p><a href="{PREFIX}/">All exercises</a> · <a href="/">Agent status</a></p>',
+            f"<h1>DR exercise {e(name)}</h1>{self._nav(name, 'Board')}",
+            _error(error),
             f"<p>{e(st.type.replace('_', ' '))}; declared (T0) {e(iso(st.declared_at))}; "
             f"{'as at ' + e(iso(st.at)) + '; ' if at is not None else ''}"
             f"<strong>{_h(st.elapsed_seconds)}</strong> since T0{' · finished' if st.finished else ''}.</p>",
@@ -237,34 +463,138 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
         )
         parts.append(f"<p><strong>Ready now:</strong> {ready}</p><p><strong>Late:</strong> {late}</p>")
         for sp in st.systems:
-            parts.append(self._lane(sp, form if can_write else None))
-        actions = (
-            "".join(
-                f"<tr><td>{e(a['id'])}</td><td>{e(a['runbook'])}</td><td>{e(a['description'])}</td>"
-                f"<td>{e(a['owner'])}</td><td>{e(a['due'])}</td></tr>"
-                for a in st.open_actions
-            )
-            or '<tr><td colspan="5">None</td></tr>'
-        )
-        parts.append(
-            '<h2>Open actions</h2><table><thead><tr><th scope="col">Id</th><th scope="col">System</th>'
-            '<th scope="col">Action</th><th scope="col">Owner</th><th scope="col">Due</th></tr></thead>'
-            f"<tbody>{actions}</tbody></table>"
-        )
+            parts.append(self._lane(sp, forms if can_write else None))
+        record = "" if st.finished else f' <a href="{PREFIX}/{quote(name)}/action">Record an action</a>'
+        parts.append(f'<h2 id="actions">Open actions</h2><p>{len(st.open_actions)} open.{record}</p>')
+        parts.append(_actions_table(st))
         people = ", ".join(f"{e(n)} ({e(r)})" for n, r in st.participants) or "none recorded"
         parts.append(f"<h2>Participants</h2><p>{people}</p>")
         if can_write:
             parts.append(
-                form(
+                forms(
                     {"kind": "participant"},
                     "Add participant",
                     "f-participant",
-                    '<label>Name <input name="name" id="f-participant-name" required></label> '
-                    '<label>Role <input name="role" id="f-participant-role" required></label> ',
+                    [Input("name", "Name", "f-participant-name"), Input("role", "Role", "f-participant-role")],
                 )
             )
             parts.append(f"<p>Recording as <strong>{e(user or '')}</strong>.</p>")
-        return self._page(200, f"DR exercise {name}", "\n".join(parts), refresh=True)
+        # A refused form is not reloaded away by the refresh.
+        return self._page(400 if error else 200, _title(name, error), "\n".join(parts), refresh=not error)
+
+    def _action(
+        self, st: ExerciseStatus, user: str | None, error: str | None = None, kept: dict[str, str] | None = None
+    ) -> HttpResponse:
+        """``exercise action`` as a form: no refresh, so a long description is not lost."""
+        name = st.name
+        parts = [f"<h1>Record an action: exercise {e(name)}</h1>{self._nav(name, 'Record an action')}", _error(error)]
+        if st.finished:
+            parts.append('<p class="note">The exercise is finished: its journal accepts no more entries.</p>')
+            if kept:  # finished while the form was being filled in: what was typed, to copy elsewhere
+                typed = "; ".join(f"{k}: {kept[k]}" for k in ("runbook", "description", "owner", "due") if kept.get(k))
+                parts.append(f"<p>What was typed: {e(typed)}</p>")
+        elif user is None:
+            parts.append(f'<p class="note">{ENABLE_HELP}</p>')
+        else:
+            forms = Forms(name, self.csrf(user, name), kept=kept)
+            chosen = forms.values("f-action").get("runbook")
+            options = "".join(
+                f'<option value="{e(sp.runbook)}"{" selected" if sp.runbook == chosen else ""}>'
+                f"{e(sp.runbook)} — {e(sp.name)}</option>"
+                for sp in st.systems
+            )
+            parts.append(
+                "<p>An issue found during the exercise and the action to fix it, recorded now by "
+                f"<strong>{e(user)}</strong> (as <code>continuity-agent exercise action</code>). It becomes an "
+                "issue in the system's evidence record when the exercise is finished.</p>"
+            )
+            parts.append(
+                forms(
+                    {"kind": "action"},
+                    "Record action",
+                    "f-action",
+                    [
+                        '<label>System <select name="runbook" id="f-action-runbook" required>'
+                        f'<option value="">choose the system…</option>{options}</select></label>',
+                        Input("description", "Issue and action", "f-action-description"),
+                        Input("owner", "Owner (who will do it)", "f-action-owner"),
+                        Input("due", "Due (date)", "f-action-due", type="date"),
+                    ],
+                    timed=False,
+                    css="stack",
+                )
+            )
+        parts.append(f'<h2 id="actions">Open actions</h2>{_actions_table(st)}')
+        return self._page(400 if error else 200, _title(f"{name}: record an action", error), "\n".join(parts))
+
+    def _journal(
+        self,
+        name: str,
+        entries: list[dict[str, Any]],
+        user: str | None,
+        error: str | None = None,
+        kept: dict[str, str] | None = None,
+        amend: int | None = None,
+    ) -> HttpResponse:
+        """Every entry, newest first; each that can be voided has a form for ``exercise void`` and
+        each that can be amended a link to the amend form (``?amend=SEQ``) for ``exercise amend``."""
+        finished = any(x.get("action") == "finish" for x in entries)
+        can_write = user is not None and not finished
+        forms = Forms(name, self.csrf(user, name) if user is not None else "", kept=kept)
+        voided = voided_by(entries)
+        amended: dict[Any, list[str]] = {}
+        for x in entries:
+            if x.get("action") == "amend":
+                amended.setdefault(x.get("target"), []).append(str(x.get("seq")))
+        rows = []
+        for x in reversed(entries):
+            seq = x.get("seq")
+            v = voided.get(seq) if isinstance(seq, int) else None
+            cell = ""
+            if seq in amended:
+                cell = f"<p>amended by entry {e(', '.join(amended[seq]))}</p>"
+            if v is not None:
+                cell += f"voided by entry {e(v.get('seq'))}: {e(v.get('reason', ''))}"
+            elif can_write and x.get("action") not in ("start", "amend", "void", "finish"):
+                fid = f"f-void-{seq}"
+                cell += forms(
+                    {"kind": "void", "seq": str(seq)},
+                    "",
+                    fid,
+                    [Input("reason", "Reason", f"{fid}-reason")],
+                    f'<button type="submit" id="{e(fid)}-submit">void entry {e(seq)}</button>',
+                    timed=False,
+                )
+            if v is None and can_write and AMENDABLE.get(str(x.get("action"))):
+                href = f"{PREFIX}/{quote(name)}/journal?{urlencode({'amend': seq})}#amend"
+                cell += f' <a href="{href}" id="amend-{e(seq)}">amend entry {e(seq)}…</a>'
+            what = f'<span class="voided">{e(describe(x))}</span>' if v is not None else e(describe(x))
+            rows.append(
+                f'<tr id="e-{e(seq)}"><th scope="row">{e(seq)}</th><td>{e(x.get("at", ""))}</td>'
+                f"<td>{e(x.get('actor', ''))}</td><td>{what}</td><td>{cell}</td></tr>"
+            )
+        parts = [f"<h1>Journal of exercise {e(name)}</h1>{self._nav(name, 'Journal: correct a mistaken entry')}"]
+        parts.append(_error(error))
+        if finished:
+            parts.append('<p class="note">The exercise is finished: its journal accepts no more entries.</p>')
+        elif user is None:
+            parts.append(f'<p class="note">{ENABLE_HELP}</p>')
+        else:
+            parts.append(
+                "<p>Nothing is rewritten: a correction is a new entry naming the mistaken one. <em>Amend</em> "
+                "changes its time, names or text (as <code>continuity-agent exercise amend</code>); <em>void</em> "
+                "takes it out, with the reason (as <code>continuity-agent exercise void</code>), and the right one "
+                "can be recorded again on the board.</p>"
+            )
+        if kept is not None and kept.get("kind") == "amend":
+            amend = int(kept["seq"]) if kept.get("seq", "").isdigit() else None
+        if can_write and amend is not None:
+            parts.append(self._amend_form(name, entries, amend, forms))
+        parts.append(
+            '<table><thead><tr><th scope="col">Entry</th><th scope="col">When</th><th scope="col">Recorded by</th>'
+            f'<th scope="col">What</th><th scope="col">Correct</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        )
+        return self._page(400 if error else 200, _title(f"{name}: journal", error), "\n".join(parts))
 
     @staticmethod
     def _gantt(st: ExerciseStatus) -> str:
@@ -302,7 +632,7 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
         )
 
     @staticmethod
-    def _lane(sp: SystemProgress, form: Any) -> str:
+    def _lane(sp: SystemProgress, form: Forms | None) -> str:
         rows = []
         for s in sp.steps:
             buttons = ""
@@ -314,7 +644,7 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
                         {**base, "state": "start"},
                         "start",
                         f"{fid}-start",
-                        f'<label>Operator <input name="operator" id="{e(fid)}-operator" placeholder="you"></label> ',
+                        [Input("operator", "Operator", f"{fid}-operator", 'placeholder="you"')],
                     )
                 elif s.state == "in_progress":
                     buttons = form({**base, "state": "done"}, "done", f"{fid}-done") + form(
@@ -339,7 +669,7 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
                     {"kind": "validate", "runbook": sp.runbook, "validation": vid},
                     "",
                     fid,
-                    f'{e(vid)}: <label>By <input name="by" id="{e(fid)}-by" required></label> ',
+                    [f"{e(vid)}: ", Input("by", "By", f"{fid}-by")],
                     f'<button type="submit" name="result" value="pass" id="{e(fid)}-pass">pass</button>'
                     f'<button type="submit" name="result" value="fail" id="{e(fid)}-fail">fail</button>',
                 )
@@ -348,8 +678,10 @@ input{{font:inherit;width:9rem}}.over{{color:#a11d12;font-weight:bold}}.ok{{colo
                     {"kind": "sign_off", "runbook": sp.runbook},
                     "sign off",
                     f"f-{sp.runbook}-sign-off",
-                    f'<label>By <input name="by" id="f-{e(sp.runbook)}-sign-off-by" required></label> '
-                    f'<label>Role <input name="role" id="f-{e(sp.runbook)}-sign-off-role" required></label> ',
+                    [
+                        Input("by", "By", f"f-{sp.runbook}-sign-off-by"),
+                        Input("role", "Role", f"f-{sp.runbook}-sign-off-role"),
+                    ],
                 )
         vals = ", ".join(f"{e(k)}: {e(v)}" for k, v in sp.validations.items()) or "none yet"
         signed = e(sp.signed_off_by) if sp.signed_off_by else "not yet"
@@ -368,6 +700,33 @@ def _parse_at(text: str) -> datetime:
     if t.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset")
     return t.astimezone(UTC)
+
+
+def _title(page: str, error: str | None) -> str:
+    return f"DR exercise {page}" + (": not recorded" if error else "")
+
+
+def _actions_table(st: ExerciseStatus) -> str:
+    def correct(action_id: str) -> str:
+        # status.action_id is "<exercise>-A<seq>": the journal entry that recorded the action.
+        seq = action_id.rpartition("-A")[2]
+        if st.finished or not seq.isdigit():
+            return ""
+        return f'<a href="{PREFIX}/{quote(st.name)}/journal#e-{seq}">entry {seq}</a>'
+
+    rows = (
+        "".join(
+            f"<tr><td>{e(a['id'])}</td><td>{e(a['runbook'])}</td><td>{e(a['description'])}</td>"
+            f"<td>{e(a['owner'])}</td><td>{e(a['due'])}</td><td>{correct(str(a['id']))}</td></tr>"
+            for a in st.open_actions
+        )
+        or '<tr><td colspan="6">None</td></tr>'
+    )
+    return (
+        '<table id="open-actions"><thead><tr><th scope="col">Id</th><th scope="col">System</th>'
+        '<th scope="col">Action</th><th scope="col">Owner</th><th scope="col">Due</th>'
+        f'<th scope="col">Correct</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
 
 
 def _back(name: str, at: str | None) -> str:

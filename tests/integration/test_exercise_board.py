@@ -213,8 +213,19 @@ class Clicker:
         self.dev, self.base = dev, base
 
     def load(self, at: str) -> None:
+        self.navigate(f"{self.base}?{urlencode({'at': at})}")
+
+    def navigate(self, url: str) -> None:
         self.dev.events.clear()
-        self.dev.send("Page.navigate", {"url": f"{self.base}?{urlencode({'at': at})}"})
+        self.dev.send("Page.navigate", {"url": url})
+        self.dev.wait_event("Page.loadEventFired")
+
+    def click_link(self, text: str) -> None:
+        self.dev.events.clear()
+        assert self.dev.evaluate(
+            f"(() => {{ const a = [...document.querySelectorAll('a')].find(a => a.innerText === {json.dumps(text)});"
+            " if (!a) return false; a.click(); return true; })()"
+        ), text
         self.dev.wait_event("Page.loadEventFired")
 
     def fill(self, element_id: str, value: str) -> None:
@@ -223,7 +234,7 @@ class Clicker:
             f" if (!el) return false; el.value = {json.dumps(value)}; return true; }})()"
         ), element_id
 
-    def click(self, element_id: str) -> None:
+    def click(self, element_id: str, expect_title: str | None = None) -> None:
         self.dev.events.clear()
         clicked = self.dev.evaluate(
             f"(() => {{ const el = document.getElementById({json.dumps(element_id)});"
@@ -233,7 +244,8 @@ class Clicker:
         assert clicked, element_id
         self.dev.wait_event("Page.loadEventFired")
         title = self.dev.evaluate("document.title")
-        assert title.startswith("DR exercise"), (element_id, title, self.dev.evaluate("document.body.innerText"))
+        ok = title == expect_title if expect_title is not None else title.startswith("DR exercise")
+        assert ok, (element_id, title, self.dev.evaluate("document.body.innerText"))
 
 
 def _records(ev: Path) -> dict[str, dict[str, Any]]:
@@ -254,8 +266,8 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
     xs.play(cli_event(cli_ev))
     assert run(cli_ev, "exercise", "finish", xs.NAME, "--at", xs.at(43))[0] in (0, 1)
 
-    # The board version: start and the action from the CLI (the board records what happens during
-    # the exercise), everything else by clicking.
+    # The board version: the start from the CLI (the board records what happens during the
+    # exercise), everything else by clicking.
     ev = xs.evidence_copy(tmp_path / "web")
     ok(ev, "start", xs.NAME, "--type", "full_recovery", "--systems", ",".join(xs.SYSTEMS), "--declared-at", xs.at(0))
     with board(tmp_path, ev) as agent:
@@ -269,8 +281,13 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
                 c.fill("f-participant-name", who)
                 c.fill("f-participant-role", role)
                 c.click("f-participant")
+            # The action by its form (one entry, as `exercise action` writes it), seen on the board.
             rid, desc, owner, due = xs.ACTION
-            ok(ev, "action", xs.NAME, rid, "--description", desc, "--owner", owner, "--due", due)
+            c.click_link("Record an action")
+            for field, value in (("runbook", rid), ("description", desc), ("owner", owner), ("due", due)):
+                c.fill(f"f-action-{field}", value)
+            c.click("f-action")
+            assert desc in dev.evaluate("document.getElementById('open-actions').innerText")
             for h, kind, args in xs.events():
                 c.load(xs.at(h))
                 if kind == "step":
@@ -294,5 +311,11 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
             dev.close()
     assert run(ev, "exercise", "finish", xs.NAME, "--at", xs.at(43))[0] in (0, 1)
     web_entries = Journal.open(ev, xs.NAME).read()
-    assert {e["actor"] for e in web_entries if e["action"] in ("step", "restored", "validate", "sign_off")} == {USER}
+    written = ("step", "restored", "validate", "sign_off", "action", "participant")
+    assert {e["actor"] for e in web_entries if e["action"] in written} == {USER}
     assert _records(ev) == _records(cli_ev)
+    assert _records(ev)["sql-cluster"]["issues"][0]["description"] == xs.ACTION[1]
+    # The sealed records pass `evidence verify`, the board's action among them.
+    rc, out, _ = run(ev, "evidence", "verify", "--at", xs.VERIFY_AT, "--format", "json")
+    ours = {f"{xs.NAME}-{r}.yml" for r in xs.SYSTEMS}
+    assert rc == 0 and [f for f in json.loads(out)["findings"] if f["record"] in ours] == []
