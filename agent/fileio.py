@@ -10,7 +10,9 @@ flushed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -70,3 +72,50 @@ def atomic_fill(
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _read_trusted(path: Path, size: int) -> bytes | None:
+    """The key in ``path`` if it can be trusted: a regular file (not a link) of this user's, not
+    readable by others, of exactly ``size`` bytes. FileNotFoundError when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symbolic link: not ours
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        key = os.read(fd, size + 1)
+    finally:
+        os.close(fd)
+    return key if len(key) == size else None
+
+
+def kept_secret(path: Path | None, size: int = 32, _tries: int = 1) -> tuple[bytes, str]:
+    """A random key kept in ``path`` (mode 0600, created once) so what it signs outlives a restart,
+    and where it came from: ``"file"``, ``"created"`` or ``"memory"`` (no path, or the file cannot
+    be read or written: a fresh key for this process only). A file that cannot be trusted (a link,
+    another user's, readable by others, the wrong size) is replaced by a new key."""
+    if path is None:
+        return os.urandom(size), "memory"
+    path = Path(path)
+    try:
+        key = _read_trusted(path, size)
+        if key is not None:
+            return key, "file"
+        replace = True
+    except FileNotFoundError:
+        replace = False
+    except OSError:
+        return os.urandom(size), "memory"
+    key = os.urandom(size)
+    try:
+        atomic_write(path, key, mode=0o600, replace=replace)
+    except FileExistsError:  # another process made it first: use theirs
+        return kept_secret(path, size, _tries - 1) if _tries > 0 else (key, "memory")
+    except OSError:
+        return key, "memory"
+    return key, "created"
+

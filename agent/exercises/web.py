@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html as _html
-import secrets
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -36,10 +37,13 @@ from agent.exercises.journal import NAME_RE, ExerciseInputError, Journal, iso
 from agent.exercises.model import AMENDABLE, effective
 from agent.exercises.record import Recorder, amend_changes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
+from agent.fileio import kept_secret
 from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.svg import GanttBar, GanttRow, gantt
 
 PREFIX = "/exercise"
+CSRF_KEY_FILE = "exercise-board.key"  # in the state directory, mode 0600
+log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30
 MAX_FORM_BYTES = 16 * 1024
 HEADERS = {
@@ -197,7 +201,16 @@ class Board:
     def __init__(self, agent: Any, snapshots: Any) -> None:
         self.agent = agent
         self.snapshots = snapshots  # agent.exercises.service.ExerciseBoard
-        self.secret = secrets.token_bytes(32)
+        # The CSRF key is kept in the state directory, so a form that was open across an agent
+        # restart (at 3 a.m., half typed) still goes through; without one it lives in memory.
+        agent_cfg = getattr(getattr(getattr(agent, "loaded", None), "config", None), "agent", None)
+        state_dir = getattr(agent_cfg, "state_dir", None)
+        self.secret, where = kept_secret(Path(state_dir) / CSRF_KEY_FILE if state_dir else None)
+        if where == "memory" and state_dir:
+            log.warning(
+                "exercise board: cannot keep the form key in %s; forms open across a restart will be refused",
+                escape.log(str(state_dir)),
+            )
 
     # -- who may write -----------------------------------------------------------------------------
     def auth(self) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,30 @@ def test_write_rules_for_actions_and_voids(tmp_path: Path) -> None:
             assert _request(url, form, auth=None)[0] == 403
         assert _request(url + "/nope", auth=None)[0] == 404
     assert journal.read_bytes() == before
+
+
+def test_a_form_open_across_an_agent_restart_still_goes_through(tmp_path: Path) -> None:
+    """The form key is kept in the state directory (0600): a form loaded before the agent restarted
+    is accepted after it; a key planted readable by others is not trusted."""
+    ev = _small_exercise(tmp_path)
+    form = {"kind": "action", "runbook": "email", "description": "Restart drill", "owner": "K. Moore", "due": DUE}
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        token = _csrf(_request(url + "/action")[1])
+    key = tmp_path / "state" / "exercise-board.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        status, _, _ = _request(url, {**form, "form": "f-action", "csrf": token})
+        assert status == 303
+    assert Journal.open(ev, "ex1").read()[-1]["description"] == "Restart drill"
+    key.chmod(0o644)
+    before = (ev / "exercises" / "ex1.journal.jsonl").read_bytes()
+    with board(tmp_path, ev) as agent:
+        status, _, _ = _request(f"{agent.url}/exercise/ex1", {**form, "form": "f-action", "csrf": token})
+        assert status == 403
+    assert (ev / "exercises" / "ex1.journal.jsonl").read_bytes() == before
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
 def test_record_amend_and_void_an_action_in_chromium(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fileio import atomic_write
+from agent.fileio import atomic_write, kept_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +59,36 @@ def test_no_other_module_renames_or_makes_temporary_files_itself() -> None:
         if p.name != "fileio.py" and pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_kept_secret_is_created_private_once_and_read_back(tmp_path: Path) -> None:
+    p = tmp_path / "board.key"
+    key, where = kept_secret(p)
+    assert where == "created" and len(key) == 32
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_bytes() == key
+    again, where = kept_secret(p)
+    assert (again, where) == (key, "file")
+    assert kept_secret(None)[1] == "memory" and kept_secret(None)[0] != kept_secret(None)[0]
+
+
+def test_kept_secret_replaces_a_key_it_cannot_trust(tmp_path: Path) -> None:
+    p = tmp_path / "board.key"
+    key, _ = kept_secret(p)
+    p.chmod(0o644)  # readable by others: whoever read it could forge tokens
+    new, where = kept_secret(p)
+    assert where == "created" and new != key and stat.S_IMODE(p.stat().st_mode) == 0o600
+    p.write_bytes(b"short")
+    assert kept_secret(p)[1] == "created" and len(p.read_bytes()) == 32
+    elsewhere = tmp_path / "planted"
+    elsewhere.write_bytes(b"k" * 32)
+    elsewhere.chmod(0o600)
+    p.unlink()
+    p.symlink_to(elsewhere)  # a link is never followed: the key is not the planted one
+    new, where = kept_secret(p)
+    assert where == "created" and new != b"k" * 32 and not p.is_symlink()
+    assert elsewhere.read_bytes() == b"k" * 32
+
+
+def test_kept_secret_in_a_directory_it_cannot_write_lives_in_memory(tmp_path: Path) -> None:
+    key, where = kept_secret(tmp_path / "missing-dir" / "board.key")
+    assert where == "memory" and len(key) == 32
