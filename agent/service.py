@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, outcomes
-from agent.catalogue import LATE, SKIP_REASONS, STILL_RUNNING
+from agent.catalogue import SKIP_REASONS, STILL_RUNNING
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
@@ -55,14 +55,12 @@ logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
 logging.getLogger("apscheduler.executors.default").addFilter(_DropSkipWarnings())
 logging.getLogger("apscheduler.scheduler").addFilter(_DropSkipWarnings())
 
-# A target's skipped runs are logged at most this often (seconds); the counter has every one.
+# Skipped runs are logged at most this often (seconds) per target whose previous run was still
+# going, and for all the late ones together (an overloaded agent is late on every target); the
+# counter has every one.
 SKIP_LOG_EVERY = 300.0
 # A target that skipped a run this recently (seconds) is behind its schedule on the status page.
 BEHIND_WINDOW = 900.0
-_SKIP_WHY = {
-    STILL_RUNNING: "the previous run was still going (a collection takes longer than its interval)",
-    LATE: "the agent could not start them within one interval of when they were due (overloaded or paused)",
-}
 
 # Modules with ``install(agent)`` adding non-target jobs, metrics collectors and HTTP routes.
 AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service", "agent.exercises.service")
@@ -108,7 +106,8 @@ class Agent:
         self.running: set[JobKey] = set()
         self.ledger = RunLedger()
         self._job_targets: dict[str, str] = {}  # job id -> target, for the target jobs scheduled now
-        self._skip_logged: dict[str, float] = {}  # target -> when its skipped runs were last logged
+        # Per target (still_running) or "" (late): when last logged; runs and targets since.
+        self._skip_log: dict[str, tuple[float, int, set[str]]] = {}
         self._status = AgentStatus(site=cfg.agent.site, reload_ok=True, reload_success_time=clock())
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
@@ -353,16 +352,34 @@ class Agent:
             if target is None:
                 continue
             self.store.count_skipped(target, reason, n)
-            now = time.monotonic()
-            if now - self._skip_logged.get(target, -SKIP_LOG_EVERY) >= SKIP_LOG_EVERY:
-                self._skip_logged[target] = now
-                log.warning(
-                    "%s: %d scheduled run%s not started: %s (continuity_target_skipped_runs_total counts every one)",
-                    jid,
-                    n,
-                    "" if n == 1 else "s",
-                    _SKIP_WHY.get(reason, reason),
-                )
+            self._log_skipped(jid, reason, n)
+
+    def _log_skipped(self, jid: str, reason: str, n: int) -> None:
+        key = jid if reason == STILL_RUNNING else ""
+        now = time.monotonic()
+        last, runs, jobs = self._skip_log.get(key, (now - SKIP_LOG_EVERY, 0, set()))
+        runs += n
+        jobs.add(jid)
+        if now - last < SKIP_LOG_EVERY:
+            self._skip_log[key] = (last, runs, jobs)
+            return
+        self._skip_log[key] = (now, 0, set())
+        if reason == STILL_RUNNING:
+            log.warning(
+                "%s: %d scheduled run(s) not started: the previous run was still going (its collection "
+                "takes as long as its interval); continuity_target_skipped_runs_total counts every one",
+                jid,
+                runs,
+            )
+        else:
+            log.warning(
+                "%d scheduled run(s) of %d target(s) (%s) not started within one interval of when they "
+                "were due: the agent is overloaded or was paused; continuity_target_skipped_runs_total "
+                "counts every one",
+                runs,
+                len(jobs),
+                ", ".join(sorted(jobs)[:5]) + (", ..." if len(jobs) > 5 else ""),
+            )
 
     async def _run_job(self, key: JobKey) -> None:
         entry = self.tasks.get(key)
