@@ -854,7 +854,9 @@ HTTP), 30 backups (`type: files`), 1 evidence target, 20 link bursts; its peers 
 for the 300 devices and blackbox_exporter for 150 TCP probes. "missed intervals": a target whose
 runs were more than 1.5 intervals apart, or which did not run in the window (agent); a probe not
 answered within the interval or failed (peer). "runs / due": runs started in the window over
-N x window / interval (a target runs every interval at ≈ 1.00). SQLite growth: the results
+N x window / interval (a target runs every interval at ≈ 1.00); a run is stored when it ends, so the
+agent is stopped only once the window's runs have ended. "skipped": scheduled runs that did not
+start, whatever the reason (`continuity_target_skipped_runs_total`). SQLite growth: the results
 history's bytes per run (dbstat: table and indexes over rows) x runs per hour; "≈": the median
 bytes per run of the points that measured it, for points measured before that.
 
