@@ -130,3 +130,32 @@ def test_saturated_worker_pool_shows_as_runs_still_going(tmp_path: Path) -> None
         assert 1 <= still <= stuck_for / interval, (i, still)
         assert abs(runs[f"h{i}"] + still - due) <= 2, (i, runs, still, due)
     assert timeouts >= 1
+
+
+def test_reload_starts_a_new_schedule_without_counting_skips(tmp_path: Path) -> None:
+    """A reload replaces every job with a new first fire time (and here a new interval): the fire
+    times of the old schedule that will never come are not runs skipped."""
+    cfg = tmp_path / "agent.yml"
+    base = "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0'}\n"
+    targets = "targets:\n  - {name: a, kind: host}\n  - {name: b, kind: host}\n"
+    cfg.write_text(base + "defaults: {interval: 1s, start_jitter: 0.5}\n" + targets)
+    loaded = load_config(cfg)
+
+    async def main() -> tuple[dict[tuple[str, str], float], int]:
+        agent = Agent(loaded)
+        await agent.start()
+        await asyncio.sleep(2.2)
+        cfg.write_text(base + "defaults: {interval: 700ms, start_jitter: 0.5}\n" + targets)
+        assert await agent.reload()
+        await asyncio.sleep(3)
+        assert await agent.reload()  # the same schedule again, restarted from the stored results
+        await asyncio.sleep(2)
+        snap = agent.store.snapshot()
+        agent.store.flush()
+        runs = len(agent.store.history("a", 0, time.time() + 1))
+        await agent.stop()
+        return snap.skipped, runs
+
+    skipped, runs = asyncio.run(main())
+    assert skipped == {}
+    assert runs >= 8  # it kept running through both reloads
