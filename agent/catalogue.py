@@ -14,6 +14,12 @@ from agent.reports.metrics import REPORT_METRICS
 
 TARGET_LABELS = ("collector", "target", "site")
 
+# The reasons of continuity_target_skipped_runs_total (agent/schedule.py counts them); every target
+# exposes each of them from the start, at 0, so the first skipped run shows in increase().
+STILL_RUNNING = "still_running"  # the previous run of the same target was still going
+LATE = "late"  # the agent could not start it within one interval of when it was due
+SKIP_REASONS = (STILL_RUNNING, LATE)
+
 CORE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "continuity_target_up",
@@ -48,8 +54,10 @@ CORE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "continuity_target_skipped_runs_total",
         "counter",
-        "Scheduled runs skipped because the previous run of the same target was still going.",
-        labels=TARGET_LABELS,
+        "Scheduled runs that did not start, by reason: still_running (the previous run of the same "
+        "target was still going), late (the agent could not start it within one interval of when it "
+        "was due: overloaded or paused; such runs are merged into the next one).",
+        labels=(*TARGET_LABELS, "reason"),
         target_labels=False,
     ),
     MetricSpec(

@@ -30,7 +30,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from agent import __version__
-from agent.catalogue import catalogue, exposed_labels, spec_for
+from agent.catalogue import SKIP_REASONS, catalogue, exposed_labels, spec_for
 from agent.escape import terminal
 from agent.plugin import MetricSpec
 from agent.samples import rows
@@ -122,9 +122,12 @@ class StateCollector(PromCollector):
                 fam("continuity_target_last_success_timestamp_seconds").add_sample(
                     "continuity_target_last_success_timestamp_seconds", tl, ok.finished
                 )
-            fam("continuity_target_skipped_runs_total").add_sample(
-                "continuity_target_skipped_runs_total", tl, snap.skipped.get(target, 0.0)
-            )
+            for reason in SKIP_REASONS:
+                fam("continuity_target_skipped_runs_total").add_sample(
+                    "continuity_target_skipped_runs_total",
+                    {**tl, "reason": reason},
+                    snap.skipped.get((target, reason), 0.0),
+                )
 
         for (target, reason), count in sorted(snap.errors.items()):
             if target not in st.targets:
@@ -220,7 +223,7 @@ class StateCollector(PromCollector):
     def _target_block(self, target: str, kind: str, site: str, snap: Snapshot) -> list[tuple[str, bytes | Chunk]]:
         main = snap.latest.get((target, ""))
         ok = snap.last_success.get((target, ""))
-        skipped = snap.skipped.get(target, 0.0)
+        skipped = tuple(snap.skipped.get((target, reason), 0.0) for reason in SKIP_REASONS)
         stamp = (target, kind, site, None if ok is None else ok.finished, skipped)
         if main is not None:
             cached = main.rendered.get("target")
@@ -236,7 +239,8 @@ class StateCollector(PromCollector):
             name = "continuity_target_last_success_timestamp_seconds"
             lines.append((name, _line(name, tl, ok.finished)))
         name = "continuity_target_skipped_runs_total"
-        lines.append((name, _line(name, tl, skipped)))
+        for reason, n in zip(SKIP_REASONS, skipped, strict=True):
+            lines.append((name, _line(name, {**tl, "reason": reason}, n)))
         block = _group(lines)
         if main is not None:
             main.rendered["target"] = (stamp, block)

@@ -12,18 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import SchedulerEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, outcomes
+from agent.catalogue import SKIP_REASONS, STILL_RUNNING
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
 from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
 from agent.registry import collectors
 from agent.runner import run_task
+from agent.schedule import EVENTS, RunLedger
 from agent.state import StateStore
 from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
 
@@ -40,7 +42,25 @@ class _DropCancelled(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
+class _DropSkipWarnings(logging.Filter):
+    """APScheduler's own warning for every run it skips or misfires: the agent counts those runs
+    (continuity_target_skipped_runs_total) and logs them once in a while per target instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return "maximum number of running instances reached" not in msg and "was missed by" not in msg
+
+
 logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
+logging.getLogger("apscheduler.executors.default").addFilter(_DropSkipWarnings())
+logging.getLogger("apscheduler.scheduler").addFilter(_DropSkipWarnings())
+
+# Skipped runs are logged at most this often (seconds) per target whose previous run was still
+# going, and for all the late ones together (an overloaded agent is late on every target); the
+# counter has every one.
+SKIP_LOG_EVERY = 300.0
+# A target that skipped a run this recently (seconds) is behind its schedule on the status page.
+BEHIND_WINDOW = 900.0
 
 # Modules with ``install(agent)`` adding non-target jobs, metrics collectors and HTTP routes.
 AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service", "agent.exercises.service")
@@ -84,6 +104,10 @@ class Agent:
         self.dynamic_metrics: dict[str, MetricSpec] = {}
         self.tasks: dict[JobKey, tuple[Collector, Task]] = {}
         self.running: set[JobKey] = set()
+        self.ledger = RunLedger()
+        self._job_targets: dict[str, str] = {}  # job id -> target, for the target jobs scheduled now
+        # Per target (still_running) or "" (late): when last logged; runs and targets since.
+        self._skip_log: dict[str, tuple[float, int, set[str]]] = {}
         self._status = AgentStatus(site=cfg.agent.site, reload_ok=True, reload_success_time=clock())
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
@@ -126,6 +150,7 @@ class Agent:
     def status_json(self) -> dict[str, Any]:
         snap = self.store.snapshot()
         st = self._status
+        now = self.clock()
         targets = []
         by_target: dict[str, tuple[str, dict[str, Any]]] = {}
         for name, (kind, site) in sorted(st.targets.items()):
@@ -176,7 +201,11 @@ class Agent:
                     or None,
                     "last_error_reason": latest.reason if latest and not latest.ok else None,
                     "errors": {r: c for (t, r), c in snap.errors.items() if t == name},
-                    "skipped_runs": snap.skipped.get(name, 0),
+                    "skipped_runs": sum(snap.skipped.get((name, r), 0) for r in SKIP_REASONS),
+                    "skipped_runs_by_reason": {r: snap.skipped.get((name, r), 0) for r in SKIP_REASONS},
+                    "last_skipped_run": snap.last_skipped.get(name),
+                    # Runs not started in the window of the AgentCollectionSkipping alert.
+                    "behind_schedule": now - snap.last_skipped.get(name, -BEHIND_WINDOW) < BEHIND_WINDOW,
                     "tasks": tasks,
                 }
             )
@@ -200,7 +229,7 @@ class Agent:
         return_large_blocks()
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
-        self.scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._on_schedule_event, EVENTS)
         self._install(self.loaded)
         # The scheduler starts after the HTTP server, so probes of the agent itself find it up.
         registry = make_registry(self.store, self.status, lambda: self.dynamic_metrics)
@@ -267,6 +296,7 @@ class Agent:
         # leaves no stale declarations behind.
         self.dynamic_metrics = {s.name: s for c in self.collectors.values() for s in c.dynamic_metrics()}
         self.tasks = {}
+        self._job_targets = {}
         now = datetime.now().astimezone()
         rng = random.Random()
         for name, col in self.collectors.items():
@@ -274,6 +304,7 @@ class Agent:
                 key = (name, task.name)
                 self.tasks[key] = (col, task)
                 first: dict[str, Any] = {}
+                self._job_targets[job_id(key)] = name
                 if task.cron:
                     trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
                     grace = 3600
@@ -297,6 +328,8 @@ class Agent:
                     misfire_grace_time=grace,
                     replace_existing=True,
                 )
+                self.ledger.expect(job_id(key), trigger, first.get("next_run_time"))
+        self.ledger.keep(self._job_targets)
         for hook in self.extra_jobs:
             hook(self)
         self._set_targets()
@@ -312,10 +345,41 @@ class Agent:
         spread = min(task.interval, 10.0) * self.loaded.config.defaults.start_jitter
         return now + rng.uniform(0, spread)
 
-    def _on_skip(self, event: JobExecutionEvent) -> None:
-        target = event.job_id.split(":", 1)[0]
-        if target in self.collectors:
-            self.store.count_skipped(target)
+    def _on_schedule_event(self, event: SchedulerEvent) -> None:
+        """Count each scheduled run of a target that did not start, once, with its reason."""
+        for jid, reason, n in self.ledger.on_event(event):
+            target = self._job_targets.get(jid)
+            if target is None:
+                continue
+            self.store.count_skipped(target, reason, n)
+            self._log_skipped(jid, reason, n)
+
+    def _log_skipped(self, jid: str, reason: str, n: int) -> None:
+        key = jid if reason == STILL_RUNNING else ""
+        now = time.monotonic()
+        last, runs, jobs = self._skip_log.get(key, (now - SKIP_LOG_EVERY, 0, set()))
+        runs += n
+        jobs.add(jid)
+        if now - last < SKIP_LOG_EVERY:
+            self._skip_log[key] = (last, runs, jobs)
+            return
+        self._skip_log[key] = (now, 0, set())
+        if reason == STILL_RUNNING:
+            log.warning(
+                "%s: %d scheduled run(s) not started: the previous run was still going (its collection "
+                "takes as long as its interval); continuity_target_skipped_runs_total counts every one",
+                jid,
+                runs,
+            )
+        else:
+            log.warning(
+                "%d scheduled run(s) of %d target(s) (%s) not started within one interval of when they "
+                "were due: the agent is overloaded or was paused; continuity_target_skipped_runs_total "
+                "counts every one",
+                runs,
+                len(jobs),
+                ", ".join(sorted(jobs)[:5]) + (", ..." if len(jobs) > 5 else ""),
+            )
 
     async def _run_job(self, key: JobKey) -> None:
         entry = self.tasks.get(key)

@@ -120,7 +120,8 @@ class Snapshot:
     latest: dict[Key, Result]
     last_success: dict[Key, Result]
     errors: dict[tuple[str, str], float]  # (target, reason) -> count
-    skipped: dict[str, float]
+    skipped: dict[tuple[str, str], float]  # (target, reason) -> scheduled runs that did not start
+    last_skipped: dict[str, float]  # target -> when its last skipped run was counted
     db_healthy: bool
     db_errors: int
 
@@ -146,7 +147,8 @@ class StateStore:
         self._latest: dict[Key, Result] = {}
         self._last_success: dict[Key, Result] = {}
         self._errors: Counter[tuple[str, str]] = Counter()
-        self._skipped: Counter[str] = Counter()
+        self._skipped: Counter[tuple[str, str]] = Counter()
+        self._last_skipped: dict[str, float] = {}
         self.retention = retention
         self.clock = clock
         self.db_healthy = state_dir is not None
@@ -307,9 +309,11 @@ class StateStore:
             with self._lock:
                 self.db_errors += 1
 
-    def count_skipped(self, target: str) -> None:
+    def count_skipped(self, target: str, reason: str, n: int = 1) -> None:
+        """``n`` scheduled runs of ``target`` did not start (reason: agent.schedule.SKIP_REASONS)."""
         with self._lock:
-            self._skipped[target] += 1
+            self._skipped[(target, reason)] += n
+            self._last_skipped[target] = self.clock()
 
     def forget(self, keep_targets: Iterable[str]) -> None:
         """Drop in-memory state for targets no longer configured (after a reload)."""
@@ -320,8 +324,10 @@ class StateStore:
                     del d[k]
             for ek in [k for k in self._errors if k[0] not in keep]:
                 del self._errors[ek]
-            for sk in [k for k in self._skipped if k not in keep]:
+            for sk in [k for k in self._skipped if k[0] not in keep]:
                 del self._skipped[sk]
+            for lk in [k for k in self._last_skipped if k not in keep]:
+                del self._last_skipped[lk]
 
     # -- reads -----------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -331,6 +337,7 @@ class StateStore:
                 last_success=dict(self._last_success),
                 errors=dict(self._errors),
                 skipped=dict(self._skipped),
+                last_skipped=dict(self._last_skipped),
                 db_healthy=self.db_healthy,
                 db_errors=self.db_errors,
             )

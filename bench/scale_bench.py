@@ -50,6 +50,7 @@ from bench.common import cpu_seconds, free_port, rss_bytes, update_performance_m
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(sys.executable).parent / "continuity-agent"
 RESULTS = ROOT / "bench" / ".scale-results.json"  # partial results survive an interrupted run
+AGENT_TIMEOUT = 5.0  # the curve's targets' timeout (capped at the interval)
 PROM_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
@@ -127,7 +128,7 @@ def agent_yaml(tmp: Path, port: int, targets: list[str], interval: str, auths: l
     state = tmp / "state"
     lines = [
         f"agent: {{site: bench, state_dir: {state}, listen_address: '127.0.0.1:{port}'}}",
-        f"defaults: {{interval: {interval}, timeout: 5s}}",
+        f"defaults: {{interval: {interval}, timeout: {AGENT_TIMEOUT:g}s}}",
     ]
     if auths:
         lines += ["auths:", *auths]
@@ -505,6 +506,9 @@ def measure_agent(
         _s, body = get(port, "/metrics")
         text = body.decode()
         skipped = metric_sum(text, "continuity_target_skipped_runs_total") - skipped0
+        # A run is stored when it ends: let the runs started in the window end (within their
+        # timeout, at most the interval) before stopping the agent, or they go uncounted.
+        time.sleep(min(AGENT_TIMEOUT, interval) + 1.0)
     finally:
         p.stop()
     with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -850,7 +854,9 @@ HTTP), 30 backups (`type: files`), 1 evidence target, 20 link bursts; its peers 
 for the 300 devices and blackbox_exporter for 150 TCP probes. "missed intervals": a target whose
 runs were more than 1.5 intervals apart, or which did not run in the window (agent); a probe not
 answered within the interval or failed (peer). "runs / due": runs started in the window over
-N x window / interval (a target runs every interval at ≈ 1.00). SQLite growth: the results
+N x window / interval (a target runs every interval at ≈ 1.00); a run is stored when it ends, so the
+agent is stopped only once the window's runs have ended. "skipped": scheduled runs that did not
+start, whatever the reason (`continuity_target_skipped_runs_total`). SQLite growth: the results
 history's bytes per run (dbstat: table and indexes over rows) x runs per hour; "≈": the median
 bytes per run of the points that measured it, for points measured before that.
 

@@ -372,9 +372,10 @@ def _scrape(url: str) -> tuple[float, bool, str]:
 
 
 def _skipped(metrics: str) -> dict[str, float]:
-    out = {}
+    """Skipped runs per target, all reasons together."""
+    out: dict[str, float] = {}
     for m in re.finditer(r'^continuity_target_skipped_runs_total\{[^}]*target="([^"]+)"[^}]*\} (\S+)$', metrics, re.M):
-        out[m.group(1)] = float(m.group(2))
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
     return out
 
 

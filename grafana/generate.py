@@ -620,11 +620,13 @@ def agent_health() -> Dashboard:
                        "{{collector}} {{reason}}"),
                      min_=0), 12, 8)
     d.add(timeseries("Skipped runs",
-                     q("sum by (collector, target) "
+                     q("sum by (collector, target, reason) "
                        f"(increase(continuity_target_skipped_runs_total{{{i}}}[$__rate_interval]))",
-                       "{{collector}} {{target}}"),
+                       "{{collector}} {{target}} {{reason}}"),
                      min_=0,
-                     description="A run skipped because the previous one was still going: the interval is too short."),
+                     description="Scheduled runs that did not start. still_running: the previous one was still "
+                     "going (the interval is too short for the collection); late: the agent could not start it "
+                     "within one interval (overloaded or paused)."),
           12, 8)
     d.add(timeseries("Secondary tasks: time since last success",
                      q(f"time() - continuity_task_last_success_timestamp_seconds{{{i}}}", "{{target}} {{task}}"),

@@ -37,7 +37,11 @@ def test_overrunning_task_is_skipped_and_counted_and_others_keep_running(tmp_pat
         snap = agent.store.snapshot()
         fine_runs = len(agent.store.history("fine", time.time() - 10, time.time() + 1))
         await agent.stop()
-        return snap.skipped.get("stuck", 0), snap.skipped.get("fine", 0), fine_runs
+        return (
+            snap.skipped.get(("stuck", "still_running"), 0),
+            sum(snap.skipped.get(("fine", r), 0) for r in ("still_running", "late")),
+            fine_runs,
+        )
 
     skipped_stuck, skipped_fine, fine_runs = asyncio.run(main())
     assert skipped_stuck >= 2
@@ -88,3 +92,70 @@ def test_long_interval_task_runs_soon_after_start(tmp_path: Path) -> None:
         return n
 
     assert asyncio.run(main()) == 20
+
+
+def test_saturated_worker_pool_shows_as_runs_still_going(tmp_path: Path) -> None:
+    """The only worker thread is held by a call that does not return (a hung NFS mount's
+    statvfs, say): host runs wait for it until their timeout, the interval, and the next fire time
+    finds them still going. Every fire time is accounted for: a run or a skipped run, never late."""
+    interval, stuck_for, n = 1.0, 3.5, 3
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0', max_workers: 1}\n"
+        f"defaults: {{interval: {interval:g}s, timeout: {interval:g}s, start_jitter: 0.3}}\n"
+        "targets:\n" + "".join(f"  - {{name: h{i}, kind: host}}\n" for i in range(n))
+    )
+    loaded = load_config(cfg)
+
+    async def main() -> tuple[dict[tuple[str, str], float], dict[str, int], float, float]:
+        agent = Agent(loaded)
+        await agent.start()
+        await asyncio.sleep(1.5)  # first runs done
+        assert not agent.store.snapshot().skipped
+        t0 = time.time()
+        agent.executor.submit(time.sleep, stuck_for)
+        await asyncio.sleep(stuck_for + 2.5)
+        t1 = time.time()
+        snap = agent.store.snapshot()
+        agent.store.flush()
+        runs = {f"h{i}": len(agent.store.history(f"h{i}", t0, t1)) for i in range(n)}
+        await agent.stop()
+        return snap.skipped, runs, t1 - t0, snap.errors.get(("h0", "timeout"), 0)
+
+    skipped, runs, elapsed, timeouts = asyncio.run(main())
+    due = elapsed / interval
+    for i in range(n):
+        still = skipped.get((f"h{i}", "still_running"), 0)
+        assert skipped.get((f"h{i}", "late"), 0) == 0
+        assert 1 <= still <= stuck_for / interval, (i, still)
+        assert abs(runs[f"h{i}"] + still - due) <= 2, (i, runs, still, due)
+    assert timeouts >= 1
+
+
+def test_reload_starts_a_new_schedule_without_counting_skips(tmp_path: Path) -> None:
+    """A reload replaces every job with a new first fire time (and here a new interval): the fire
+    times of the old schedule that will never come are not runs skipped."""
+    cfg = tmp_path / "agent.yml"
+    base = "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0'}\n"
+    targets = "targets:\n  - {name: a, kind: host}\n  - {name: b, kind: host}\n"
+    cfg.write_text(base + "defaults: {interval: 1s, start_jitter: 0.5}\n" + targets)
+    loaded = load_config(cfg)
+
+    async def main() -> tuple[dict[tuple[str, str], float], int]:
+        agent = Agent(loaded)
+        await agent.start()
+        await asyncio.sleep(2.2)
+        cfg.write_text(base + "defaults: {interval: 700ms, start_jitter: 0.5}\n" + targets)
+        assert await agent.reload()
+        await asyncio.sleep(3)
+        assert await agent.reload()  # the same schedule again, restarted from the stored results
+        await asyncio.sleep(2)
+        snap = agent.store.snapshot()
+        agent.store.flush()
+        runs = len(agent.store.history("a", 0, time.time() + 1))
+        await agent.stop()
+        return snap.skipped, runs
+
+    skipped, runs = asyncio.run(main())
+    assert skipped == {}
+    assert runs >= 8  # it kept running through both reloads

@@ -149,8 +149,8 @@ def _hostile_state() -> tuple[StateStore, dict[str, tuple[str, str]]]:
     failed_check = _result("nas", "backup", check, task="check", ok=False, at=2100.0)
     store.put(failed_check)  # a failed run with samples: the finding stays visible
     store.put(_result("gone", "probe", [Sample("continuity_probe_success", 1.0, {})]))  # not configured
-    store.count_skipped("srv")
-    store.count_skipped("srv")
+    store.count_skipped("srv", "still_running")
+    store.count_skipped("srv", "late", 3)
     return store, targets
 
 
@@ -187,7 +187,7 @@ def test_changes_reach_the_cached_output() -> None:
     # moved to another site and kind, a target dropped from the config.
     store.put(_result("r1", "snmp", _interfaces(3, offset=7.0), at=2200.0))
     store.put(_result("srv", "host", [], ok=False, at=2200.0))
-    store.count_skipped("web")
+    store.count_skipped("web", "late")
     r0 = store.latest("r0")
     assert r0 is not None
     r0.partial_errors.append(("snmp_timeout", "r0: slow"))

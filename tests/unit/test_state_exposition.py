@@ -84,10 +84,15 @@ def test_undeclared_metric_and_wrong_labels_are_dropped() -> None:
 
 def test_skipped_runs_and_agent_metrics() -> None:
     store = StateStore(None)
-    store.count_skipped("srv")
-    store.count_skipped("srv")
+    store.count_skipped("srv", "still_running")
+    store.count_skipped("srv", "late", 3)
     text = render(store)
-    assert metric_value(text, "continuity_target_skipped_runs_total", target="srv", collector="host") == 2.0
+    skipped = "continuity_target_skipped_runs_total"
+    assert metric_value(text, skipped, target="srv", collector="host", reason="still_running") == 1.0
+    assert metric_value(text, skipped, target="srv", collector="host", reason="late") == 3.0
+    # Every configured target has both reasons from the start, at 0.
+    assert metric_value(text, skipped, target="web", reason="still_running") == 0.0
+    assert metric_value(text, skipped, target="web", reason="late") == 0.0
     assert metric_value(text, "continuity_agent_info", site="hq") == 1.0
     assert metric_value(text, "continuity_config_last_reload_successful") == 1.0
 
