@@ -93,6 +93,7 @@ def test_promtool_test_inputs_look_like_real_series() -> None:
 def _known_values() -> dict[str, dict[str, set[str]]]:
     """label -> metric -> the values the agent can give it ("*" for any metric with that label).
     ``reason`` is per collector kind (key ``reason:<kind>``)."""
+    from agent.catalogue import SKIP_REASONS
     from agent.evidence.verifier import BASES, RULES
     from agent.standards import CRITERIA, WINDOWS
     from collectors.backup.status import STATES
@@ -104,7 +105,11 @@ def _known_values() -> dict[str, dict[str, set[str]]]:
     reasons = {f"reason:{k}": set(CORE_REASONS) | set(c.REASONS) for k, c in kinds.items()}
     return {
         "collector": {"*": set(kinds)},
-        "reason": {"*": set().union(*reasons.values()), **reasons},
+        "reason": {
+            "*": set().union(*reasons.values()),
+            **reasons,
+            "continuity_target_skipped_runs_total": set(SKIP_REASONS),
+        },
         "state": {"continuity_backup_state": set(STATES)},
         "criterion": {"*": set(CRITERIA)},
         "window": {"continuity_site_availability_ratio": set(WINDOWS)},
@@ -127,8 +132,10 @@ def _value_problems(where: str, name: str, matchers: str) -> list[str]:
         per_metric = known.get(label)
         if per_metric is None or "$" in value:
             continue
-        allowed = per_metric.get(f"reason:{kind}") if label == "reason" and kind else None
-        allowed = allowed or per_metric.get(name) or per_metric.get("*")
+        allowed = per_metric.get(name)  # a metric's own values first: a skipped run's reason is no error's
+        if allowed is None and label == "reason" and kind:
+            allowed = per_metric.get(f"reason:{kind}")
+        allowed = allowed or per_metric.get("*")
         if allowed is None:
             continue
         if op in ("=~", "!~"):
@@ -169,6 +176,8 @@ def test_label_value_check_catches_a_wrong_value() -> None:
     assert _value_problems("x", "continuity_target_errors_total", 'collector="snmp",reason=~"wrong_digest|auth"') == []
     assert _value_problems("x", "continuity_target_errors_total", 'collector="snmp",reason="host_key"')
     assert _value_problems("x", "continuity_backup_state", 'state="stail"')
+    assert _value_problems("x", "continuity_target_skipped_runs_total", 'collector="snmp",reason="late"') == []
+    assert _value_problems("x", "continuity_target_skipped_runs_total", 'collector="snmp",reason="timeout"')
     assert _value_problems("x", "continuity_site_standard_met", 'criterion=~"download|uplaod"')
 
 
