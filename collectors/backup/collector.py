@@ -152,20 +152,12 @@ REASONS = (
     EVIDENCE_FAILED,
 )
 
-# Reasons a restore test may not run to a verdict: its not-run counter starts at 0 for each, so
-# the first blocked test already shows as an increase.
-NOT_RUN_REASONS = (
-    tools.REPOSITORY_LOCKED,
-    tools.REPOSITORY_BUSY,
-    tools.REPOSITORY_ERROR,
-    UNREACHABLE,
-    TIMEOUT,
-    AUTH,
-    HOST_KEY,
-    COMMAND_FAILED,
-    OUTPUT_TOO_LARGE,
-    BAD_OUTPUT,
-)
+# Reasons that come with a verdict or after one: a check or restore that ran and failed, a record
+# that could not be written.
+VERDICT_REASONS = (tools.INTEGRITY_FAILED, tools.RESTORE_FAILED, EVIDENCE_FAILED)
+# Reasons a restore test may not run to a verdict: all the others. Its not-run counter starts at 0
+# for each, so the first blocked test already shows as an increase.
+NOT_RUN_REASONS = tuple(r for r in REASONS if r not in VERDICT_REASONS)
 
 SIZE_CACHE = 64
 
