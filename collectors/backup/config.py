@@ -152,31 +152,11 @@ class RestoreTest(StrictModel):
         return self
 
 
+# Keys of a repository read with its tool (restic, borg), locally or over SSH.
+_REPOSITORY_KEYS = {"repository", "password_file", "binary", "host", "port", "auth", "env", "integrity", "restore_test"}
 _PER_TYPE: dict[str, set[str]] = {
-    "restic": {
-        "repository",
-        "password_file",
-        "group",
-        "binary",
-        "host",
-        "port",
-        "auth",
-        "env",
-        "integrity",
-        "restore_test",
-    },
-    "borg": {
-        "repository",
-        "password_file",
-        "archive_glob",
-        "binary",
-        "host",
-        "port",
-        "auth",
-        "env",
-        "integrity",
-        "restore_test",
-    },
+    "restic": {*_REPOSITORY_KEYS, "group"},
+    "borg": {*_REPOSITORY_KEYS, "archive_glob"},
     "files": {"directory", "pattern", "recursive", "min_size", "host", "port", "auth"},
     "command": {"command", "host", "port", "auth", "env"},
     "push": {"token"},
