@@ -44,6 +44,7 @@ def render_metrics_md() -> str:
 # Config value types, by the validator that parses them (pydantic keeps Annotated metadata apart).
 _VALUE_TYPES = {
     "_duration": "duration",
+    "_go_duration": "Go duration",
     "_bitrate": "bit rate",
     "_ratio": "ratio",
     "_clock_time": "time of day",
@@ -98,7 +99,8 @@ def _type_name(ann: Any, metadata: list[Any]) -> str:
     elif origin in (typing.Union, types.UnionType):
         text = " or ".join(_type_name(a, []) for a in args if a is not type(None))
     elif isinstance(ann, type):
-        text = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "path"}.get(
+        names = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "path"}
+        text = {**names, "SecretStr": "string"}.get(
             ann.__name__, ann.__name__
         )
     else:
@@ -114,7 +116,7 @@ def _default(field: Any) -> str:
     value = field.default_factory() if field.default_factory is not None else field.default
     if value is None or value == [] or value == {}:
         return "—"
-    if value == "":
+    if value == "" or (hasattr(value, "get_secret_value") and value.get_secret_value() == ""):
         return '`""`'
     if value is PydanticUndefined:
         return "required"
@@ -155,6 +157,7 @@ def render_configuration_md() -> str:
     from agent.config import AgentConfig
     from agent.plugin import TargetBase
     from agent.registry import auth_models, collectors
+    from agent.webconfig import WebConfigModel
 
     lines = [
         "# Configuration reference",
@@ -185,6 +188,17 @@ def render_configuration_md() -> str:
         if doc and not doc.startswith("Helper class"):
             lines += [doc, ""]
         lines += _table(cls.config_model, "", frozenset(common))
+    lines += [
+        "## Web config (`--web.config.file`)",
+        "",
+        "A file of its own, given with `continuity-agent run --config FILE --web.config.file FILE`, in the Prometheus",
+        "exporter-toolkit's web-config format: the same file serves `prometheus-node-exporter --web.config.file`,",
+        "and the agent accepts and refuses the files the toolkit does (docs/security.md). Relative paths are",
+        "relative to this file; unknown and repeated keys are refused; there is no `${ENV}` substitution and no",
+        "`_file` secret. Changes are picked up without a signal (switching TLS on or off needs a restart).",
+        "",
+        *_table(WebConfigModel),
+    ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,18 +139,10 @@ class StateCollector(PromCollector):
                 count,
             )
 
-        for (target, task), res in sorted(snap.latest.items()):
-            if target not in st.targets:
-                continue
-            kind, site = st.targets[target]
-            if task:
-                last = snap.last_success.get((target, task))
-                if last is not None:
-                    fam("continuity_task_last_success_timestamp_seconds").add_sample(
-                        "continuity_task_last_success_timestamp_seconds",
-                        {"collector": kind, "target": target, "site": site, "task": task},
-                        last.finished,
-                    )
+        for target, kind, site, res, task_success in _results(snap, st):
+            if task_success is not None:
+                name = "continuity_task_last_success_timestamp_seconds"
+                fam(name).add_sample(name, *task_success)
             if not res.ok and not res.samples:
                 continue  # stale values disappear; up/errors say why
             # A failed run with samples completed and found a failure (Collected.failure): its
@@ -201,16 +193,10 @@ class StateCollector(PromCollector):
         for target, (kind, site) in sorted(st.targets.items()):
             add(self._target_block(target, kind, site, snap))
         add(_errors_block(snap, st))
-        for (target, task), res in sorted(snap.latest.items()):
-            if target not in st.targets:
-                continue
-            kind, site = st.targets[target]
-            if task:
-                last = snap.last_success.get((target, task))
-                if last is not None:
-                    name = "continuity_task_last_success_timestamp_seconds"
-                    tl = {"collector": kind, "target": target, "site": site, "task": task}
-                    add(((name, _line(name, tl, last.finished).encode("utf-8", "replace")),))
+        for target, kind, site, res, task_success in _results(snap, st):
+            if task_success is not None:
+                name = "continuity_task_last_success_timestamp_seconds"
+                add(((name, _line(name, *task_success).encode("utf-8", "replace")),))
             if not res.ok and not res.samples:
                 continue  # stale values disappear; up/errors say why
             add(self._samples_block(res, target, kind, site, dyn))
@@ -402,6 +388,24 @@ def _agent_block(snap: Snapshot, st: AgentStatus) -> list[tuple[str, bytes | Chu
         ("continuity_state_db_errors_total", _line("continuity_state_db_errors_total", {}, float(snap.db_errors))),
     ]
     return _group(lines)
+
+
+def _results(
+    snap: Snapshot, st: AgentStatus
+) -> Iterator[tuple[str, str, str, Result, tuple[dict[str, str], float] | None]]:
+    """(target, kind, site, result, task success) of every stored result of a configured target, in
+    order; a secondary task's result comes with the labels and time of that task's last success
+    (``continuity_task_last_success_timestamp_seconds``), if it has one."""
+    for (target, task), res in sorted(snap.latest.items()):
+        if target not in st.targets:
+            continue
+        kind, site = st.targets[target]
+        last = snap.last_success.get((target, task)) if task else None
+        if last is None:
+            yield target, kind, site, res, None
+        else:
+            labels = {"collector": kind, "target": target, "site": site, "task": task}
+            yield target, kind, site, res, (labels, last.finished)
 
 
 def _errors_block(snap: Snapshot, st: AgentStatus) -> list[tuple[str, bytes | Chunk]]:

@@ -42,11 +42,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from agent.durations import DurationError, parse_go_duration
 from agent.openssl import GROUPS, OpenSSLUnavailable, accept_any_client_cert, set_groups
@@ -125,19 +125,71 @@ def _none_is_empty(v: Any) -> Any:
 
 
 class TLSServerConfig(_Model):
-    cert: str = ""
-    key: SecretStr = SecretStr("")
-    client_ca: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    client_auth_type: str = ""
-    client_ca_file: str = ""
-    client_allowed_sans: list[str] | None = None
-    min_version: str = "TLS12"
-    max_version: str = "TLS13"
-    cipher_suites: list[str] | None = None
-    prefer_server_cipher_suites: bool = True
-    curve_preferences: list[str] | None = None
+    cert: str = Field(
+        "",
+        description="The server certificate (with any intermediates) as inline PEM, instead of `cert_file`. "
+        "As soon as any TLS key is set, one of `cert`/`cert_file` and one of `key`/`key_file` are needed; "
+        "without any TLS key the agent serves plain HTTP.",
+    )
+    key: SecretStr = Field(
+        SecretStr(""),
+        description="The server's private key as inline PEM, instead of `key_file`; held as a secret and handed "
+        "to OpenSSL through an in-memory file on Linux, never written to disk. An encrypted key is refused "
+        "(the format has no key password).",
+    )
+    client_ca: str = Field(
+        "",
+        description="CA certificates (inline PEM) that verify client certificates, instead of `client_ca_file`.",
+    )
+    cert_file: str = Field("", description="PEM file of the server certificate (with any intermediates).")
+    key_file: str = Field(
+        "",
+        description="PEM file of the server's private key. Readable by group or others: a warning, or refused "
+        "under `agent.secret_file_mode: refuse`.",
+    )
+    client_auth_type: str = Field(
+        "",
+        description="Client certificates (mutual TLS): `NoClientCert` (empty, the default); `RequestClientCert` "
+        "(asked for, not checked); `RequireAnyClientCert` (or its old name `RequireClientCert`: one is needed, "
+        "not verified, so pair it with `client_allowed_sans`); `VerifyClientCertIfGiven`; "
+        "`RequireAndVerifyClientCert`.",
+    )
+    client_ca_file: str = Field(
+        "",
+        description="PEM file of the CAs that verify client certificates. Without it (and without `client_ca`) "
+        "the verifying `client_auth_type`s use the system's CAs, as Go does. Refused with `NoClientCert`, "
+        "and when it holds no certificate.",
+    )
+    client_allowed_sans: list[str] | None = Field(
+        None,
+        description="The client certificate must carry one of these subject alternative names (DNS name, "
+        "e-mail address, IP address, URI; compared exactly), else the connection is closed. Needs "
+        "`client_auth_type` `RequireAnyClientCert` or `RequireAndVerifyClientCert`; an empty list allows "
+        "no certificate.",
+    )
+    min_version: str = Field(
+        "TLS12",
+        description="Lowest TLS version served: `TLS10`, `TLS11`, `TLS12` or `TLS13` (OpenSSL's default security "
+        "level refuses TLS 1.0 and 1.1 even when allowed here).",
+    )
+    max_version: str = Field(
+        "TLS13", description="Highest TLS version served: `TLS10` … `TLS13`; lower than `min_version` is refused."
+    )
+    cipher_suites: list[str] | None = Field(
+        None,
+        description="TLS 1.2-and-lower suites allowed, by the names of Go's `tls.CipherSuites()` (Go's insecure "
+        "suites are unknown); TLS 1.3 suites are accepted and always on. Unless `http_server_config.http2` "
+        "is false or `min_version` is `TLS13`, the list must hold `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256` or "
+        "`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256` (Go's HTTP/2 rule). Not set: Python's `ssl` defaults.",
+    )
+    prefer_server_cipher_suites: bool = Field(
+        True, description="The server's order of cipher suites wins; false: the client's."
+    )
+    curve_preferences: list[str] | None = Field(
+        None,
+        description="Exactly these key-exchange groups are offered: `CurveP256`, `CurveP384`, `CurveP521`, "
+        "`X25519`. Not set: OpenSSL's defaults.",
+    )
 
     _empty = field_validator(
         "cert", "key", "client_ca", "cert_file", "key_file", "client_auth_type", "client_ca_file", mode="before"
@@ -176,8 +228,18 @@ class TLSServerConfig(_Model):
 
 
 class HTTPServerConfig(_Model):
-    http2: bool = True  # the agent speaks HTTP/1.1; the toolkit's HTTP/2 cipher rule still applies
-    headers: dict[str, str] = Field(default_factory=dict)
+    http2: bool = Field(
+        True,
+        description="Accepted for node_exporter's sake: the agent speaks HTTP/1.1 either way, but while true "
+        "the HTTP/2 rule of `tls_server_config.cipher_suites` applies.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra response headers. Only `Strict-Transport-Security`, `X-Content-Type-Options` "
+        "(`nosniff`), `X-Frame-Options` (`deny`, `sameorigin`), `X-XSS-Protection` and "
+        "`Content-Security-Policy`, names and listed values exactly as written here; a YAML number is the "
+        "text written.",
+    )
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -198,31 +260,48 @@ class HTTPServerConfig(_Model):
         return v
 
 
+def _go_duration(v: Any) -> float:
+    if v is None:
+        return 0.0
+    try:
+        return parse_go_duration(v)
+    except DurationError as e:
+        raise ValueError(str(e)) from None
+
+
 class RateLimitConfig(_Model):
-    burst: int = 0
-    interval: float = 0.0  # seconds; 0 (or less) means no limit
+    burst: int = Field(
+        0,
+        description="Requests let through at once (the bucket's size, full at start); with an `interval`, "
+        "a burst of 0 lets nothing through, as in Go.",
+    )
+    interval: Annotated[float, BeforeValidator(_go_duration)] = Field(
+        0.0,
+        description="One more request is let through per interval (`100ms`, `1s`; a YAML integer is "
+        "nanoseconds, as in Go); 0 or less: no limit.",
+    )
 
     @field_validator("burst", mode="before")
     @classmethod
     def _burst(cls, v: Any) -> Any:
         return 0 if v is None else v
 
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _interval(cls, v: Any) -> float:
-        if v is None:
-            return 0.0
-        try:
-            return parse_go_duration(v)
-        except DurationError as e:
-            raise ValueError(str(e)) from None
-
 
 class WebConfigModel(_Model):
-    tls_server_config: TLSServerConfig | None = None
-    http_server_config: HTTPServerConfig | None = None
-    rate_limit: RateLimitConfig | None = None
-    basic_auth_users: dict[str, str] | None = None
+    tls_server_config: TLSServerConfig | None = Field(
+        None, description="TLS and mutual TLS; without it (or with no TLS key set) plain HTTP."
+    )
+    http_server_config: HTTPServerConfig | None = Field(None, description="HTTP response settings.")
+    rate_limit: RateLimitConfig | None = Field(
+        None,
+        description="One token bucket for all requests, checked before anything else, as the toolkit's: "
+        "beyond it `429 Too Many Requests`.",
+    )
+    basic_auth_users: dict[str, str] | None = Field(
+        None,
+        description="User name → bcrypt hash (`$2a$`, `$2b$`, `$2y$`, as `htpasswd -B` makes); "
+        "a plain-text password is refused. Failed logins are rate limited (docs/security.md).",
+    )
 
     @field_validator("basic_auth_users")
     @classmethod

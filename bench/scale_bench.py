@@ -405,33 +405,6 @@ def tcp_server() -> Iterator[int]:
         srv.close()
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def http_server() -> Iterator[int]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    srv.daemon_threads = True
-    srv.request_queue_size = 1024
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield int(srv.server_address[1])
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 @contextlib.contextmanager
 def snmp_devices(n: int) -> Iterator[list[int]]:
     from bench.snmp_bench import start_devices, wait_devices
@@ -675,12 +648,14 @@ def run_snmp_cpu(args: argparse.Namespace) -> None:
 
 def run_curve(args: argparse.Namespace) -> None:
     from bench.snmp_bench import COMMUNITY
+    from tests.helpers.httpserve import serve_http
 
     ns = [int(x) for x in args.ns.split(",")]
     kinds = [k for k in args.kinds.split(",") if k]
     interval, window = args.interval, args.window
     with contextlib.ExitStack() as stack:
-        env: dict[str, Any] = {"tcp": stack.enter_context(tcp_server()), "http": stack.enter_context(http_server())}
+        env: dict[str, Any] = {"tcp": stack.enter_context(tcp_server())}
+        env["http"] = stack.enter_context(serve_http(backlog=1024))
         if "snmp" in kinds or "mixed" in kinds:
             env["snmp"] = stack.enter_context(snmp_devices(min(max(ns), 2000) if "snmp" in kinds else 300))
         for kind in kinds:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.server
 import itertools
 import json
 import os
@@ -101,19 +100,6 @@ def blackhole() -> Iterator[Blackhole]:
 
 
 # -- healthy and hanging peers on loopback ------------------------------------------------------------
-
-
-class _Quick(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
 
 
 class Hanger:
@@ -384,15 +370,12 @@ def run_soak(minutes: float, interval: float = 5.0, work: Path | None = None, qu
     work = Path(tempfile.mkdtemp(prefix="continuity-soak-")) if work is None else work
     work.mkdir(parents=True, exist_ok=True)
     state = work / "state"
-    http_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quick)
-    http_srv.daemon_threads = True
-    threading.Thread(target=http_srv.serve_forever, daemon=True).start()
+    from tests.helpers.httpserve import serve_http
+
     hanger = Hanger(tcp=50, udp=10)
     try:
-        with blackhole() as bh, snmpd(work) as snmp_port:
-            text, healthy, faulty = build_config(
-                bh, http_srv.server_address[1], hanger, snmp_port, interval, state, work
-            )
+        with blackhole() as bh, snmpd(work) as snmp_port, serve_http() as http_port:
+            text, healthy, faulty = build_config(bh, http_port, hanger, snmp_port, interval, state, work)
             cfg = work / "agent.yml"
             cfg.write_text(text)
             kinds: dict[str, int] = {}
@@ -448,8 +431,6 @@ def run_soak(minutes: float, interval: float = 5.0, work: Path | None = None, qu
             return res
     finally:
         hanger.close()
-        http_srv.shutdown()
-        http_srv.server_close()
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -21,10 +21,11 @@ import os
 import shlex
 import signal
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Self
 
 from agent.childenv import child_env
 from agent.configtypes import scrub
@@ -149,7 +150,7 @@ class TailBuffer:
         return bytes(self.head) + f"\n[... {dropped} bytes of stderr omitted ...]\n".encode() + bytes(tail)
 
 
-class CommandRunner(Protocol):
+class CommandRunner(ABC):
     """Runs argv lists on one host. Use as an async context manager: an SSH runner keeps one
     connection for the commands of one run and closes it on exit (and on any error)."""
 
@@ -157,42 +158,7 @@ class CommandRunner(Protocol):
     limits: OutputLimits
     deadline: float | None  # time.monotonic() value no command may run past
 
-    async def __aenter__(self) -> CommandRunner: ...
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        limits: OutputLimits | None = None,
-    ) -> CommandResult: ...
-
-
-def time_left(timeout: float, deadline: float | None, where: str) -> float:
-    """Seconds a command may run: its own timeout, cut to the run's deadline (time.monotonic())."""
-    if deadline is not None:
-        timeout = min(timeout, deadline - time.monotonic())
-    if timeout <= 0:
-        raise CollectorError(TIMEOUT, f"{where}: no time left to run the next command")
-    return timeout
-
-
-class LocalRunner:
-    """Runs commands on the agent's own host as child processes in their own process group,
-    killed (the whole group) on timeout, cap or cancellation."""
-
-    def __init__(self, where: str = "local", limits: OutputLimits | None = None, deadline: float | None = None):
-        self.where = where
-        self.limits = limits or OutputLimits()
-        self.deadline = deadline  # time.monotonic() value no command may run past
-
-    async def __aenter__(self) -> LocalRunner:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -209,9 +175,39 @@ class LocalRunner:
         cwd: str | None = None,
         limits: OutputLimits | None = None,
     ) -> CommandResult:
-        argv = tuple(argv)
+        """Run ``argv`` for at most ``timeout`` seconds (cut to the deadline), with ``env`` added
+        to the child's environment, in ``cwd``, its output capped by ``limits`` (default: the
+        runner's)."""
+        return await self._run(tuple(argv), timeout, env, cwd, limits or self.limits)
+
+    @abstractmethod
+    async def _run(
+        self, argv: tuple[str, ...], timeout: float, env: Mapping[str, str] | None, cwd: str | None, lim: OutputLimits
+    ) -> CommandResult: ...
+
+
+def time_left(timeout: float, deadline: float | None, where: str) -> float:
+    """Seconds a command may run: its own timeout, cut to the run's deadline (time.monotonic())."""
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+    if timeout <= 0:
+        raise CollectorError(TIMEOUT, f"{where}: no time left to run the next command")
+    return timeout
+
+
+class LocalRunner(CommandRunner):
+    """Runs commands on the agent's own host as child processes in their own process group,
+    killed (the whole group) on timeout, cap or cancellation."""
+
+    def __init__(self, where: str = "local", limits: OutputLimits | None = None, deadline: float | None = None):
+        self.where = where
+        self.limits = limits or OutputLimits()
+        self.deadline = deadline  # time.monotonic() value no command may run past
+
+    async def _run(
+        self, argv: tuple[str, ...], timeout: float, env: Mapping[str, str] | None, cwd: str | None, lim: OutputLimits
+    ) -> CommandResult:
         budget = time_left(timeout, self.deadline, self.where)
-        lim = limits or self.limits
         full_env = child_env(env)
         t0 = time.monotonic()
         try:

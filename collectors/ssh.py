@@ -59,6 +59,7 @@ from collectors.commands import (
     OUTPUT_TOO_LARGE,
     Capture,
     CommandResult,
+    CommandRunner,
     OutputLimits,
     TailBuffer,
     describe,
@@ -429,7 +430,7 @@ def _slots(ctx: CollectorContext, host: str, port: int, size: int) -> asyncio.Se
     return sem
 
 
-class SshRunner:
+class SshRunner(CommandRunner):
     """A :class:`collectors.commands.CommandRunner` over SSH: ``async with`` opens nothing; the
     first command connects, the next ones reuse the connection; leaving the block (or any error)
     closes it. Holds one of the host's session slots while connected."""
@@ -453,9 +454,6 @@ class SshRunner:
         self.where = f"{auth.user}@{host}:{self.port}"
         self._conn: SshConnection | None = None
         self._slot: asyncio.Semaphore | None = None
-
-    async def __aenter__(self) -> SshRunner:
-        return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
@@ -493,22 +491,15 @@ class SshRunner:
             raise
         return conn
 
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        limits: OutputLimits | None = None,
+    async def _run(
+        self, argv: tuple[str, ...], timeout: float, env: Mapping[str, str] | None, cwd: str | None, lim: OutputLimits
     ) -> CommandResult:
-        argv = tuple(argv)
         t0 = time.monotonic()
         conn = await self._connection(time_left(timeout, self.deadline, self.where))
         budget = time_left(timeout - (time.monotonic() - t0), self.deadline, self.where)
         command = remote_command(argv, env, cwd, timeout=budget)  # env: on stdin, never the line
         try:
-            return await self.ctx.run_blocking(conn.run, command, argv, budget, limits or self.limits)
+            return await self.ctx.run_blocking(conn.run, command, argv, budget, lim)
         except BaseException:
             self._drop()  # closed on error: never reuse a connection in an unknown state
             raise

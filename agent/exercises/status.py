@@ -24,6 +24,7 @@ from agent.evidence.critical_path import planned_duration
 from agent.evidence.verifier import fmt_hours
 from agent.exercises.journal import ExerciseInputError, iso
 from agent.exercises.model import ExerciseLog, SystemLog, replay
+from agent.jsonfields import fields_json
 
 SystemState = Literal["waiting", "ready", "in_progress", "restored", "failed"]
 StepState = Literal["waiting", "ready", "in_progress", "done", "failed"]
@@ -36,6 +37,11 @@ SYSTEM_LABELS = {
     "restored": "restored",
     "failed": "failed",
 }
+
+
+def _seconds(*offsets: str) -> dict[str, str]:
+    """JSON keys of offsets from T0: the field name with its unit."""
+    return {f: f"{f}_seconds" for f in offsets}
 
 
 @dataclass(frozen=True)
@@ -53,19 +59,8 @@ class StepStatus:
     late: bool  # running longer than expected_duration
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "runbook": self.runbook,
-            "id": self.id,
-            "title": self.title,
-            "state": self.state,
-            "expected_seconds": self.expected_seconds,
-            "operator": self.operator,
-            "started_offset_seconds": self.started_offset,
-            "ended_offset_seconds": self.ended_offset,
-            "projected_start_offset_seconds": self.projected_start_offset,
-            "projected_end_offset_seconds": self.projected_end_offset,
-            "late": self.late,
-        }
+        offsets = _seconds("started_offset", "ended_offset", "projected_start_offset", "projected_end_offset")
+        return fields_json(self, rename=offsets)
 
 
 @dataclass(frozen=True)
@@ -85,18 +80,9 @@ class SystemProgress:
     validation_ids: tuple[str, ...] = ()  # every validation of the runbook
 
     def to_json(self) -> dict[str, Any]:
+        offsets = _seconds("restored_offset", "projected_restore_offset")
         return {
-            "runbook": self.runbook,
-            "name": self.name,
-            "tier": self.tier,
-            "state": self.state,
-            "depends_on": list(self.depends_on),
-            "planned_seconds": self.planned_seconds,
-            "rto_seconds": self.rto_seconds,
-            "restored_offset_seconds": self.restored_offset,
-            "projected_restore_offset_seconds": self.projected_restore_offset,
-            "validations": dict(self.validations),
-            "signed_off_by": self.signed_off_by,
+            **fields_json(self, rename=offsets, omit=("steps", "validation_ids")),
             "steps": [s.to_json() for s in self.steps],
         }
 

@@ -29,72 +29,48 @@ def _close(node: Any) -> None:
             _close(v)
 
 
+def _object(**properties: Any) -> dict[str, Any]:
+    """A JSON Schema object that requires each of its ``properties``."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 # The evidence verifier's own document (`evidence verify --format json`), as issue 7 fixes it;
 # the verifier may add keys.
 EVIDENCE: dict[str, Any] = {
     "description": "The evidence verifier's JSON, unchanged (null when the evidence could not be verified).",
     "anyOf": [
         {"type": "null"},
-        {
-            "type": "object",
-            "required": ["ok", "findings", "systems", "critical_path"],
-            "properties": {
-                "ok": {"type": "boolean"},
-                "findings": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["severity", "rule", "runbook", "record", "message"],
-                        "properties": {
-                            "severity": {"enum": ["error", "warning"]},
-                            "rule": {"type": "string"},
-                            "runbook": {"type": ["string", "null"]},
-                            "record": {"type": ["string", "null"]},
-                            "message": {"type": "string"},
-                        },
-                    },
-                },
-                "systems": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": [
-                            "runbook",
-                            "last_test",
-                            "achieved_rto_seconds",
-                            "rto_seconds",
-                            "within_rto",
-                            "valid_until",
-                        ],
-                        "properties": {
-                            "runbook": {"type": "string"},
-                            "last_test": {"type": ["string", "null"]},
-                            "achieved_rto_seconds": {"type": ["number", "null"]},
-                            "rto_seconds": {"type": ["number", "null"]},
-                            "within_rto": {"type": ["boolean", "null"]},
-                            "valid_until": {"type": ["string", "null"]},
-                        },
-                    },
-                },
-                "critical_path": {
-                    "type": "object",
-                    "required": [
-                        "objective_seconds",
-                        "planned_seconds",
-                        "projected_seconds",
-                        "measured_seconds",
-                        "path",
-                    ],
-                    "properties": {
-                        "objective_seconds": {"type": "number"},
-                        "planned_seconds": {"type": ["number", "null"]},
-                        "projected_seconds": {"type": ["number", "null"]},
-                        "measured_seconds": {"type": ["number", "null"]},
-                        "path": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
+        _object(
+            ok={"type": "boolean"},
+            findings={
+                "type": "array",
+                "items": _object(
+                    severity={"enum": ["error", "warning"]},
+                    rule={"type": "string"},
+                    runbook={"type": ["string", "null"]},
+                    record={"type": ["string", "null"]},
+                    message={"type": "string"},
+                ),
             },
-        },
+            systems={
+                "type": "array",
+                "items": _object(
+                    runbook={"type": "string"},
+                    last_test={"type": ["string", "null"]},
+                    achieved_rto_seconds={"type": ["number", "null"]},
+                    rto_seconds={"type": ["number", "null"]},
+                    within_rto={"type": ["boolean", "null"]},
+                    valid_until={"type": ["string", "null"]},
+                ),
+            },
+            critical_path=_object(
+                objective_seconds={"type": "number"},
+                planned_seconds={"type": ["number", "null"]},
+                projected_seconds={"type": ["number", "null"]},
+                measured_seconds={"type": ["number", "null"]},
+                path={"type": "array", "items": {"type": "string"}},
+            ),
+        ),
     ],
 }
 

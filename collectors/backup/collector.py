@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.childenv import reveal_env
@@ -152,20 +153,12 @@ REASONS = (
     EVIDENCE_FAILED,
 )
 
-# Reasons a restore test may not run to a verdict: its not-run counter starts at 0 for each, so
-# the first blocked test already shows as an increase.
-NOT_RUN_REASONS = (
-    tools.REPOSITORY_LOCKED,
-    tools.REPOSITORY_BUSY,
-    tools.REPOSITORY_ERROR,
-    UNREACHABLE,
-    TIMEOUT,
-    AUTH,
-    HOST_KEY,
-    COMMAND_FAILED,
-    OUTPUT_TOO_LARGE,
-    BAD_OUTPUT,
-)
+# Reasons that come with a verdict or after one: a check or restore that ran and failed, a record
+# that could not be written.
+VERDICT_REASONS = (tools.INTEGRITY_FAILED, tools.RESTORE_FAILED, EVIDENCE_FAILED)
+# Reasons a restore test may not run to a verdict: all the others. Its not-run counter starts at 0
+# for each, so the first blocked test already shows as an increase.
+NOT_RUN_REASONS = tuple(r for r in REASONS if r not in VERDICT_REASONS)
 
 SIZE_CACHE = 64
 
@@ -385,6 +378,24 @@ class BackupCollector(Collector):
         while len(self._sizes) > SIZE_CACHE:
             self._sizes.pop(next(iter(self._sizes)))
 
+    async def _two_sizes(
+        self,
+        runner: CommandRunner,
+        deadline: float,
+        last_two: list[tuple[str, list[str]]],
+        parse: Callable[[bytes], int],
+    ) -> tuple[int, int | None]:
+        """(size of the latest snapshot, of the one before it or None) from ``last_two``: (id, command
+        that prints its size) of the latest two, oldest first. A size is asked for once per id."""
+        sizes = []
+        for ident, argv in last_two[::-1]:
+            if ident not in self._sizes:
+                res = await runner.run(argv, timeout=self._left(deadline), env=self._env())
+                r = tools.require_tool(res, self.where)
+                self._cache_size(ident, parse(r.stdout))
+            sizes.append(self._sizes[ident])
+        return sizes[0], sizes[1] if len(sizes) > 1 else None
+
     async def _restic_facts(self, runner: CommandRunner, deadline: float) -> Facts:
         t = self.target
         res = tools.require_tool(
@@ -393,22 +404,16 @@ class BackupCollector(Collector):
         snaps = parsers.parse_restic_snapshots(res.stdout)
         if not snaps:
             return Facts(None, None, None, snapshots=0)
-        sizes: list[int | None] = []
-        for snap in snaps[-2:][::-1]:
-            if snap.id not in self._sizes:
-                r = tools.require_tool(
-                    await runner.run(tools.restic_stats(t, snap.id), timeout=self._left(deadline), env=self._env()),
-                    self.where,
-                )
-                self._cache_size(snap.id, parsers.parse_restic_stats(r.stdout))
-            sizes.append(self._sizes[snap.id])
+        size, previous = await self._two_sizes(
+            runner, deadline, [(s.id, tools.restic_stats(t, s.id)) for s in snaps[-2:]], parsers.parse_restic_stats
+        )
         latest = snaps[-1]
         return Facts(
             latest.time,
             latest.time,
             True,
-            sizes[0],
-            sizes[1] if len(sizes) > 1 else None,
+            size,
+            previous,
             len(snaps),
             detail=f"latest snapshot {latest.id[:8]}",
         )
@@ -428,23 +433,17 @@ class BackupCollector(Collector):
                 snapshots=0,
                 detail="only checkpoint (interrupted) archives" if last_cp else "",
             )
-        sizes: list[int | None] = []
-        for arch in done[-2:][::-1]:
-            if arch.id not in self._sizes:
-                r = tools.require_tool(
-                    await runner.run(tools.borg_info(t, arch.name), timeout=self._left(deadline), env=self._env()),
-                    self.where,
-                )
-                self._cache_size(arch.id, parsers.parse_borg_info(r.stdout))
-            sizes.append(self._sizes[arch.id])
+        size, previous = await self._two_sizes(
+            runner, deadline, [(a.id, tools.borg_info(t, a.name)) for a in done[-2:]], parsers.parse_borg_info
+        )
         latest = done[-1]
         interrupted = last_cp is not None and last_cp > latest.time
         return Facts(
             latest.time,
             last_cp if interrupted else latest.time,
             not interrupted,
-            sizes[0],
-            sizes[1] if len(sizes) > 1 else None,
+            size,
+            previous,
             len(done),
             detail=f"latest archive {latest.name}"
             + (f"; interrupted run left {checkpoints[-1].name}" if interrupted else ""),

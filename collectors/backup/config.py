@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from agent.configtypes import (
     NAME_RE,
@@ -28,6 +28,16 @@ _SUBSET_RE = re.compile(r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$")
 EVIDENCE_ID_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # ids in runbooks and evidence records
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
+# A side task's schedule, run on instead of its `interval`.
+CronLine = Annotated[str | None, AfterValidator(check_cron)]
+
+
+def _cron_field() -> Any:
+    return Field(
+        default=None,
+        description="5-field crontab line (minute hour day month weekday, UTC) run on instead of `interval`.",
+    )
+
 
 class SnapshotGroup(StrictModel):
     """restic snapshot filters: the snapshots of one backup job."""
@@ -45,18 +55,10 @@ class IntegrityCheck(StrictModel):
     """``restic check`` / ``borg check`` on its own, slower schedule."""
 
     interval: Duration = Field(default=7 * 86400.0, description="How often the check runs, unless `cron` is set.")
-    cron: str | None = Field(
-        default=None,
-        description="5-field crontab line (minute hour day month weekday, UTC) run on instead of `interval`.",
-    )
+    cron: CronLine = _cron_field()
     timeout: Duration = Field(default=6 * 3600.0, description="How long one check may run before it is stopped.")
     read_data_subset: str | None = Field(default=None, description='restic: "5%", "1/10", "500M".')
     verify_data: bool = Field(default=False, description="borg: --verify-data (reads every chunk).")
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        return check_cron(v)
 
     @field_validator("read_data_subset")
     @classmethod
@@ -109,10 +111,7 @@ class RestoreTest(StrictModel):
     the backup host, verify, time, clean up."""
 
     interval: Duration = Field(default=7 * 86400.0, description="How often the test runs, unless `cron` is set.")
-    cron: str | None = Field(
-        default=None,
-        description="5-field crontab line (minute hour day month weekday, UTC) run on instead of `interval`.",
-    )
+    cron: CronLine = _cron_field()
     timeout: Duration = Field(
         default=3600.0, description="Budget of one test: it restores for 85 % of it and keeps the rest to clean up."
     )
@@ -130,11 +129,6 @@ class RestoreTest(StrictModel):
     evidence: EvidenceConfig | None = Field(
         default=None, description="Record each test as recovery-test evidence; absent: no record is written."
     )
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        return check_cron(v)
 
     @field_validator("scratch_dir")
     @classmethod
@@ -158,31 +152,11 @@ class RestoreTest(StrictModel):
         return self
 
 
+# Keys of a repository read with its tool (restic, borg), locally or over SSH.
+_REPOSITORY_KEYS = {"repository", "password_file", "binary", "host", "port", "auth", "env", "integrity", "restore_test"}
 _PER_TYPE: dict[str, set[str]] = {
-    "restic": {
-        "repository",
-        "password_file",
-        "group",
-        "binary",
-        "host",
-        "port",
-        "auth",
-        "env",
-        "integrity",
-        "restore_test",
-    },
-    "borg": {
-        "repository",
-        "password_file",
-        "archive_glob",
-        "binary",
-        "host",
-        "port",
-        "auth",
-        "env",
-        "integrity",
-        "restore_test",
-    },
+    "restic": {*_REPOSITORY_KEYS, "group"},
+    "borg": {*_REPOSITORY_KEYS, "archive_glob"},
     "files": {"directory", "pattern", "recursive", "min_size", "host", "port", "auth"},
     "command": {"command", "host", "port", "auth", "env"},
     "push": {"token"},

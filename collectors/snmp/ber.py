@@ -352,6 +352,15 @@ def decode_response(data: bytes) -> Response:
         raise MalformedReply(f"undecodable reply: {e}") from None
 
 
+def _long_length(data: bytes, pos: int, first: int, end: int, error: str) -> tuple[int, int]:
+    """(length, body_start) of a long-form length whose first byte ``first`` was at ``pos - 1``.
+    Kept out of :func:`_decode`'s loop, which reads the common short form inline for speed."""
+    k = first & 0x7F
+    if k == 0 or k > 3 or pos + k > end:
+        raise MalformedReply(error)
+    return int.from_bytes(data[pos : pos + k], "big"), pos + k
+
+
 def _decode(data: bytes) -> Response:
     total = len(data)
     _t, s, end = _header(data, 0, total, SEQUENCE)
@@ -381,11 +390,7 @@ def _decode(data: bytes) -> Response:
         n = data[pos + 1]
         pos += 2
         if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 3 or pos + k > vend:
-                raise MalformedReply("bad variable binding length")
-            n = int.from_bytes(data[pos : pos + k], "big")
-            pos += k
+            n, pos = _long_length(data, pos, n, vend, "bad variable binding length")
         vbend = pos + n
         if vbend > vend:
             raise MalformedReply("variable binding runs past the end of the message")
@@ -395,11 +400,7 @@ def _decode(data: bytes) -> Response:
         n = data[pos + 1]
         pos += 2
         if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 3 or pos + k > vbend:
-                raise MalformedReply("bad OID length")
-            n = int.from_bytes(data[pos : pos + k], "big")
-            pos += k
+            n, pos = _long_length(data, pos, n, vbend, "bad OID length")
         oend = pos + n
         if oend > vbend:
             raise MalformedReply("OID runs past its variable binding")
@@ -415,11 +416,7 @@ def _decode(data: bytes) -> Response:
         n = data[pos + 1]
         pos += 2
         if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 3 or pos + k > vbend:
-                raise MalformedReply("bad value length")
-            n = int.from_bytes(data[pos : pos + k], "big")
-            pos += k
+            n, pos = _long_length(data, pos, n, vbend, "bad value length")
         e = pos + n
         if e != vbend:
             raise MalformedReply("value length does not match its variable binding")

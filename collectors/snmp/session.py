@@ -511,41 +511,31 @@ class PysnmpSession(Session):
 
     async def get(self, oids: list[OID]) -> list[VarBind]:
         # v1 reports a missing object as noSuchName for the whole request: drop it and ask again.
-        remaining = list(oids)
-        missing: dict[OID, VarBind] = {}
-        for _ in range(len(oids) + 1):
-            if not remaining:
-                break
-            try:
-                vbs = await self._run("get", remaining)
-            except _NoSuchName as e:
-                o = remaining.pop(e.index)
-                missing[o] = (o, ber.NO_SUCH_OBJECT, None)
-                continue
-            if len(vbs) != len(remaining):
-                raise SnmpFailure(MALFORMED_REPLY, f"asked for {len(remaining)} values, got {len(vbs)}")
-            got = dict(zip(remaining, vbs, strict=True))
-            return [got.get(o) or missing[o] for o in oids]
-        return [missing[o] for o in oids]
+        return await self._run_dropping_no_such_name("get", oids, ber.NO_SUCH_OBJECT)
 
     async def getnext(self, oids: list[OID]) -> list[VarBind]:
         # v1: noSuchName on GETNEXT means that variable has run off the end of the MIB view.
+        return await self._run_dropping_no_such_name("next", oids, ber.END_OF_MIB_VIEW)
+
+    async def _run_dropping_no_such_name(self, kind: str, oids: list[OID], exception_tag: int) -> list[VarBind]:
+        """Run ``kind`` for ``oids``; each variable a v1 agent answers noSuchName for is dropped
+        from the request, which is asked again, and answered with ``exception_tag``."""
         remaining = list(oids)
-        ended: dict[OID, VarBind] = {}
+        dropped: dict[OID, VarBind] = {}
         for _ in range(len(oids) + 1):
             if not remaining:
                 break
             try:
-                vbs = await self._run("next", remaining)
+                vbs = await self._run(kind, remaining)
             except _NoSuchName as e:
                 o = remaining.pop(e.index)
-                ended[o] = (o, ber.END_OF_MIB_VIEW, None)
+                dropped[o] = (o, exception_tag, None)
                 continue
             if len(vbs) != len(remaining):
                 raise SnmpFailure(MALFORMED_REPLY, f"asked for {len(remaining)} values, got {len(vbs)}")
             got = dict(zip(remaining, vbs, strict=True))
-            return [got.get(o) or ended[o] for o in oids]
-        return [ended[o] for o in oids]
+            return [got.get(o) or dropped[o] for o in oids]
+        return [dropped[o] for o in oids]
 
     async def getbulk(self, non_repeaters: int, max_repetitions: int, oids: list[OID]) -> list[VarBind]:
         return await self._run("bulk", oids, non_repeaters, max_repetitions)

@@ -22,7 +22,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +34,7 @@ import yaml
 
 from collectors.registry import collectors
 from tests.helpers.common import AGENT_BIN, free_port, need, wait_until
+from tests.helpers.httpserve import serve_http
 from tests.helpers.tls import bcrypt_hash, make_pki
 
 
@@ -83,18 +83,6 @@ class _BasicAuthHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-
-@contextlib.contextmanager
-def _http_server(password: str) -> Iterator[int]:
-    handler = type("H", (_BasicAuthHandler,), {"expected": password})
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield int(srv.server_address[1])
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @contextlib.contextmanager
@@ -170,7 +158,7 @@ def test_no_secret_anywhere_the_agent_writes(tmp_path: Path) -> None:
     )
     stack = contextlib.ExitStack()
     with stack:
-        http_port = stack.enter_context(_http_server(M["http"]))
+        http_port = stack.enter_context(serve_http(type("H", (_BasicAuthHandler,), {"expected": M["http"]})))
         hung = stack.enter_context(_hung_tcp())
         closed = free_port()
         auths["web-ok"] = {"type": "http_basic", "username": "user", "password_file": str(files["http"])}

@@ -23,12 +23,9 @@ must return at least one series. No query is excused.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import re
-import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +41,7 @@ from collectors.registry import collectors
 from tests.helpers.backups import Repos, make_repos
 from tests.helpers.common import ROOT, AgentProcess, free_port, http_get, need, wait_until
 from tests.helpers.exercise_script import running_exercise
+from tests.helpers.httpserve import serve_http
 from tests.helpers.prom import Prometheus
 from tests.helpers.promql import RULES_DIR, dashboard_exprs, metric_names, strip_strings
 from tests.helpers.tls import make_pki
@@ -137,33 +135,6 @@ def _add_fixture_targets(cfg: dict[str, Any], fx: Fixtures) -> None:
                       "formats": ["json"]}
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _https_server(tmp_path: Path) -> Iterator[int]:
-    pki = make_pki(tmp_path / "pki")
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki.server_cert, pki.server_key)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        yield int(srv.server_address[1])
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 @contextlib.contextmanager
 def _iperf3_server(tmp_path: Path) -> Iterator[int]:
     port = free_port()
@@ -188,6 +159,11 @@ def _iperf3_server(tmp_path: Path) -> Iterator[int]:
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+def _server_pki(tmp_path: Path) -> tuple[Path, Path]:
+    pki = make_pki(tmp_path / "pki")
+    return pki.server_cert, pki.server_key
 
 
 def _snmp() -> Any:
@@ -227,7 +203,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     repos = make_repos(tmp_path / "repos")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    with snmp.snmpd(tmp_path) as device, _https_server(tmp_path) as https_port, _iperf3_server(tmp_path) as iperf3:
+    tls = _server_pki(tmp_path)
+    with snmp.snmpd(tmp_path) as device, serve_http(tls=tls) as https_port, _iperf3_server(tmp_path) as iperf3:
         port = free_port()
         fx = Fixtures(device.port, repos, scratch, https_port, iperf3)
         agent = AgentProcess(_demo_config(tmp_path, port, fx), port=port)

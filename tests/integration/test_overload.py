@@ -3,36 +3,26 @@ every healthy target is still collected every interval and /metrics stays fast."
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import itertools
 import socket
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.common import agent_process, free_port, http_get, metric_value
+from tests.helpers.httpserve import serve_http
 
 INTERVAL = 2.0
 RUN_FOR = 20.0
 
 
-class _Quick(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
 @pytest.mark.slow
 def test_hung_and_closed_targets_do_not_delay_healthy_ones(tmp_path: Path) -> None:
-    healthy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quick)
-    threading.Thread(target=healthy.serve_forever, daemon=True).start()
+    servers = contextlib.ExitStack()
+    healthy = servers.enter_context(serve_http())
     hung = []
     for _ in range(20):
         s = socket.socket()
@@ -43,7 +33,7 @@ def test_hung_and_closed_targets_do_not_delay_healthy_ones(tmp_path: Path) -> No
     lines = []
     for i in range(20):
         lines.append(
-            f"  - {{name: ok-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{healthy.server_address[1]}/'}}"
+            f"  - {{name: ok-{i}, kind: probe, module: http, url: 'http://127.0.0.1:{healthy}/'}}"
         )
     for i, s in enumerate(hung):
         lines.append(
@@ -72,7 +62,7 @@ def test_hung_and_closed_targets_do_not_delay_healthy_ones(tmp_path: Path) -> No
             t_end = time.time()
             text = agent.metrics()
     finally:
-        healthy.shutdown()
+        servers.close()
         for s in hung:
             s.close()
 

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import http.server
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from tests.helpers.collect import assert_declared, collect, value, write_config
 from tests.helpers.common import free_port, unavailable
+from tests.helpers.httpserve import serve_http
 
 HEAD = "agent: {site: hq, state_dir: state}\n"
 
@@ -39,12 +39,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server() -> Iterator[int]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(_Handler) as port:
+        yield port
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path, dt.datetime]:
@@ -79,15 +75,8 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path, dt.datetime]:
 @pytest.fixture
 def https_server(tmp_path: Path) -> Iterator[tuple[int, Path, dt.datetime]]:
     cp, kp, not_after = _self_signed(tmp_path)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cp, kp)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield srv.server_address[1], cp, not_after
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(_Handler, tls=(cp, kp)) as port:
+        yield port, cp, not_after
 
 
 def test_tcp_open_and_closed(tmp_path: Path, http_server: int) -> None:

@@ -14,7 +14,7 @@ import yaml
 from agent.catalogue import catalogue
 from agent.config import ConfigError, dump_config, load_config
 from collectors.backup import tools
-from collectors.backup.collector import METRICS
+from collectors.backup.collector import METRICS, NOT_RUN_REASONS, REASONS
 from collectors.backup.config import BackupTarget
 from collectors.backup.kv import BackupKV, key
 from collectors.backup.push import make_routes
@@ -54,6 +54,32 @@ def test_size_drop_rule() -> None:
     assert not size_dropped(10, None, 0.5)
     assert not size_dropped(10, 0, 0.5)
     assert not size_dropped(10, 100, None)
+
+
+def test_restore_not_run_reasons_are_the_documented_reasons_without_a_verdict() -> None:
+    # The label values of continuity_backup_restore_test_not_run_total{reason}, each exported from 0.
+    assert sorted(NOT_RUN_REASONS) == [
+        "auth",
+        "bad_output",
+        "command_failed",
+        "host_key",
+        "output_too_large",
+        "repository_busy",
+        "repository_error",
+        "repository_locked",
+        "timeout",
+        "unreachable",
+    ]
+    # They come from the one reason table, which docs/backups.md's "Failure reasons" lists in full;
+    # the reasons left out are those that come with a verdict (or after one).
+    text = (Path(__file__).resolve().parents[2] / "docs" / "backups.md").read_text()
+    table = text[text.index("## Failure reasons") :].split("\n\n")[1]
+    documented = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert sorted(documented) == sorted(REASONS)
+    assert sorted(set(REASONS) - set(NOT_RUN_REASONS)) == ["evidence_failed", "integrity_failed", "restore_failed"]
+    help_text = catalogue()["continuity_backup_restore_test_not_run_total"].help
+    for example in ("repository_locked", "repository_busy", "unreachable", "timeout"):  # named in the help
+        assert example in NOT_RUN_REASONS and example in help_text
 
 
 def test_metrics_declared_with_issue_names() -> None:

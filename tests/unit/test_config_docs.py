@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from agent.config import AgentConfig
 from agent.docs import render_configuration_md
 from agent.registry import auth_models, collectors
+from agent.webconfig import WebConfigModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,21 @@ def test_every_kind_auth_and_section_has_its_table() -> None:
     # Descriptions come from Field(description=...): one from the core, one from a collector.
     assert "| `agent.state_dir` | path | `state` | SQLite results and history. |" in text
     assert "| `throughput.omit` | duration | `1s` | iperf3 -O: seconds of TCP ramp-up not counted. |" in text
+
+
+def test_web_config_has_its_own_section_with_every_key() -> None:
+    text = render_configuration_md()
+    section = text[text.index("## Web config (`--web.config.file`)") :]
+    for name, field in WebConfigModel.model_fields.items():
+        assert f"| `{name}` |" in section
+        nested = typing.get_args(field.annotation)[0]
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            for sub in nested.model_fields:
+                assert f"| `{name}.{sub}` |" in section, f"{name}.{sub}"
+    # The inline key is a pydantic SecretStr: shown as a string with an empty default; the rate
+    # limit's interval is parsed as Go parses durations.
+    assert "| `tls_server_config.key` | string | `\"\"` |" in section
+    assert "| `rate_limit.interval` | Go duration |" in section
 
 
 def _models_in(ann: Any) -> Iterator[type[BaseModel]]:
@@ -61,7 +77,7 @@ def _undescribed(roots: list[type[BaseModel]]) -> tuple[list[str], set[type[Base
 
 
 def _config_roots() -> list[type[BaseModel]]:
-    return [AgentConfig, *(c.config_model for c in collectors().values()), *auth_models().values()]
+    return [AgentConfig, *(c.config_model for c in collectors().values()), *auth_models().values(), WebConfigModel]
 
 
 def test_every_config_field_has_a_description() -> None:
