@@ -97,6 +97,7 @@ class Agent:
         self.web_config = web_config
         self.ssl_context = ssl_context if ssl_context is not None else getattr(web_config, "ssl_context", None)
         cfg = loaded.config
+        return_large_blocks()  # before the state writer and the worker threads start
         self.store = StateStore(cfg.agent.state_dir, retention=cfg.agent.retention, clock=clock)
         self.executor = ThreadPoolExecutor(max_workers=cfg.agent.max_workers, thread_name_prefix="collect")
         self.shared: dict[str, Any] = {}
@@ -226,7 +227,6 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        return_large_blocks()
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         self.scheduler.add_listener(self._on_schedule_event, EVENTS)
