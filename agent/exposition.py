@@ -30,7 +30,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from agent import __version__
-from agent.catalogue import SKIP_REASONS, catalogue, exposed_labels, spec_for
+from agent.catalogue import SKIP_REASONS, exposed_labels, running_catalogue, spec_for
 from agent.escape import terminal
 from agent.plugin import MetricSpec
 from agent.samples import rows
@@ -84,7 +84,7 @@ class StateCollector(PromCollector):
         log.error(msg, *args)
 
     def collect(self) -> Iterable[Metric]:
-        cat = catalogue()
+        cat = running_catalogue()
         dyn = self.dynamic()
         snap = self.store.snapshot()
         st = self.status()

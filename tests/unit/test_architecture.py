@@ -16,9 +16,17 @@ PACKAGES = ("agent", "collectors")
 # The one module in agent/ that names collector modules (as strings) and loads them lazily.
 REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
-# What the demo agent (deploy/examples/demo.yml: no basic auth, no reports) does not use, so must
-# not load: bcrypt (only for basic auth) and the report machinery (only when a report is made).
-DEMO_UNUSED = ("bcrypt", "agent.reports.model", "agent.reports.runner")
+# What the demo agent (deploy/examples/demo.yml: no basic auth, no reports, no SNMP, SSH or backup
+# target) does not use, so must not load: bcrypt (only for basic auth), the report machinery (only
+# when a report is made) and the collectors of kinds it has no target of.
+DEMO_UNUSED = (
+    "bcrypt",
+    "agent.reports.model",
+    "agent.reports.runner",
+    "collectors.snmp",
+    "collectors.ssh",
+    "collectors.backup",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -206,6 +214,10 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
+        "    import urllib.request\n"
+        "    url = f'http://127.0.0.1:{a.http.port}/metrics'\n"
+        "    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())\n"
+        "    assert b'continuity_probe_success' in body\n"
         "    await a.stop()\n"
         "asyncio.run(main())\n"
     )
