@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BAD = sorted((ROOT / "tests" / "fixtures" / "bad_config").glob("*.yml"))
 
 
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", code]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+
+
 def test_kind_and_auth_tables_match_the_modules() -> None:
     kinds: dict[str, str] = {}
     auths: dict[str, str] = {}
@@ -48,7 +53,7 @@ def _issues(path: Path) -> list[str] | dict[str, Any]:
         return [str(i) for i in e.issues]
 
 
-@pytest.mark.parametrize("path", BAD + [ROOT / "deploy" / "examples" / "demo.yml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*BAD, ROOT / "deploy" / "examples" / "demo.yml"], ids=lambda p: p.name)
 def test_a_config_validates_as_with_every_kind(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The model built for the kinds a config uses gives the same errors (or the same config) as
     # the model of every kind -- including one-kind configs, whose union is padded.
@@ -73,9 +78,10 @@ def test_only_the_kinds_used_are_built() -> None:
         "from agent.config import load_config\n"
         "cfg = load_config('deploy/examples/demo.yml').config\n"
         "print(json.dumps({'type': type(cfg).__name__, 'kinds': sorted({t.kind for t in cfg.targets}),\n"
-        "  'loaded': sorted(m for m in ('collectors.snmp', 'collectors.backup', 'collectors.ssh') if m in sys.modules)}))\n"
+        "  'loaded': sorted(m for m in ('collectors.snmp', 'collectors.backup', 'collectors.ssh')\n"
+        "                   if m in sys.modules)}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    out = _run(probe)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"type": "AgentConfig", "kinds": ["evidence", "host", "link", "probe", "standards"], "loaded": []}
 
@@ -92,5 +98,5 @@ def test_a_route_of_a_kind_not_loaded_is_served_and_loads_it() -> None:
         "resp = r.handler(HttpRequest('POST', '/api/v1/backup/x/success', {}, {}, b'', '127.0.0.1'))\n"
         "print(json.dumps([r.method, r.prefix, r.own_auth, before, resp.status, 'collectors.backup' in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    out = _run(probe)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["POST", "/api/v1/backup/", True, False, 401, True]
