@@ -18,7 +18,8 @@ REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # What the demo agent (deploy/examples/demo.yml: no basic auth, no reports, no SNMP, SSH or backup
 # target) does not use, so must not load: bcrypt (only for basic auth), the report machinery (only
-# when a report is made) and the collectors of kinds it has no target of.
+# when a report is made, or the exercise board draws a chart) and the collectors of kinds it has no
+# target of.
 DEMO_UNUSED = (
     "bcrypt",
     "agent.reports.model",
@@ -26,6 +27,7 @@ DEMO_UNUSED = (
     "collectors.snmp",
     "collectors.ssh",
     "collectors.backup",
+    "agent.reports.svg",
 )
 
 
