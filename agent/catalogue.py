@@ -9,7 +9,7 @@ from functools import cache
 
 from agent.exercises.metrics import EXERCISE_METRICS
 from agent.plugin import MetricSpec
-from agent.registry import collectors
+from agent.registry import KINDS, collector, collectors, loaded
 from agent.reports.metrics import REPORT_METRICS
 
 TARGET_LABELS = ("collector", "target", "site")
@@ -198,13 +198,26 @@ def check_spec(spec: MetricSpec) -> list[str]:
     return problems
 
 
-@cache
 def catalogue() -> dict[str, MetricSpec]:
+    """Every metric of the agent and of every collector kind (imports every collector module)."""
+    collectors()
+    return _catalogue(frozenset(KINDS))
+
+
+def running_catalogue() -> dict[str, MetricSpec]:
+    """The agent's own metrics and those of the collector kinds imported so far: what a running
+    agent can emit, without importing the kinds its config does not use."""
+    return _catalogue(loaded())
+
+
+@cache
+def _catalogue(kinds: frozenset[str]) -> dict[str, MetricSpec]:
     out: dict[str, MetricSpec] = {}
     problems: list[str] = []
     specs = [*CORE_METRICS, *REPORT_METRICS, *EXERCISE_METRICS]
-    for cls in collectors().values():
-        specs.extend(cls.METRICS)
+    for kind in KINDS:
+        if kind in kinds:
+            specs.extend(collector(kind).METRICS)
     for spec in specs:
         problems.extend(check_spec(spec))
         if spec.name in out and out[spec.name] != spec:
@@ -228,8 +241,10 @@ def check_dynamic(specs: Iterable[MetricSpec]) -> list[str]:
 
 
 def spec_for(name: str, dynamic: Mapping[str, MetricSpec] | None = None) -> MetricSpec | None:
-    """The declaration of a metric: static, or one of ``dynamic`` (the running targets' own)."""
-    return catalogue().get(name) or (dynamic or {}).get(name)
+    """The declaration of a metric: static, or one of ``dynamic`` (the running targets' own). A name
+    the kinds imported so far do not declare is looked up in every kind's (importing them all)
+    before it counts as undeclared."""
+    return running_catalogue().get(name) or (dynamic or {}).get(name) or catalogue().get(name)
 
 
 def exposed_labels(spec: MetricSpec) -> tuple[str, ...]:

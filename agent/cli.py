@@ -314,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    del parser  # the agent may run for months: the parser of every subcommand need not stay
     try:
         return int(args.func(args))
     except UsageError as e:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, GetCoreSchemaHandler, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import CoreSchema
 
 from agent.configtypes import NAME_RE, Duration, StrictModel
 from agent.exercises.config import ExercisesConfig
 from agent.plugin import TargetBase
-from agent.registry import auth_models, collectors
+from agent.registry import AUTH_TYPES, KINDS, auth_model, collector
 from agent.reports.config import ReportsConfig
 from agent.standards.types import Site, SiteClass
 from agent.standards.types import check_config as check_standards
@@ -76,15 +79,15 @@ def parse_listen_address(v: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _target_union() -> Any:
-    models = tuple(c.config_model for c in collectors().values())
+def _target_union(kinds: Iterable[str]) -> Any:
+    models = tuple(collector(k).config_model for k in kinds)
     if len(models) == 1:
         return models[0]
     return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
 
 
-def _auth_union() -> Any:
-    models = tuple(auth_models().values())
+def _auth_union(tags: Iterable[str]) -> Any:
+    models = tuple(auth_model(t) for t in tags)
     if not models:
         return dict[str, Any]
     if len(models) == 1:
@@ -92,12 +95,29 @@ def _auth_union() -> Any:
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
 
 
+class _AnyTarget:
+    """A target of any kind: the union over every kind, built (and every collector module imported)
+    only when a model using it is first validated (config models defer building)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(_target_union(KINDS))
+
+
+class _AnyAuth:
+    """Credentials of any type, built like :class:`_AnyTarget`."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler.generate_schema(_auth_union(AUTH_TYPES))
+
+
 if TYPE_CHECKING:
     TargetConfig = TargetBase
     AuthConfig = Any
 else:
-    TargetConfig = _target_union()
-    AuthConfig = _auth_union()
+    TargetConfig = _AnyTarget
+    AuthConfig = _AnyAuth
 
 
 class AgentConfig(StrictModel):
@@ -132,7 +152,6 @@ class AgentConfig(StrictModel):
         if self.sites and self.agent.site not in known_sites:
             errors.append(f"agent.site: site {self.agent.site!r} is not in sites")
         seen: set[str] = set()
-        kinds = collectors()
         for i, t in enumerate(self.targets):
             key = f"targets[{i}]"
             if t.name in seen:
@@ -141,8 +160,8 @@ class AgentConfig(StrictModel):
             if t.site is not None and t.site not in known_sites:
                 errors.append(f"{key}.site: site {t.site!r} is not in sites")
             auth = getattr(t, "auth", None)
+            cls = collector(t.kind)
             if auth is not None:
-                cls = kinds[t.kind]
                 if auth not in self.auths:
                     errors.append(f"{key}.auth: auth {auth!r} is not in auths")
                 elif self.auths[auth].type not in cls.AUTH_TYPES:
@@ -150,7 +169,7 @@ class AgentConfig(StrictModel):
                         f"{key}.auth: auth {auth!r} has type {self.auths[auth].type!r}; "
                         f"{t.kind} targets take {', '.join(cls.AUTH_TYPES) or 'no auth'}"
                     )
-            for k, msg in kinds[t.kind].validate_config(t, self):
+            for k, msg in cls.validate_config(t, self):
                 errors.append(f"{key}.{k}: {msg}" if k else f"{key}: {msg}")
         errors.extend(check_standards(self))
         if errors:
@@ -181,6 +200,61 @@ class AgentConfig(StrictModel):
         return None
 
 
+# Padding for a union of one kind or auth type (see _config_model): light modules.
+_PAD_KINDS = ("standards", "probe")
+_PAD_AUTHS = ("http_basic", "ssh")
+
+
+def _padded(used: frozenset[str], pad: tuple[str, ...]) -> tuple[str, ...]:
+    if len(used) != 1:
+        return tuple(sorted(used))
+    return (*used, next(p for p in pad if p not in used))
+
+
+@cache
+def _config_model(kinds: frozenset[str], auth_types: frozenset[str]) -> type[AgentConfig]:
+    """``AgentConfig`` with the target and auth unions of only these kinds and auth types: a config
+    that uses them validates exactly as with every kind (a tagged union validates only the member
+    its tag names), without importing or building the others. One kind or type is padded to two,
+    so the union still puts the tag in error locations (which format_loc expects); none (no
+    targets, no auths) leaves an empty list or mapping to validate."""
+    fields = AgentConfig.model_fields
+    auth: Any = _auth_union(_padded(auth_types, _PAD_AUTHS)) if auth_types else Any
+    target: Any = _target_union(_padded(kinds, _PAD_KINDS)) if kinds else Any
+    model: type[AgentConfig] = create_model(
+        "AgentConfig",
+        __base__=AgentConfig,
+        __module__=__name__,
+        auths=(dict[str, auth], Field(default_factory=dict, description=fields["auths"].description)),
+        targets=(list[target], Field(default_factory=list, description=fields["targets"].description)),
+    )
+    return model
+
+
+def _tags_used(items: Any, tag: str, known: Iterable[str]) -> frozenset[str] | None:
+    """The kinds (or auth types) a config's raw entries name, or None when an entry is not a
+    mapping with a known tag (then the full union gives the error that lists every tag)."""
+    values = items.values() if isinstance(items, dict) else items
+    out = set()
+    for item in values:
+        value = item.get(tag) if isinstance(item, dict) else None
+        if not isinstance(value, str) or value not in known:
+            return None
+        out.add(value)
+    return frozenset(out)
+
+
+def _model_for(data: dict[str, Any]) -> type[AgentConfig]:
+    """The config model for this raw config: built for the kinds and auth types it uses."""
+    targets, auths = data.get("targets", []), data.get("auths", {})
+    if not isinstance(targets, list) or not isinstance(auths, dict):
+        return AgentConfig
+    kinds, auth_types = _tags_used(targets, "kind", KINDS), _tags_used(auths, "type", AUTH_TYPES)
+    if kinds is None or auth_types is None:
+        return AgentConfig
+    return _config_model(kinds, auth_types)
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
     path: Path
@@ -195,6 +269,10 @@ def _context(p: Path, mode: Any) -> dict[str, Any]:
 
 def _issues(e: ValidationError, fname: str, tags: frozenset[str]) -> list[ConfigIssue]:
     return validation_issues(e, AgentConfig, fname, tags, ("auths",))
+
+
+# The tags of the target and auth unions, dropped from error locations (agent.yamlfile.format_loc).
+TAGS = frozenset(KINDS) | frozenset(AUTH_TYPES)
 
 
 def _cross_check_remainder(
@@ -229,7 +307,7 @@ def _cross_check_remainder(
     if isinstance(data.get("auths"), dict):
         pruned["auths"] = {k: v for k, v in data["auths"].items() if k not in bad_auths}
     try:
-        AgentConfig.model_validate(pruned, context=_context(p, mode))
+        _model_for(pruned).model_validate(pruned, context=_context(p, mode))
     except ValidationError as e2:
         more = _issues(e2, fname, tags)
     except (RecursionError, ValueError, TypeError):
@@ -279,11 +357,11 @@ def load_config(path: str | Path) -> LoadedConfig:
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(fname, "", "config must be a YAML mapping with an 'agent' section")])
     configtypes.secret_file_warnings.clear()
-    tags = frozenset(collectors()) | frozenset(auth_models())
+    tags = TAGS
     agent_raw = data.get("agent")
     mode = agent_raw.get("secret_file_mode") if isinstance(agent_raw, dict) else None
     try:
-        cfg = AgentConfig.model_validate(data, context=_context(p, mode))
+        cfg = _model_for(data).model_validate(data, context=_context(p, mode))
     except RecursionError:
         raise ConfigError([ConfigIssue(fname, "", "refused: nested too deeply")]) from None
     except MemoryError:

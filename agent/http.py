@@ -168,10 +168,10 @@ class AuthFailureMetrics(PromCollector):
         self.app = app
 
     def collect(self) -> Iterable[Metric]:
-        from agent.catalogue import catalogue
+        from agent.catalogue import running_catalogue
 
         name = "continuity_http_auth_failures_total"
-        m = Metric(name.removesuffix("_total"), catalogue()[name].help, "counter")
+        m = Metric(name.removesuffix("_total"), running_catalogue()[name].help, "counter")
         for credential, lim in (("basic", self.app.limiter), ("token", self.app.own_auth_limiter)):
             if lim is not None:
                 m.add_sample(name, {"credential": credential, "outcome": "failed"}, float(lim.failures))

@@ -23,7 +23,8 @@ from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_ad
 from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
-from agent.registry import collectors
+from agent.registry import collector
+from agent.registry import routes as kind_routes
 from agent.runner import run_task
 from agent.schedule import EVENTS, RunLedger
 from agent.state import StateStore
@@ -68,10 +69,9 @@ AGENT_EXTENSIONS: tuple[str, ...] = ("agent.reports.service", "agent.exercises.s
 
 def build_collectors(loaded: LoadedConfig, ctx: CollectorContext) -> dict[str, Collector]:
     cfg = loaded.config
-    kinds = collectors()
     out: dict[str, Collector] = {}
     for t in cfg.targets:
-        cls = kinds[t.kind]
+        cls = collector(t.kind)
         out[t.name] = cls(t, ctx, interval=cfg.interval_of(t), timeout=cfg.timeout_of(t))
     return out
 
@@ -97,6 +97,7 @@ class Agent:
         self.web_config = web_config
         self.ssl_context = ssl_context if ssl_context is not None else getattr(web_config, "ssl_context", None)
         cfg = loaded.config
+        return_large_blocks()  # before the state writer and the worker threads start
         self.store = StateStore(cfg.agent.state_dir, retention=cfg.agent.retention, clock=clock)
         self.executor = ThreadPoolExecutor(max_workers=cfg.agent.max_workers, thread_name_prefix="collect")
         self.shared: dict[str, Any] = {}
@@ -226,7 +227,6 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        return_large_blocks()
         loop = asyncio.get_running_loop()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone="UTC")
         self.scheduler.add_listener(self._on_schedule_event, EVENTS)
@@ -283,10 +283,7 @@ class Agent:
             log.warning("%s", w)
 
     def _routes(self) -> list[Route]:
-        routes: list[Route] = list(self.extra_routes)
-        for cls in collectors().values():
-            routes.extend(cls.http_routes(self))
-        return routes
+        return [*self.extra_routes, *kind_routes(self)]
 
     def _install(self, loaded: LoadedConfig) -> None:
         assert self.scheduler is not None

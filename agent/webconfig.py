@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import bcrypt
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
@@ -627,6 +626,8 @@ class BasicAuth:
         # most expensive user (no enumeration by timing): that user's own hash (result ignored).
         # Above MAX_DUMMY_COST a hash of that cost instead: a cost-18 dummy would make every
         # request with a made-up name cost ~16 s of a core (docs/security.md).
+        import bcrypt  # loaded only where basic auth is configured
+
         cost = min(max(_cost(h) for h in self.users.values()), MAX_DUMMY_COST)
         same = [h for h in self.users.values() if _cost(h) == cost]
         self.dummy_hash = same[0] if same else bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
@@ -675,6 +676,8 @@ class BasicAuth:
 
     def verify(self, user: str, password: str, client: str = "") -> bool:
         """bcrypt check (for unknown users, one against the most expensive user's hash)."""
+        import bcrypt
+
         hashed = self.users.get(user)
         pw = password.encode()
         if hashed is None:

@@ -123,6 +123,14 @@ def open_socket(family: int) -> tuple[socket.socket, bool]:
 
 
 async def resolve(host: str, family: int = socket.AF_UNSPEC) -> tuple[int, str]:
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        # An address literal needs no resolver: the same answer without a trip through the
+        # executor's thread (or loading the IDNA codec that getaddrinfo encodes names with).
+        if family in (socket.AF_UNSPEC, fam):
+            try:
+                return int(fam), socket.inet_ntop(fam, socket.inet_pton(fam, host))
+            except (OSError, ValueError):
+                pass
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)

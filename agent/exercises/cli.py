@@ -8,7 +8,6 @@ nothing written.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -34,6 +33,8 @@ def _err(msg: str) -> None:
 
 
 def default_actor() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -32,7 +32,7 @@ class ExercisesConfig(StrictModel):
 
 def directories(config: Any) -> tuple[Path | None, Path | None]:
     """(runbooks_dir, evidence_dir) for the board: ``exercises:``, else as the DR report finds them."""
-    from agent.reports.runner import sources
+    from agent.reports.config import sources
 
     ex: ExercisesConfig | None = getattr(config, "exercises", None)
     src = sources(config)

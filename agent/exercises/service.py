@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
-from agent.catalogue import catalogue
+from agent.catalogue import running_catalogue
 from agent.exercises.config import ExercisesConfig, directories
 from agent.exercises.journal import ExerciseInputError, Journal, list_exercises
 from agent.exercises.record import load_estate
@@ -128,7 +128,7 @@ class ExerciseMetrics(PromCollector):
         self.board = board
 
     def collect(self) -> Iterable[Metric]:
-        cat = catalogue()
+        cat = running_catalogue()
         with self.board.lock:
             snaps = dict(self.board.snapshots)
         now = self.board.agent.clock()

@@ -39,7 +39,6 @@ from agent.exercises.record import Recorder, amend_changes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
 from agent.fileio import kept_secret
 from agent.plugin import HttpRequest, HttpResponse, Route
-from agent.reports.svg import GanttBar, GanttRow, gantt
 
 PREFIX = "/exercise"
 CSRF_KEY_FILE = "exercise-board.key"  # in the state directory, mode 0600
@@ -611,6 +610,8 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
 
     @staticmethod
     def _gantt(st: ExerciseStatus) -> str:
+        from agent.reports.svg import GanttBar, GanttRow, gantt  # with the first page that shows a chart
+
         rows: list[GanttRow] = []
         crit = set(st.critical_path)
         for sp in st.systems:

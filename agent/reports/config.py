@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -75,3 +76,34 @@ class ReportsConfig(StrictModel):
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         return check_cron(v, "schedule")
+
+
+@dataclass(frozen=True)
+class Sources:
+    runbooks_dir: Path | None
+    evidence_dir: Path | None
+
+
+def sources(config: Any) -> Sources:
+    """Runbooks and evidence directories (here, not in the report runner, so the exercise board finds
+    them without loading the report machinery): ``reports.runbooks_dir``/``evidence_dir``, else those of
+    the first ``evidence`` target in the config."""
+    rep: ReportsConfig | None = getattr(config, "reports", None)
+    rb = rep.runbooks_dir if rep else None
+    ev = rep.evidence_dir if rep else None
+    if rb is None or ev is None:
+        for t in getattr(config, "targets", []):
+            if t.kind != "evidence":
+                continue
+            rb = rb or _path_attr(t, ("runbooks", "runbooks_dir"))
+            ev = ev or _path_attr(t, ("evidence", "evidence_dir"))
+            break
+    return Sources(rb, ev)
+
+
+def _path_attr(obj: Any, names: tuple[str, ...]) -> Path | None:
+    for n in names:
+        v = getattr(obj, n, None)
+        if isinstance(v, str | Path) and str(v):
+            return Path(v)
+    return None

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.evidence import EvidenceInputError, verify
 from agent.fileio import atomic_write
-from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig
+from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig, sources
 from agent.reports.model import BuildContext, Report, ReportEvidence, StateView, build_report
 from agent.reports.render import RENDERERS
 from agent.yamlfile import FileInputError
@@ -20,36 +19,6 @@ from agent.yamlfile import FileInputError
 log = logging.getLogger(__name__)
 
 _DATED = re.compile(r"^dr-(\d{8}T\d{6}Z)\.(html|md|json)$")
-
-
-@dataclass(frozen=True)
-class Sources:
-    runbooks_dir: Path | None
-    evidence_dir: Path | None
-
-
-def sources(config: Any) -> Sources:
-    """Runbooks and evidence directories: ``reports.runbooks_dir``/``evidence_dir``, else those of
-    the first ``evidence`` target in the config."""
-    rep: ReportsConfig | None = getattr(config, "reports", None)
-    rb = rep.runbooks_dir if rep else None
-    ev = rep.evidence_dir if rep else None
-    if rb is None or ev is None:
-        for t in getattr(config, "targets", []):
-            if t.kind != "evidence":
-                continue
-            rb = rb or _path_attr(t, ("runbooks", "runbooks_dir"))
-            ev = ev or _path_attr(t, ("evidence", "evidence_dir"))
-            break
-    return Sources(rb, ev)
-
-
-def _path_attr(obj: Any, names: tuple[str, ...]) -> Path | None:
-    for n in names:
-        v = getattr(obj, n, None)
-        if isinstance(v, str | Path) and str(v):
-            return Path(v)
-    return None
 
 
 def read_evidence(runbooks_dir: Path | None, evidence_dir: Path | None, at: datetime) -> ReportEvidence:

@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
 from agent import escape
-from agent.catalogue import catalogue
+from agent.catalogue import running_catalogue
 from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig, cron_trigger
 
@@ -125,7 +125,7 @@ class ReportMetrics(PromCollector):
         self.job = job
 
     def collect(self) -> Iterable[Metric]:
-        cat = catalogue()
+        cat = running_catalogue()
         with self.job._lock:
             values = {
                 "continuity_report_last_success_timestamp_seconds": self.job.last_success,

@@ -16,6 +16,19 @@ PACKAGES = ("agent", "collectors")
 # The one module in agent/ that names collector modules (as strings) and loads them lazily.
 REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
+# What the demo agent (deploy/examples/demo.yml: no basic auth, no reports, no SNMP, SSH or backup
+# target) does not use, so must not load: bcrypt (only for basic auth), the report machinery (only
+# when a report is made, or the exercise board draws a chart) and the collectors of kinds it has no
+# target of.
+DEMO_UNUSED = (
+    "bcrypt",
+    "agent.reports.model",
+    "agent.reports.runner",
+    "collectors.snmp",
+    "collectors.ssh",
+    "collectors.backup",
+    "agent.reports.svg",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -171,8 +184,8 @@ def test_cycle_detection_catches_a_cycle(tmp_path: Path) -> None:
     raise AssertionError("graphlib did not report the cycle")
 
 
-def _loaded_after(code: str) -> dict[str, bool]:
-    probe = f"import sys\n{code}\nimport json\nprint(json.dumps({{m: m in sys.modules for m in {list(HEAVY)!r}}}))"
+def _loaded_after(code: str, modules: tuple[str, ...] = HEAVY) -> dict[str, bool]:
+    probe = f"import sys\n{code}\nimport json\nprint(json.dumps({{m: m in sys.modules for m in {list(modules)!r}}}))"
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
@@ -203,10 +216,14 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
+        "    import urllib.request\n"
+        "    url = f'http://127.0.0.1:{a.http.port}/metrics'\n"
+        "    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())\n"
+        "    assert b'continuity_probe_success' in body\n"
         "    await a.stop()\n"
         "asyncio.run(main())\n"
     )
-    loaded = _loaded_after(code)
+    loaded = _loaded_after(code, HEAVY + DEMO_UNUSED)
     assert not any(loaded.values()), loaded
 
 
