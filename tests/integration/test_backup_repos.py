@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,9 @@ from tests.helpers.backups import (
 )
 from tests.helpers.collect import assert_declared, collect, value
 from tests.helpers.common import AGENT_BIN, agent_process, free_port, http_get, metric_value, need, wait_until
-from tests.helpers.sshd import Sshd, start_sshd
+from tests.helpers.sshd import Sshd
 
 MODES = ["local", "ssh"]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

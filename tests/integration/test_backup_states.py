@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,9 @@ from collectors.base import CollectorContext
 from tests.helpers.backups import where, write_agent_config
 from tests.helpers.collect import assert_declared, collect, value
 from tests.helpers.common import agent_process, http_get, metric_value, need, wait_until
-from tests.helpers.sshd import Sshd, start_sshd
+from tests.helpers.sshd import Sshd
 
 MODES = ["local", "ssh"]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield s
-    s.stop()
 
 
 def state_of(r: Any) -> str:

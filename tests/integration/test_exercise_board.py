@@ -208,6 +208,18 @@ def test_two_cli_writers_and_the_board_write_300_entries_at_once(tmp_path: Path)
 # -- the scripted exercise by clicking --------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def clicker(base: str) -> Iterator[tuple[DevTools, Clicker]]:
+    """Headless Chromium signed in as USER (basic auth on every request) and a Clicker on ``base``."""
+    dev = DevTools()
+    try:
+        dev.open("about:blank")
+        dev.send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": AUTH}})
+        yield dev, Clicker(dev, base)
+    finally:
+        dev.close()
+
+
 class Clicker:
     def __init__(self, dev: DevTools, base: str) -> None:
         self.dev, self.base = dev, base
@@ -271,11 +283,7 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
     ev = xs.evidence_copy(tmp_path / "web")
     ok(ev, "start", xs.NAME, "--type", "full_recovery", "--systems", ",".join(xs.SYSTEMS), "--declared-at", xs.at(0))
     with board(tmp_path, ev) as agent:
-        dev = DevTools()
-        try:
-            dev.open("about:blank")
-            dev.send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": AUTH}})
-            c = Clicker(dev, f"{agent.url}/exercise/{quote(xs.NAME)}")
+        with clicker(f"{agent.url}/exercise/{quote(xs.NAME)}") as (dev, c):
             c.load(xs.at(0))
             for who, role in xs.PARTICIPANTS:
                 c.fill("f-participant-name", who)
@@ -307,8 +315,6 @@ def test_scripted_exercise_by_clicking_gives_the_cli_records(tmp_path: Path) -> 
                     c.fill(f"f-{rid}-sign-off-role", role)
                     c.click(f"f-{rid}-sign-off")
             assert dev.console_errors() == []
-        finally:
-            dev.close()
     assert run(ev, "exercise", "finish", xs.NAME, "--at", xs.at(43))[0] in (0, 1)
     web_entries = Journal.open(ev, xs.NAME).read()
     written = ("step", "restored", "validate", "sign_off", "action", "participant")

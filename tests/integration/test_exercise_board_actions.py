@@ -17,8 +17,7 @@ import pytest
 from agent import escape
 from agent.exercises.journal import Journal
 from tests.helpers import exercise_script as xs
-from tests.helpers.chromium import DevTools
-from tests.integration.test_exercise_board import AUTH, USER, Clicker, _csrf, _request, _small_exercise, board
+from tests.integration.test_exercise_board import USER, _csrf, _request, _small_exercise, board, clicker
 from tests.unit.test_exercise_status import ok, run
 
 pytestmark = pytest.mark.integration
@@ -319,11 +318,7 @@ def test_a_form_open_across_an_agent_restart_still_goes_through(tmp_path: Path) 
 def test_record_amend_and_void_an_action_in_chromium(tmp_path: Path) -> None:
     ev = _small_exercise(tmp_path)
     with board(tmp_path, ev) as agent:
-        dev = DevTools()
-        try:
-            dev.open("about:blank")
-            dev.send("Network.setExtraHTTPHeaders", {"headers": {"Authorization": AUTH}})
-            c = Clicker(dev, f"{agent.url}/exercise/ex1")
+        with clicker(f"{agent.url}/exercise/ex1") as (dev, c):
             c.navigate(f"{agent.url}/exercise/ex1")
             c.click_link("Record an action")
             assert dev.evaluate("document.title") == "DR exercise ex1: record an action"
@@ -358,8 +353,6 @@ def test_record_amend_and_void_an_action_in_chromium(tmp_path: Path) -> None:
             c.click("f-void-2", expect_title="DR exercise ex1: journal")
             assert "voided by entry 4: raised twice" in dev.evaluate("document.getElementById('e-2').innerText")
             assert dev.console_errors() == []
-        finally:
-            dev.close()
     entries = Journal.open(ev, "ex1").read()
     assert [(e["action"], e["actor"]) for e in entries] == [
         ("start", entries[0]["actor"]), ("action", USER), ("amend", USER), ("void", USER)

@@ -26,7 +26,7 @@ from collectors.base import CollectorContext
 from collectors.ssh import ENV_FAILED, SshAuth, SshRunner, env_stdin, remote_command
 from tests.helpers.backups import where, write_agent_config
 from tests.helpers.common import agent_process, http_get, metric_value, need, wait_until
-from tests.helpers.sshd import Sshd, start_sshd
+from tests.helpers.sshd import Sshd
 
 # Every kind of byte a shell or a line protocol could trip over.
 HOSTILE = "q'uo\"te $(touch /tmp/x) `id` $HOME ${PATH} \\n\\\n  two  spaces\ttab\r\n\nnon-ASCII é€😀 ;|&<>*?[]#~"
@@ -39,13 +39,6 @@ EDGES = {
     "NOT_UTF8": "raw \udcff\udcfe bytes",  # os.fsencode: b"\xff\xfe", as a local child gets them
     "BIG": ("line with spaces and 'quotes' " + "x" * 70 + "\n") * 1000,  # ~100 kB: several channel writes
 }
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield s
-    s.stop()
 
 
 def _auth(s: Sshd) -> SshAuth:

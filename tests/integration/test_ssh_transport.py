@@ -12,7 +12,6 @@ import shutil
 import signal
 import time
 import tracemalloc
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,7 @@ from collectors.base import CollectorContext, CollectorError
 from collectors.commands import LocalRunner, OutputLimits
 from collectors.ssh import SshAuth, SshConnection, SshRunner, remote_command
 from tests.helpers.common import free_port
-from tests.helpers.sshd import Sshd, keygen, start_sshd
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield s
-    s.stop()
+from tests.helpers.sshd import Sshd, keygen
 
 
 def make_auth(s: Sshd, **kw: Any) -> SshAuth:
