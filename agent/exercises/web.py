@@ -202,8 +202,7 @@ class Board:
         self.snapshots = snapshots  # agent.exercises.service.ExerciseBoard
         # The CSRF key is kept in the state directory, so a form that was open across an agent
         # restart (at 3 a.m., half typed) still goes through; without one it lives in memory.
-        agent_cfg = getattr(getattr(getattr(agent, "loaded", None), "config", None), "agent", None)
-        state_dir = getattr(agent_cfg, "state_dir", None)
+        state_dir = agent.loaded.config.agent.state_dir
         self.secret, where = kept_secret(Path(state_dir) / CSRF_KEY_FILE if state_dir else None)
         if where == "memory" and state_dir:
             log.warning(
