@@ -88,6 +88,44 @@ def _measure_idle(cmd: list[str], url: str, seconds: float, scrape_every: float 
         proc.wait(10)
 
 
+# The floor under the agent's idle RSS: the interpreter with the libraries every demo agent loads
+# (an asyncio loop with an APScheduler job, an SQLite connection, prometheus_client, PyYAML, psutil,
+# the stdlib servers), without and with pydantic validating one model. Nothing of the agent's own.
+_FLOOR = """
+import argparse, asyncio, hashlib, http.server, json, sqlite3, ssl, sys
+import prometheus_client, psutil, yaml
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+if sys.argv[1] == "pydantic":
+    from pydantic import BaseModel, Field
+    class M(BaseModel):
+        name: str = Field(description="a name")
+        interval: float = 15.0
+    M.model_validate({"name": "x"})
+async def main():
+    db = sqlite3.connect(":memory:")
+    s = AsyncIOScheduler()
+    s.add_job(lambda: None, "interval", seconds=1)
+    s.start()
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+def _measure_floor(variant: str, seconds: float = 30.0) -> dict[str, float]:
+    """RSS of the library floor (``_FLOOR``) ``seconds`` after it is ready."""
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR, variant], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"library floor ({variant}) did not start (exit {proc.poll()})")
+        time.sleep(seconds)
+        return {"rss_mib": rss_bytes(proc.pid) / 2**20}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _measure_startup(cmd: list[str], url: str, runs: int = 5) -> dict[str, float]:
     """Seconds from process start to the first 200 from ``url`` (``/-/ready``), and the CPU seconds
     the process used until then (steadier than wall time on a shared machine); medians of ``runs``."""
@@ -144,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         agent_cmd = [str(AGENT), "run", "--config", str(demo_cfg)]
         try:
             results["agent_idle"] = _measure_idle(agent_cmd, url, args.seconds)
+            results["floor_libraries"] = _measure_floor("libraries", min(args.seconds, 30.0))
+            results["floor_pydantic"] = _measure_floor("pydantic", min(args.seconds, 30.0))
             results["agent_startup"] = _measure_startup(agent_cmd, f"http://127.0.0.1:{port}/-/ready")
         finally:
             demo_cfg.unlink(missing_ok=True)
@@ -219,6 +259,10 @@ def _write(r: dict[str, object], args: argparse.Namespace) -> None:
             return f"| {name} | not installed | |"
         return f"| {name} | {v['rss_mib']:.1f} | {v['cpu_s_per_hour']:.1f} |"
 
+    def frow(name: str, key: str) -> str:
+        v = r.get(key)
+        return f"| {name} | {v['rss_mib']:.1f} |" if isinstance(v, dict) else f"| {name} | not measured |"
+
     def rrow(name: str, key: str) -> str:
         v = r.get(key)
         if not isinstance(v, dict):
@@ -248,6 +292,16 @@ Idle (agent on deploy/examples/demo.yml: {_demo_targets()}; exporters on their d
 {row("continuity-agent", "agent_idle")}
 {row("prometheus-node-exporter", "node_exporter_idle")}
 {row("prometheus-blackbox-exporter (probing tcp)", "blackbox_exporter_idle")}
+
+The floor under the agent's figure, measured in the same run: the interpreter with only the
+libraries every demo agent loads (an asyncio loop running an APScheduler job, SQLite,
+prometheus_client, PyYAML, psutil, the standard library's servers), then the same with pydantic
+validating one model; none of the agent's code:
+
+| Process | RSS (MiB) |
+|---|---|
+{frow("Python + libraries, no pydantic", "floor_libraries")}
+{frow("Python + libraries + pydantic", "floor_pydantic")}
 
 Start-up: process start to the first 200 answer (median and best of 5 starts, demo config), and
 the CPU seconds the process used until then (median):
