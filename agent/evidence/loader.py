@@ -6,8 +6,8 @@ lists every mistake. Nothing here raises anything else for bad input.
 
 Strict (the default, ``evidence verify``): any bad file raises. Lenient (``lenient=True``, the
 evidence collector and the DR report): a bad file is skipped and its problems are kept with what
-was loaded (:attr:`Estate.bad_files`, :attr:`Records.bad_files`), so the verifier turns them into
-findings and judges the rest. A directory that does not exist, cannot be listed or holds no
+was loaded (:attr:`Estate.bad_files`, :attr:`LoadedEvidence.bad_files`), so the verifier turns them
+into findings and judges the rest. A directory that does not exist, cannot be listed or holds no
 runbook file raises in both modes.
 
 The YAML is read by the agent's one bounded loader (:mod:`agent.yamlfile`): size, depth and
@@ -188,17 +188,19 @@ def load_record_file(path: Path, name: str) -> LoadedRecord:
     return LoadedRecord(rec, path, name, raw, hashlib.sha256(raw).hexdigest())
 
 
-class Records(list[LoadedRecord]):
-    """The loaded records (a list), and in lenient mode the record files skipped as bad."""
+@dataclass(frozen=True)
+class LoadedEvidence:
+    """The evidence directory: its records, sorted by sequence (sealed first) then name, and in
+    lenient mode the record files skipped as bad (empty in strict mode, which raises instead)."""
 
-    def __init__(self, records: list[LoadedRecord], bad_files: list[InputIssue]) -> None:
-        super().__init__(records)
-        self.bad_files = bad_files
+    directory: Path
+    records: list[LoadedRecord]
+    bad_files: list[InputIssue]
 
 
-def load_records(directory: str | Path, *, lenient: bool = False) -> Records:
+def load_records(directory: str | Path, *, lenient: bool = False) -> LoadedEvidence:
     """Every ``*.yml``/``*.yaml`` directly in the evidence directory is a record (artefacts go in
-    subdirectories). Sorted by sequence (sealed first), then name."""
+    subdirectories)."""
     d = Path(directory)
     files = _list_dir(d, "evidence")
     issues: list[InputIssue] = []
@@ -214,4 +216,4 @@ def load_records(directory: str | Path, *, lenient: bool = False) -> Records:
     if issues and not lenient:
         raise EvidenceInputError(issues)
     out.sort(key=lambda r: (r.record.sequence is None, r.record.sequence or 0, r.name))
-    return Records(out, issues)
+    return LoadedEvidence(d, out, issues)

@@ -127,7 +127,7 @@ def seal(runbooks_dir: str | Path, evidence_dir: str | Path, file: str | Path) -
             hashes.append(digest)
         if issues:
             raise EvidenceInputError(issues)
-        others = [r for r in load_records(ev) if r.record.sealed and r.path.resolve() != path.resolve()]
+        others = [r for r in load_records(ev).records if r.record.sealed and r.path.resolve() != path.resolve()]
         prev = max(others, key=lambda r: (r.record.sequence or 0, r.name)) if others else None
         sequence = (prev.record.sequence or 0) + 1 if prev else 1
         out: dict[str, Any] = dict(data)

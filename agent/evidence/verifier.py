@@ -32,7 +32,7 @@ from agent.durations import format_duration
 from agent.escape import terminal
 from agent.evidence.critical_path import longest_path, planned_duration
 from agent.evidence.hashing import HashCache, resolve_artefact, sha256_file
-from agent.evidence.loader import Estate, InputIssue, LoadedRecord, Records, load_records, load_runbooks
+from agent.evidence.loader import Estate, InputIssue, LoadedEvidence, LoadedRecord, load_records, load_runbooks
 from agent.evidence.models import SIGN_OFF_TYPES, EvidenceRecord, Runbook
 from agent.graph import find_cycle
 
@@ -890,8 +890,7 @@ def verify(
     and ``ValueError`` for a naive ``at``."""
     at = _aware(at)
     estate = load_runbooks(runbooks_dir, lenient=lenient)
-    records = load_records(evidence_dir, lenient=lenient)
-    return verify_loaded(estate, records, Path(evidence_dir), at, hash_cache=hash_cache)
+    return verify_loaded(estate, load_records(evidence_dir, lenient=lenient), at, hash_cache=hash_cache)
 
 
 def input_finding(rule: str, issue: InputIssue) -> Finding:
@@ -902,26 +901,22 @@ def input_finding(rule: str, issue: InputIssue) -> Finding:
     return Finding(RULES[rule], rule, runbook, record, str(issue))
 
 
-def _input_findings(estate: Estate, records: list[LoadedRecord]) -> tuple[list[InputIssue], list[Finding]]:
-    bad_records = records.bad_files if isinstance(records, Records) else []
-    findings = [input_finding("invalid_runbook", i) for i in estate.bad_files]
-    findings += [input_finding("invalid_record", i) for i in bad_records]
-    return [*estate.bad_files, *bad_records], findings
-
-
 def verify_loaded(
     estate: Estate,
-    records: list[LoadedRecord],
-    evidence_dir: Path,
+    evidence: LoadedEvidence,
     at: datetime,
     *,
     hash_cache: HashCache | None = None,
 ) -> VerificationReport:
-    """Every rule family over loaded input, one function each, into one typed report."""
+    """Every rule family over loaded input, one function each, into one typed report. The files the
+    lenient loaders skipped (``estate.bad_files``, ``evidence.bad_files``) are the first findings."""
     at = _aware(at)
-    bad_files, findings = _input_findings(estate, records)
+    records = evidence.records
+    bad_files = [*estate.bad_files, *evidence.bad_files]
+    findings = [input_finding("invalid_runbook", i) for i in estate.bad_files]
+    findings += [input_finding("invalid_record", i) for i in evidence.bad_files]
     findings.extend(check_estate(estate))
-    integrity = _integrity(estate, records, evidence_dir, hash_cache)
+    integrity = _integrity(estate, records, evidence.directory, hash_cache)
     findings.extend(integrity.findings)
     content: dict[str, list[Finding]] = {}
     for lr in records:

@@ -4,13 +4,30 @@ cancellation and so outlives its interval."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, SchedulerEvent
+
 from agent.config import load_config
 from agent.service import Agent
 from collectors.base import Collected
+from tests.helpers.common import http_get, metric_value
+
+
+def _overrun(agent: Agent, target: str, seconds: float) -> None:
+    """The target's next runs take ``seconds`` whatever their timeout, like a blocking call that
+    cannot be interrupted: shielded from the runner's cancellation."""
+    col, task = agent.tasks[(target, "")]
+
+    async def uncancellable() -> Collected:
+        await asyncio.shield(asyncio.sleep(seconds))
+        return Collected()
+
+    agent.tasks[(target, "")] = (col, replace(task, run=uncancellable))
 
 
 def test_overrunning_task_is_skipped_and_counted_and_others_keep_running(tmp_path: Path) -> None:
@@ -25,14 +42,7 @@ def test_overrunning_task_is_skipped_and_counted_and_others_keep_running(tmp_pat
     async def main() -> tuple[float, float, int]:
         agent = Agent(loaded)
         await agent.start()
-        col, task = agent.tasks[("stuck", "")]
-
-        async def uncancellable() -> Collected:
-            # Like a blocking call that cannot be interrupted: shielded from the runner's timeout.
-            await asyncio.shield(asyncio.sleep(3.5))
-            return Collected()
-
-        agent.tasks[("stuck", "")] = (col, replace(task, run=uncancellable))
+        _overrun(agent, "stuck", 3.5)
         await asyncio.sleep(6)
         snap = agent.store.snapshot()
         fine_runs = len(agent.store.history("fine", time.time() - 10, time.time() + 1))
@@ -48,6 +58,60 @@ def test_overrunning_task_is_skipped_and_counted_and_others_keep_running(tmp_pat
     assert skipped_fine == 0
     assert fine_runs >= 5  # one per second despite the stuck neighbour
 
+
+
+def test_skipped_and_misfired_runs_are_counted_and_logged_by_the_agent_not_apscheduler(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real scheduler driven into both conditions APScheduler logs a warning for every run of:
+    a fire time that finds the previous run still going (max instances reached), and a run
+    submitted on time whose task starts more than its grace time (one interval) late because the
+    event loop was blocked in between (misfire). The ledger counts both; APScheduler's own lines are
+    dropped and the agent's rate-limited line says it instead. An APScheduler that words its
+    warnings differently fails here (its lines get through) instead of flooding the log."""
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        "agent: {site: hq, state_dir: state, listen_address: '127.0.0.1:0'}\n"
+        "defaults: {interval: 1s, timeout: 1s, start_jitter: 0}\n"
+        "targets:\n  - {name: stuck, kind: host}\n  - {name: delayed, kind: host}\n"
+    )
+    loaded = load_config(cfg)
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> tuple[list[tuple[int, str]], str]:
+        agent = Agent(loaded)
+        await agent.start()
+        assert agent.scheduler is not None and agent.http is not None
+        seen: list[tuple[int, str]] = []
+
+        def on_event(ev: SchedulerEvent) -> None:
+            seen.append((ev.code, getattr(ev, "job_id", "")))
+            if seen.count((EVENT_JOB_SUBMITTED, "delayed")) == 2 and seen[-1] == (EVENT_JOB_SUBMITTED, "delayed"):
+                # delayed's second run is submitted (stuck's first is still going) and the loop is
+                # blocked before that run's task can start.
+                time.sleep(2.5)
+
+        agent.scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        _overrun(agent, "stuck", 4.5)
+        await asyncio.sleep(5)
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{agent.http.port}/metrics")
+        assert status == 200
+        await agent.stop()
+        return seen, body.decode()
+
+    seen, metrics = asyncio.run(main())
+    # APScheduler went down both paths that log its warning ...
+    assert (EVENT_JOB_MAX_INSTANCES, "stuck") in seen and (EVENT_JOB_MISSED, "delayed") in seen, seen
+    # ... the ledger counted them ...
+    skipped = "continuity_target_skipped_runs_total"
+    assert (metric_value(metrics, skipped, target="stuck", reason="still_running") or 0) >= 1
+    assert (metric_value(metrics, skipped, target="delayed", reason="late") or 0) >= 1
+    # ... none of APScheduler's own warnings reached the log, and the agent's lines did.
+    theirs = [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")]
+    assert theirs == []
+    ours = [r.getMessage() for r in caplog.records if r.name == "agent.service" and r.levelno == logging.WARNING]
+    assert any(m.startswith("stuck: ") and "the previous run was still going" in m for m in ours), ours
+    assert any("not started within one interval of when they were due" in m for m in ours), ours
 
 def test_log_format_json(tmp_path: Path) -> None:
     import json

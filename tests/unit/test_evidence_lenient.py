@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence import RULES, EvidenceInputError, load_records, load_runbooks, verify
+from agent.evidence import RULES, EvidenceInputError, load_records, load_runbooks, verify, verify_loaded
 from agent.evidence.verifier import VOIDING_RULES
 from tests.helpers.evidence_kit import AT, Kit, make, run_cli
 
@@ -104,9 +104,29 @@ def test_loaders_keep_bad_files_only_when_lenient(tmp_path: Path) -> None:
     with pytest.raises(EvidenceInputError):
         load_records(kit.evidence)
     recs = load_records(kit.evidence, lenient=True)
-    assert [r.name for r in recs] == ["01-base.yml", "02-app.yml", "03-aux.yml"]
+    assert [r.name for r in recs.records] == ["01-base.yml", "02-app.yml", "03-aux.yml"]
     assert [i.file for i in recs.bad_files] == ["04-broken.yml"]
     assert load_runbooks(kit.runbooks, lenient=True).bad_files == []
+
+
+def test_verify_loaded_reports_every_file_the_loaders_skipped(tmp_path: Path) -> None:
+    # The loaders hand their skipped files to verify_loaded explicitly: none may vanish on the way.
+    kit = make(tmp_path)
+    (kit.evidence / "04-broken.yml").write_text("a: [\n")
+    (kit.runbooks / "zz.yml").write_text("id: zz\nname: [\n")
+    estate = load_runbooks(kit.runbooks, lenient=True)
+    evidence = load_records(kit.evidence, lenient=True)
+    assert evidence.directory == kit.evidence and len(evidence.bad_files) == len(estate.bad_files) == 1
+    rep = verify_loaded(estate, evidence, AT)
+    assert rep.bad_files == [*estate.bad_files, *evidence.bad_files]
+    assert [(f.rule, f.runbook, f.record) for f in rep.findings if f.rule.startswith("invalid_")] == [
+        ("invalid_record", None, "04-broken.yml"),
+        ("invalid_runbook", "zz", None),
+    ]
+    assert not rep.ok and [r.name for r in rep.records] == [r.name for r in evidence.records]
+    # The same as loading and verifying in one call.
+    whole = verify(kit.runbooks, kit.evidence, AT, lenient=True)
+    assert rep.findings == whole.findings and rep.bad_files == whole.bad_files
 
 
 @pytest.mark.parametrize("which", ["runbooks", "evidence"])
