@@ -95,7 +95,9 @@ class ReportJob:
                 # A report written before (by an agent that did not record this) proves the schedule older.
                 self.scheduled_since = min(now, self.last_success) if self.last_success is not None else now
             self._due = LastDue(trigger, datetime.fromtimestamp(self.scheduled_since or now, UTC))
-            catch_up = self._missed(now)
+            # Not when it is due this very moment (the scheduler runs it) or its run is going.
+            missed = self._missed(now)
+            catch_up = missed if missed is not None and missed < now and not self.running else None
         if first_schedule:
             self._save()
         first: dict[str, Any] = {}
