@@ -7,16 +7,20 @@ clock, its HTTP server on loopback, scraped like Prometheus scrapes it.
 - a fire time that finds the previous report run still going (the only worker thread is busy) is
   counted in ``continuity_report_skipped_runs_total`` and logged by the agent, not by APScheduler;
   fire times passed over by a paused agent are counted late;
-- an agent that was down at the scheduled time makes the report when it starts."""
+- an agent that was down at the scheduled time makes the report when it starts;
+- a real Prometheus with the shipped rules raises DRReportFailed and DRReportOverdue from real
+  agents' expositions."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,10 @@ import yaml
 
 from agent.config import load_config
 from agent.service import Agent
-from tests.helpers.common import free_port, http_get, metric_value, wait_until
+from tests.helpers.common import free_port, http_get, metric_value, need, wait_until
 from tests.helpers.dr_estate import build_estate
+from tests.helpers.prom import Prometheus, scrape_config
+from tests.helpers.promql import RULES_DIR
 from tests.helpers.schedclock import Clock, scheduler_clock
 
 DUE = datetime(2025, 3, 31, 7, 30, tzinfo=UTC)
@@ -196,3 +202,51 @@ def test_agent_down_at_the_scheduled_time_makes_the_report_when_it_starts(tmp_pa
         assert run.report()["state"] == "ok"
     finally:
         run.stop()
+
+
+def test_real_prometheus_alerts_on_a_failed_and_on_a_never_started_report(tmp_path: Path, clock: Clock) -> None:
+    """Prometheus with the shipped continuity-dr.yml scrapes two real agents whose clocks stand three
+    hours back: one whose report run failed (DRReportFailed, not DRReportOverdue as well), and one
+    whose run never started (its only worker thread is busy: no success series at all), which is
+    DRReportOverdue. Both are pending (their ``for:`` runs in real time); the exposition of both is
+    clean for ``promtool check metrics``."""
+    promtool = need("promtool")
+    start = datetime.fromtimestamp((time.time() - 3 * 3600) // 60 * 60 + 30, UTC)
+    clock.now = start
+    (tmp_path / "a" / "blocked").parent.mkdir()
+    (tmp_path / "a" / "blocked").write_text("in the way\n")
+    failing = Running(_config(tmp_path / "a", {"schedule": "* * * * *", "output_dir": "blocked/out"}), clock)
+    stuck = Running(_config(tmp_path / "b", {"schedule": "* * * * *", "output_dir": "out"}, max_workers=1), clock)
+    release = threading.Event()
+    prom = None
+    try:
+        stuck.agent.executor.submit(release.wait, 120)
+        due = start + timedelta(seconds=30)
+        for run in (failing, stuck):
+            run.tick(due)
+        wait_until(lambda: failing.spin() or failing.agent.report_job.last_run_ok is False, timeout=60, what="failure")
+        for run in (failing, stuck):
+            text = run.metrics()
+            assert _gauge(text, "continuity_report_last_due_timestamp_seconds") == due.timestamp()
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+        config = scrape_config("continuity-agent", [failing.url.removeprefix("http://"), stuck.url.removeprefix("http://")])
+        config["rule_files"] = [str(RULES_DIR / "continuity-dr.yml")]
+        prom = Prometheus(tmp_path, config).start()
+
+        def pending() -> set[tuple[str, str]]:
+            rows = prom.query('ALERTS{alertname=~"DRReport.*"}')
+            return {(r["metric"]["alertname"], r["metric"]["instance"]) for r in rows}
+
+        expected = {("DRReportFailed", failing.url.removeprefix("http://")),
+                    ("DRReportOverdue", stuck.url.removeprefix("http://"))}
+        wait_until(lambda: pending() == expected, timeout=40, what=f"alerts {expected}")
+        rows = prom.query('ALERTS{alertname=~"DRReport.*"}')
+        assert {r["metric"]["alertstate"] for r in rows} == {"pending"}
+        assert {r["metric"]["report"] for r in rows} == {"dr"}
+    finally:
+        if prom is not None:
+            prom.stop()
+        release.set()
+        failing.stop()
+        stuck.stop()
