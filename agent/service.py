@@ -57,7 +57,8 @@ _SKIP_WARNINGS = {
 
 class _DropSkipWarnings(logging.Filter):
     """APScheduler's own warning for every run it skips or misfires: the agent counts those runs
-    (continuity_target_skipped_runs_total) and logs them once in a while per target instead.
+    (continuity_target_skipped_runs_total; the report job's continuity_report_skipped_runs_total)
+    and logs them once in a while per target (each report run) instead.
 
     Matched on the record's structure (logger, level, unformatted format string), never on the
     formatted text, so a job's name can neither hide a warning nor fake one."""
