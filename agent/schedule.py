@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import (
@@ -106,3 +106,61 @@ class RunLedger:
             n += 1
             t = trigger.get_next_fire_time(t, t)
         return n
+
+
+# How far back :func:`last_fire_time` looks for a trigger's latest fire time: a crontab line as rare
+# as "0 0 29 2 1" (29 February on a Monday) fires about once in 28 years.
+_MAX_LOOKBACK = timedelta(days=40 * 366)
+
+
+def last_fire_time(trigger: Any, now: datetime, since: datetime) -> datetime | None:
+    """The trigger's latest fire time in ``[since, now]``, or None. APScheduler 3 triggers only go
+    forward, so the window looks back from ``now`` in doubling steps until it holds a fire time,
+    then walks forward to the last one (the walk never spans more than twice the gap between two
+    fire times)."""
+    if now < since:
+        return None
+    span = timedelta(minutes=1)
+    while True:
+        start = max(since, now - span)
+        first: datetime | None = trigger.get_next_fire_time(None, start)
+        if first is not None and first <= now:
+            t = first
+            for _ in range(_MAX_WALKED):
+                nxt: datetime | None = trigger.get_next_fire_time(t, t)
+                if nxt is None or nxt > now:
+                    break
+                t = nxt
+            return t
+        if start == since or span > _MAX_LOOKBACK:
+            return None
+        span *= 2
+
+
+class LastDue:
+    """When a trigger last fired at or before a given time (its latest fire time since ``since``),
+    cached until its next fire time, so a scrape costs one comparison. Not thread-safe."""
+
+    def __init__(self, trigger: Any, since: datetime) -> None:
+        self.trigger = trigger
+        self.since = since
+        self._due: datetime | None = None
+        self._next: datetime | None = None  # the fire time after _due; None: work it out
+
+    def at(self, now: datetime) -> datetime | None:
+        if self._next is not None and (self._due is None or self._due <= now) and now < self._next:
+            return self._due
+        if self._due is not None and now < self._due:  # the clock went back
+            self._due = None
+        lo = self._next if self._next is not None and self._next <= now and self._due is not None else self.since
+        due = last_fire_time(self.trigger, now, lo)
+        if due is not None:
+            self._due = due
+        base = self._due
+        nxt: datetime | None = (
+            self.trigger.get_next_fire_time(base, base)
+            if base is not None
+            else self.trigger.get_next_fire_time(None, now)
+        )
+        self._next = nxt
+        return self._due

@@ -57,7 +57,8 @@ _SKIP_WARNINGS = {
 
 class _DropSkipWarnings(logging.Filter):
     """APScheduler's own warning for every run it skips or misfires: the agent counts those runs
-    (continuity_target_skipped_runs_total) and logs them once in a while per target instead.
+    (continuity_target_skipped_runs_total; the report job's continuity_report_skipped_runs_total)
+    and logs them once in a while per target (each report run) instead.
 
     Matched on the record's structure (logger, level, unformatted format string), never on the
     formatted text, so a job's name can neither hide a warning nor fake one."""
@@ -132,6 +133,11 @@ class Agent:
         self.extra_jobs: list[Callable[[Agent], None]] = []  # hooks adding non-target jobs (reports)
         self.extra_metrics: list[Any] = []  # prometheus_client collectors registered beside the state's
         self.extra_routes: list[Route] = []  # HTTP routes not owned by a collector kind
+        # Job id -> what counts its scheduled runs that did not start, for non-target jobs
+        # (reports) the run ledger follows: called with (reason, count).
+        self.skip_handlers: dict[str, Callable[[str, int], None]] = {}
+        # Key of /api/v1/status -> what it shows there (the report job's state).
+        self.extra_status: dict[str, Callable[[], Any]] = {}
         for mod in AGENT_EXTENSIONS:
             importlib.import_module(mod).install(self)
 
@@ -237,6 +243,7 @@ class Agent:
             "state_db_healthy": snap.db_healthy,
             "summary": outcomes.summary(by_target, st.reload_ok),
             "targets": targets,
+            **{key: show() for key, show in self.extra_status.items()},
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -357,10 +364,14 @@ class Agent:
         return now + rng.uniform(0, spread)
 
     def _on_schedule_event(self, event: SchedulerEvent) -> None:
-        """Count each scheduled run of a target that did not start, once, with its reason."""
+        """Count each scheduled run of a target (or of a job in ``skip_handlers``) that did not
+        start, once, with its reason."""
         for jid, reason, n in self.ledger.on_event(event):
             target = self._job_targets.get(jid)
             if target is None:
+                handler = self.skip_handlers.get(jid)
+                if handler is not None:
+                    handler(reason, n)
                 continue
             self.store.count_skipped(target, reason, n)
             self._log_skipped(jid, reason, n)

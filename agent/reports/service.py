@@ -1,4 +1,4 @@
-"""The agent side of reports: a cron job writing dated reports, its two metrics, and the
+"""The agent side of reports: a cron job writing dated reports, its metrics, and the
 read-only ``/reports/`` pages. Installed into :class:`agent.service.Agent` by :func:`install`."""
 
 from __future__ import annotations
@@ -19,19 +19,27 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
 from agent import escape
-from agent.catalogue import running_catalogue
+from agent.catalogue import SKIP_REASONS, STILL_RUNNING, running_catalogue
 from agent.plugin import HttpRequest, HttpResponse, Route
 from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig, cron_trigger
+from agent.schedule import LastDue
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "reports:dr"
+# A report run may start this long (seconds) after it was due (APScheduler's misfire_grace_time).
+MISFIRE_GRACE = 3600
+# A report not written this long (seconds) after it was due is overdue: the DRReportOverdue alert's
+# grace (deploy/prometheus/rules/continuity-dr.yml) and the status page's.
+OVERDUE_AFTER = 3600.0
 KV_KEY = "reports.dr.last"
 REPORT = "dr"
 
 
 class ReportJob:
-    """Runs the DR report on the configured cron schedule, in the agent's worker threads."""
+    """Runs the DR report on the configured cron schedule, in the agent's worker threads, and keeps
+    what shows whether the report is being written: when it was last due by its schedule, how its
+    last run ended, and the scheduled runs that did not start (counted by the agent's run ledger)."""
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
@@ -39,12 +47,23 @@ class ReportJob:
         self.last_success: float | None = None
         self.last_duration: float | None = None
         self.last_error: str | None = None
+        self.last_run: float | None = None  # when the last run started (agent clock)
+        self.last_run_ok: bool | None = None
         self.running = False
+        # When this state directory first had a report schedule: fire times before it are not due
+        # (a new agent is not late with a report it was never asked for).
+        self.scheduled_since: float | None = None
+        self.skipped: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
+        self.last_skipped: float | None = None
+        self._due: LastDue | None = None
         prev = agent.store.get_kv(KV_KEY)
         if isinstance(prev, dict):
-            ls, ld = prev.get("last_success"), prev.get("last_duration")
-            self.last_success = float(ls) if isinstance(ls, int | float) else None
-            self.last_duration = float(ld) if isinstance(ld, int | float) else None
+            self.last_success = _number(prev.get("last_success"))
+            self.last_duration = _number(prev.get("last_duration"))
+            self.last_run = _number(prev.get("last_run"))
+            self.scheduled_since = _number(prev.get("scheduled_since"))
+            ok = prev.get("last_run_ok")
+            self.last_run_ok = ok if isinstance(ok, bool) else (True if self.last_success is not None else None)
 
     @property
     def config(self) -> ReportsConfig | None:
@@ -52,24 +71,93 @@ class ReportJob:
         return cfg
 
     def schedule(self, agent: Any) -> None:
-        """``Agent.extra_jobs`` hook: (re)add the cron job after every config (re)load."""
+        """``Agent.extra_jobs`` hook: (re)add the cron job after every config (re)load. A report
+        that was due and not written (the agent was down, or its run failed or did not start) is
+        made now, once, then the schedule goes on."""
         cfg = self.config
         if agent.scheduler is None:
             return
         if cfg is None or cfg.schedule is None:
             if agent.scheduler.get_job(JOB_ID) is not None:
                 agent.scheduler.remove_job(JOB_ID)
+            with self._lock:
+                self._due = None
+                changed = self.scheduled_since is not None
+                self.scheduled_since = None
+            if changed:
+                self._save()
             return
+        trigger = cron_trigger(cfg.schedule, cfg.timezone)
+        now = self.agent.clock()
+        with self._lock:
+            first_schedule = self.scheduled_since is None
+            if first_schedule:
+                # A report written before (by an agent that did not record this) proves the schedule older.
+                self.scheduled_since = min(now, self.last_success) if self.last_success is not None else now
+            self._due = LastDue(trigger, datetime.fromtimestamp(self.scheduled_since or now, UTC))
+            # Not when it is due this very moment (the scheduler runs it) or its run is going.
+            missed = self._missed(now)
+            catch_up = missed if missed is not None and missed < now and not self.running else None
+        if first_schedule:
+            self._save()
+        first: dict[str, Any] = {}
+        if catch_up:
+            first["next_run_time"] = datetime.fromtimestamp(now, UTC)
+            log.warning("DR report due %s was not written; making it now", _stamp(catch_up))
         agent.scheduler.add_job(
             self.run,
-            cron_trigger(cfg.schedule, cfg.timezone),
+            trigger,
+            **first,
             id=JOB_ID,
             name=JOB_ID,
             max_instances=1,
             coalesce=True,
-            misfire_grace_time=3600,
+            misfire_grace_time=MISFIRE_GRACE,
             replace_existing=True,
         )
+        agent.ledger.expect(JOB_ID, trigger, first.get("next_run_time"))
+        agent.skip_handlers[JOB_ID] = self.count_skipped
+
+    def last_due(self, now: float | None = None) -> float | None:
+        """When the report was last due by its schedule (Unix time), None without a schedule or
+        before its first fire time. Call with ``_lock`` held."""
+        if self._due is None:
+            return None
+        due = self._due.at(datetime.fromtimestamp(self.agent.clock() if now is None else now, UTC))
+        return due.timestamp() if due is not None else None
+
+    def _missed(self, now: float) -> float | None:
+        """The last due time if no report was written after it (``_lock`` held)."""
+        due = self.last_due(now)
+        if due is None or (self.last_success is not None and self.last_success >= due):
+            return None
+        return due
+
+    def count_skipped(self, reason: str, n: int) -> None:
+        """``Agent.skip_handlers`` hook: ``n`` scheduled runs of the report did not start."""
+        with self._lock:
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+            self.last_skipped = self.agent.clock()
+        if reason == STILL_RUNNING:
+            why = "the previous report run was still going"
+        else:
+            why = f"the agent could not start it within {MISFIRE_GRACE // 60} minutes of when it was due"
+        log.warning(
+            "%d scheduled DR report run(s) not started: %s; continuity_report_skipped_runs_total counts every one",
+            n,
+            why,
+        )
+
+    def _save(self) -> None:
+        with self._lock:
+            state = {
+                "last_success": self.last_success,
+                "last_duration": self.last_duration,
+                "last_run": self.last_run,
+                "last_run_ok": self.last_run_ok,
+                "scheduled_since": self.scheduled_since,
+            }
+        self.agent.store.set_kv(KV_KEY, state)
 
     async def run(self) -> list[Path]:
         """Make one dated report in every configured format, as at the agent clock's now."""
@@ -89,6 +177,7 @@ class ReportJob:
         at = datetime.fromtimestamp(now, UTC)
         with self._lock:
             self.running = True
+            self.last_run = now
         try:
             report = generate(
                 loaded.config,
@@ -105,6 +194,8 @@ class ReportJob:
                 self.running = False
                 self.last_duration = time.monotonic() - t0
                 self.last_error = str(e)
+                self.last_run_ok = False
+            self._save()
             log.exception("DR report failed")
             return []
         with self._lock:
@@ -112,25 +203,75 @@ class ReportJob:
             self.last_duration = time.monotonic() - t0
             self.last_success = self.agent.clock()
             self.last_error = None
-            state = {"last_success": self.last_success, "last_duration": self.last_duration}
-        self.agent.store.set_kv(KV_KEY, state)
+            self.last_run_ok = True
+        self._save()
         log.info("DR report written: %s", ", ".join(str(p) for p in written))
         return written
 
+    def status_json(self) -> dict[str, Any]:
+        """The report's state for /api/v1/status and the status page."""
+        cfg = self.config
+        now = self.agent.clock()
+        job = self.agent.scheduler.get_job(JOB_ID) if self.agent.scheduler is not None else None
+        nxt = getattr(job, "next_run_time", None) if job is not None else None
+        with self._lock:
+            due = self.last_due(now)
+            missed = self._missed(now)
+            out: dict[str, Any] = {
+                "report": REPORT,
+                "schedule": cfg.schedule if cfg else None,
+                "timezone": cfg.timezone if cfg else None,
+                "last_due": due,
+                "next_due": nxt.timestamp() if nxt is not None else None,
+                "last_run": self.last_run,
+                "last_run_ok": self.last_run_ok,
+                "last_success": self.last_success,
+                "last_duration_seconds": self.last_duration,
+                "last_error": self.last_error,
+                "running": self.running,
+                "skipped_runs_by_reason": dict(self.skipped),
+                "last_skipped_run": self.last_skipped,
+            }
+            if out["schedule"] is None:
+                state = "unscheduled"
+            elif self.last_run_ok is False:
+                state = "failed"
+            elif missed is not None:
+                state = "overdue" if now - missed > OVERDUE_AFTER else "due"
+            else:
+                state = "ok" if due is not None else "not_yet_due"
+        out["state"] = state
+        return out
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
 
 class ReportMetrics(PromCollector):
-    """Exposes the job's two metrics; reads two floats under a lock, never does I/O."""
+    """Exposes the job's metrics; reads floats under a lock and works out the last fire time of the
+    schedule (cached until the next), never does I/O."""
 
     def __init__(self, job: ReportJob) -> None:
         self.job = job
 
     def collect(self) -> Iterable[Metric]:
         cat = running_catalogue()
-        with self.job._lock:
+        job = self.job
+        with job._lock:
+            ok = job.last_run_ok
             values = {
-                "continuity_report_last_success_timestamp_seconds": self.job.last_success,
-                "continuity_report_last_duration_seconds": self.job.last_duration,
+                "continuity_report_last_success_timestamp_seconds": job.last_success,
+                "continuity_report_last_duration_seconds": job.last_duration,
+                "continuity_report_last_due_timestamp_seconds": job.last_due(),
+                "continuity_report_last_run_success": None if ok is None else float(ok),
             }
+            scheduled = job._due is not None
+            skipped = dict(job.skipped)
         out = []
         for name, value in values.items():
             if value is None:
@@ -138,6 +279,13 @@ class ReportMetrics(PromCollector):
             spec = cat[name]
             m = Metric(name, spec.help, "gauge", spec.unit)
             m.add_sample(name, {"report": REPORT}, value)
+            out.append(m)
+        if scheduled:
+            name = "continuity_report_skipped_runs_total"
+            spec = cat[name]
+            m = Metric(name[: -len("_total")], spec.help, "counter")
+            for reason in SKIP_REASONS:
+                m.add_sample(name, {"report": REPORT, "reason": reason}, float(skipped.get(reason, 0)))
             out.append(m)
         return out
 
@@ -239,4 +387,5 @@ def install(agent: Any) -> None:
     agent.report_job = job
     agent.extra_jobs.append(job.schedule)
     agent.extra_metrics.append(ReportMetrics(job))
+    agent.extra_status["reports"] = lambda: [job.status_json()] if job.config is not None else []
     agent.extra_routes.append(Route("GET", PREFIX, reports_handler(agent)))

@@ -22,26 +22,10 @@ from agent.service import Agent
 from tests.helpers.chromium import DevTools, pdf_pages, print_to_pdf
 from tests.helpers.common import free_port, http_get, wait_until
 from tests.helpers.dr_estate import build_estate
+from tests.helpers.schedclock import Clock, fake_datetime
 
 EVIL = '<script>document.title="pwned"</script> Review DNS runbook'
 SCHEDULED = datetime(2025, 3, 31, 7, 30, tzinfo=UTC)  # schedule "30 7 * * *"
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.now = t
-
-    def time(self) -> float:
-        return self.now.timestamp()
-
-
-def _fake_datetime(clock: Clock) -> type[datetime]:
-    class FakeDatetime(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return clock.now.astimezone(tz) if tz is not None else clock.now.replace(tzinfo=None)
-
-    return FakeDatetime
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +43,7 @@ def scheduled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     }))
     clock = Clock(datetime(2025, 3, 31, 7, 29, 0, tzinfo=UTC))
     mp = pytest.MonkeyPatch()
-    fake = _fake_datetime(clock)
+    fake = fake_datetime(clock)
     mp.setattr("apscheduler.schedulers.base.datetime", fake)
     mp.setattr("apscheduler.executors.base.datetime", fake)
     loop = asyncio.new_event_loop()

@@ -477,24 +477,25 @@ def test_reports_route_lists_serves_and_refuses_traversal(tmp_path: Path) -> Non
 
 
 def test_report_metrics_are_declared() -> None:
+    """Declared and exposed: tests/unit/test_report_watch.py runs the real job for every metric."""
     from agent.reports.metrics import REPORT_METRICS
-    from agent.reports.service import ReportMetrics
+    from agent.reports.service import ReportJob, ReportMetrics
 
     cat = catalogue()
     for spec in REPORT_METRICS:
         assert cat[spec.name] == spec
-    job = type("J", (), {})()
-    import threading
-
-    job._lock = threading.Lock()
-    job.last_success, job.last_duration = time.time(), 1.5
-    fams = list(ReportMetrics(job).collect())  # type: ignore[arg-type]
-    assert {f.name for f in fams} == {s.name for s in REPORT_METRICS}
+    agent = SimpleNamespace(store=StateStore(None), clock=time.time)
+    job = ReportJob(agent)
+    assert list(ReportMetrics(job).collect()) == []  # no schedule, no run yet: nothing
+    job.last_success, job.last_duration, job.last_run_ok = time.time(), 1.5, True
+    fams = list(ReportMetrics(job).collect())
+    assert {f.name for f in fams} == {
+        "continuity_report_last_success_timestamp_seconds", "continuity_report_last_duration_seconds",
+        "continuity_report_last_run_success",
+    }
     for f in fams:
         for s in f.samples:
             assert s.name in cat and set(s.labels) == set(cat[s.name].labels)
-    job.last_success = job.last_duration = None
-    assert list(ReportMetrics(job).collect()) == []  # type: ignore[arg-type]
 
 
 def test_replace_keeps_report_dataclass_frozen_free(tmp_path: Path) -> None:
