@@ -16,6 +16,10 @@ void it with a reason (``exercise void``) and a link to a form amending it (``?a
 ``exercise amend``). Every form posts to ``/exercise/<name>`` and goes
 through :class:`agent.exercises.record.Recorder`, as the CLI does: the same entry, the same checks,
 the same messages. A refused form comes back (400) with one error and what was typed in it.
+
+Each lane's attach form uploads one file (``exercise artefact``): a multipart body read as it
+arrives (the POST route streams), through :meth:`Recorder.add_artefact`, at most
+``MAX_UPLOAD_BYTES`` (413 beyond).
 """
 
 from __future__ import annotations
