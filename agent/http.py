@@ -489,8 +489,9 @@ class HttpServer:
     """HTTP(S) server with bounded resources: one I/O thread accepts connections, does TLS
     handshakes without blocking and reads each request whole (with size limits and a deadline),
     then hands it to a fixed pool of worker threads (a request to a ``Route.stream`` route once
-    its head is in: its handler reads the body, at most ``MAX_STREAMS`` at once). A thousand slow or silent clients cost a
-    socket and a small buffer each, never a thread, and cannot delay a scrape."""
+    its head is in: its handler reads the body, at most ``MAX_STREAMS`` at once). A thousand slow
+    or silent clients cost a socket and a small buffer each, never a thread, and cannot delay a
+    scrape."""
 
     def __init__(
         self,
