@@ -126,7 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:
                 log.exception("error serving %s %s", method, scrub(parts.path))
                 resp = HttpResponse(500, b"internal error\n")
-            if stream is not None and not stream.finish():
+            # Drained for a client that may send it (not one refused its credentials: closed).
+            if stream is not None and not stream.finish(drain=resp.status not in (401, 429)):
                 self.close_connection = True
         finally:
             if stream is not None and self.http is not None:
@@ -453,13 +454,13 @@ class _BodyReader:
         self._left -= len(out)
         return out
 
-    def finish(self) -> bool:
+    def finish(self, drain: bool = True) -> bool:
         """After the handler: read what it left of the body and throw it away (so the client
         reads the answer instead of a reset), up to DRAIN_MAX. False if the connection cannot be
         used for another request."""
         if self._left <= 0:
             return True
-        if self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close instead
+        if not drain or self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close
             return False
         try:
             while self._left > 0:

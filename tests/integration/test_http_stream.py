@@ -65,6 +65,7 @@ def _server(handlers: Handlers, ctx: ssl.SSLContext | None = None) -> HttpServer
             Route("POST", "/digest", handlers.digest, stream=True),
             Route("POST", "/refuse", handlers.refuse, stream=True),
             Route("POST", "/wait", handlers.wait, stream=True),
+            Route("POST", "/deny", lambda r: HttpResponse(401, b"Unauthorized\n"), stream=True),
             Route("POST", "/small", lambda r: HttpResponse(200, str(len(r.body)).encode())),
         ]
     )
@@ -142,6 +143,12 @@ def test_a_refused_body_is_drained_so_the_client_reads_the_answer(server: HttpSe
         assert _response(f) == (413, b"too large for this route\n")
         s.sendall(_head("/small", 2) + b"ok")
         assert _response(f) == (200, b"2")
+    # Refused its credentials: not drained, closed at once.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(_head("/deny", len(body)) + body[:1000])
+        assert _response(f) == (401, b"Unauthorized\n")
+        assert f.read() == b""
 
 
 def test_a_silent_sender_times_out(server: HttpServer, handlers: Handlers) -> None:
