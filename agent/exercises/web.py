@@ -63,7 +63,7 @@ ENABLE_HELP = (
     "Recording from this page is off: the agent has no web config with <code>basic_auth_users</code>. "
     "Start it with <code>--web.config.file</code> naming a file that lists users (docs/security.md); "
     "each user name is recorded as the actor. Until then, record with "
-    "<code>continuity-agent exercise step|restored|validate|action|sign-off|amend|void</code>."
+    "<code>continuity-agent exercise step|restored|validate|action|artefact|sign-off|amend|void</code>."
 )
 TIMED = ("step", "restored", "validate", "sign_off")  # kinds whose entry takes the page's as-at time
 # What the amend form offers to change, in this order, and its labels (model.AMENDABLE says which
