@@ -223,7 +223,19 @@ def test_attach_by_the_page_form_in_chromium_then_evidence_verify(tmp_path: Path
             dev.send("DOM.setFileInputFiles", {"files": [str(shot)], "objectId": node["result"]["objectId"]})
             c.click("f-email-artefact-submit", expect_title=f"DR exercise {xs.NAME}: not recorded")
             assert "is already recorded in this exercise" in dev.evaluate("document.getElementById('error').innerText")
+            # Over the cap: the browser shows the board's 413 page saying so (the body is drained).
+            big = tmp_path / "full-export.bin"
+            with big.open("wb") as f:
+                f.truncate(MAX_UPLOAD_BYTES + 1)
+            c.navigate(c.base)
+            node = dev.send("Runtime.evaluate", {"expression": "document.getElementById('f-email-artefact-file')"})
+            dev.send("DOM.setFileInputFiles", {"files": [str(big)], "objectId": node["result"]["objectId"]})
+            c.click("f-email-artefact-submit", expect_title=f"DR exercise {xs.NAME}: not recorded")
+            assert "'full-export.bin' is larger than 64 MiB" in dev.evaluate(
+                "document.getElementById('error').innerText"
+            )
     entry = [e for e in Journal.open(ev, xs.NAME).read() if e["action"] == "artefact"]
+    assert not [p for p in ev.rglob("*") if "full-export" in p.name]  # no half-written file
     assert [(e["actor"], e["file_sha256"]) for e in entry] == [(USER, hashlib.sha256(shot.read_bytes()).hexdigest())]
     assert run(ev, "exercise", "finish", xs.NAME, "--at", xs.at(2))[0] in (0, 1)
     record = yaml.safe_load((ev / f"{xs.NAME}-email.yml").read_text())
