@@ -779,10 +779,12 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
                 )
         vals = ", ".join(f"{e(k)}: {e(v)}" for k, v in sp.validations.items()) or "none yet"
         signed = e(sp.signed_off_by) if sp.signed_off_by else "not yet"
+        files = ", ".join(f"<code>{e(a.rpartition('/')[2])}</code>" for a in sp.artefacts) or "none yet"
         return (
             f'<h2 id="sys-{e(sp.runbook)}">{e(sp.runbook)} — {e(sp.name)}: {e(SYSTEM_LABELS[sp.state])}</h2>'
             f"<p>Restored {_h(sp.restored_offset)} after T0 (projected {_h(sp.projected_restore_offset)}; "
-            f"RTO {_h(sp.rto_seconds)}). Validations: {vals}. Signed off: {signed}.</p>"
+            f"RTO {_h(sp.rto_seconds)}). Validations: {vals}. Signed off: {signed}. "
+            f'Artefacts: <span id="artefacts-{e(sp.runbook)}">{files}</span>.</p>'
             '<table><thead><tr><th scope="col">Step</th><th scope="col">Title</th><th scope="col">State</th>'
             '<th scope="col">Expected</th><th scope="col">Operator</th><th scope="col">Record</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>{extra}"

@@ -219,6 +219,7 @@ def test_attach_by_the_page_form_in_chromium_then_evidence_verify(tmp_path: Path
             assert dev.console_errors() == []
             # The same form refuses the same file again, with the CLI's message on the board.
             c.navigate(c.base)
+            assert dev.evaluate("document.getElementById('artefacts-email').innerText") == "owa-login screenshot.png"
             node = dev.send("Runtime.evaluate", {"expression": "document.getElementById('f-email-artefact-file')"})
             dev.send("DOM.setFileInputFiles", {"files": [str(shot)], "objectId": node["result"]["objectId"]})
             c.click("f-email-artefact-submit", expect_title=f"DR exercise {xs.NAME}: not recorded")
