@@ -13,20 +13,17 @@ import stat
 import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from agent.evidence import Estate, EvidenceInputError, load_runbooks
 from agent.exercises.journal import ExerciseInputError, Journal, check_name, given_time, iso
 from agent.exercises.model import STEP_STATES, TYPES, checker
 from agent.fileio import publish, spool
+from agent.multipart import Readable
 
 ARTEFACT_DIR = "artefacts"
 MAX_ARTEFACT_NAME_BYTES = 200  # with the temporary file's affixes, well inside a file system's 255
 COPY_CHUNK = 1024 * 1024
-
-
-class Readable(Protocol):
-    def read(self, n: int, /) -> bytes: ...
 
 
 class ArtefactTooLarge(ExerciseInputError):
