@@ -53,6 +53,7 @@ STREAM_CHUNK = 256 * 1024
 # A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
 # much, so the client sees the answer rather than a reset connection; more, and the connection closes.
 DRAIN_MAX = 256 * 2**20
+DRAIN_SECONDS = 30.0  # ... and for at most this long
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # What Go's net/http answers, and when: the first five bytes on a TLS port look like plain HTTP.
@@ -462,6 +463,7 @@ class _BodyReader:
             return True
         if not drain or self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close
             return False
+        self._deadline = min(self._deadline, time.monotonic() + DRAIN_SECONDS)
         try:
             while self._left > 0:
                 self.read(STREAM_CHUNK)
