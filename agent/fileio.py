@@ -52,25 +52,48 @@ def atomic_fill(
     """:func:`atomic_write` for content written by ``fill`` (a streamed copy, say); ``check`` sees
     the complete temporary file before it takes the name and may raise to abandon it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = spool(path, fill)
+    try:
+        if check is not None:
+            check(tmp)
+        publish(tmp, path, mode=mode, replace=replace)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def spool(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
+    """The first half of :func:`atomic_fill`, for a writer that must do something between the two
+    (an upload is received before the journal's lock is taken): a temporary file beside ``path``
+    (mode 0600, created exclusively: never through a symbolic link), written by ``fill`` and
+    flushed to disk. If ``fill`` raises, nothing is left. Give it a name with :func:`publish`;
+    until then it is the caller's to remove."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
             os.fsync(f.fileno())
-        if check is not None:
-            check(Path(tmp))
-        if mode is not None:
-            os.chmod(tmp, mode)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if path exists
-            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return tmp
+
+
+def publish(tmp: Path, path: Path, *, mode: int | None = 0o644, replace: bool = True) -> None:
+    """The second half of :func:`atomic_fill`: the complete temporary file ``tmp`` (from
+    :func:`spool`) takes the name ``path``, durably. With ``replace=False`` an existing ``path``
+    (a symbolic link included) is never overwritten: FileExistsError, and ``tmp`` stays."""
+    if mode is not None:
+        os.chmod(tmp, mode)
+    if replace:
+        os.replace(tmp, path)
+    else:
+        os.link(tmp, path)  # fails if path exists
+        os.unlink(tmp)
     fsync_dir(path.parent)
 
 
@@ -118,4 +141,3 @@ def kept_secret(path: Path | None, size: int = 32, _tries: int = 1) -> tuple[byt
     except OSError:
         return key, "memory"
     return key, "created"
-

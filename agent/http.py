@@ -46,6 +46,14 @@ MIN_WRITE_RATE = 64 * 1024  # bytes/s a client must at least read at
 MAX_PENDING_OUTPUT = 64 * 2**20  # bytes of responses waiting for slow readers, all connections
 WORKERS = 16  # threads running handlers
 MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sending its request is dropped
+# Routes with Route.stream (the exercise board's upload) read their bodies in a worker, at most this
+# many at once (a worker each, for as long as the upload takes; the rest answer scrapes).
+MAX_STREAMS = 2
+STREAM_CHUNK = 256 * 1024
+# A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
+# much, so the client sees the answer rather than a reset connection; more, and the connection closes.
+DRAIN_MAX = 256 * 2**20
+DRAIN_SECONDS = 30.0  # ... and for at most this long
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # What Go's net/http answers, and when: the first five bytes on a TLS port look like plain HTTP.
@@ -71,6 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"continuity-agent/{__version__}"
     sys_version = ""
     app: WebApp
+    http: HttpServer | None = None
+    conn: _Conn | None = None  # a request on a Route.stream route: the body is read from here
+    expect_continue = False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s %s", self.address_string(), scrub(format % args))
@@ -88,25 +99,49 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(HttpResponse(400, b"bad Content-Length\n"))
             return
-        if length < 0 or length > MAX_BODY:
+        streamed = self.conn is not None and self.http is not None
+        if length < 0 or (length > MAX_BODY and not streamed):
             self.close_connection = True
             self._send(HttpResponse(413, b"request body too large\n"))
             return
-        body = self.rfile.read(length) if length else b""
-        req = HttpRequest(
-            method=method,
-            path=unquote(parts.path, errors="replace"),
-            query=dict(parse_qsl(parts.query)),
-            headers=headers,
-            body=body,
-            client=str(self.client_address[0]),
-        )
+        stream: _BodyReader | None = None
+        if self.conn is not None and self.http is not None:
+            if not self.http.streams.acquire(blocking=False):
+                self.close_connection = True
+                busy = b"another upload is being received: try again in a minute\n"
+                self._send(HttpResponse(503, busy, headers={"Retry-After": "10"}))
+                return
+            stream = _BodyReader(self.conn, length, self.http, self.expect_continue)
         try:
-            resp = app.dispatch(req)
-        except Exception:
-            log.exception("error serving %s %s", method, scrub(parts.path))
-            resp = HttpResponse(500, b"internal error\n")
+            req = HttpRequest(
+                method=method,
+                path=unquote(parts.path, errors="replace"),
+                query=dict(parse_qsl(parts.query)),
+                headers=headers,
+                body=b"" if stream is not None else (self.rfile.read(length) if length else b""),
+                client=str(self.client_address[0]),
+                stream=stream,
+            )
+            try:
+                resp = app.dispatch(req)
+            except Exception:
+                log.exception("error serving %s %s", method, scrub(parts.path))
+                resp = HttpResponse(500, b"internal error\n")
+            # Drained for a client that may send it (not one refused its credentials: closed).
+            if stream is not None and not stream.finish(drain=resp.status not in (401, 429)):
+                self.close_connection = True
+        finally:
+            if stream is not None and self.http is not None:
+                self.http.streams.release()
         self._send(resp, head=(method == "HEAD"))
+
+    def handle_expect_100(self) -> bool:
+        # A streamed body is asked for when the handler first reads it (not at all when it is
+        # refused from its head); any other body has been read whole already.
+        if self.conn is not None:
+            self.expect_continue = True
+            return True
+        return super().handle_expect_100()
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._sent_headers: set[str] = set()
@@ -319,7 +354,7 @@ class _Conn:
 
     __slots__ = (
         "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "sans", "sock",
-        "state", "wake_at",
+        "state", "streamed", "wake_at",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
@@ -331,6 +366,7 @@ class _Conn:
         self.wake_at = 0.0  # "sniff" with a partial first line: look again then
         self.buf = b""
         self.request = b""
+        self.streamed = False  # the request's body is read by its handler, from buf and then the socket
         self.error: tuple[int, str] | None = None
         self.keep = False  # set by the worker: keep the connection open for another request
         self.out = memoryview(b"")  # the rest of a response the client has not read yet
@@ -339,9 +375,11 @@ class _Conn:
         self.deadline = deadline
 
 
-def frame_request(buf: bytes) -> tuple[str, int, str]:
+def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -> tuple[str, int, str]:
     """Find one whole request at the start of ``buf``: ("need", 0, ""), ("ok", length, "") or
-    ("error", status, message). Only framing; the request itself is parsed by http.server."""
+    ("error", status, message). Only framing; the request itself is parsed by http.server. With
+    ``streamed`` (called with the request line), a request it says yes to is ("stream", length
+    of the head, ""): its handler reads the body itself."""
     if buf[:1] < b" " and buf[:1] not in (b"\r", b"\n"):
         return "error", 400, "not an HTTP request (TLS to the plain-HTTP port?)"
     m = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
@@ -370,12 +408,68 @@ def frame_request(buf: bytes) -> tuple[str, int, str]:
             if not v.isdigit() or len(v) > 12 or (length is not None and int(v) != length):
                 return "error", 400, "bad Content-Length"
             length = int(v)
+    if streamed is not None and streamed(buf[: buf.find(b"\n")].rstrip(b"\r")):
+        return "stream", m.end(), ""
     if length is not None and length > MAX_BODY:
         return "error", 413, "request body too large"
     total = m.end() + (length or 0)
     if len(buf) < total:
         return "need", 0, ""
     return "ok", total, ""
+
+
+class _BodyReader:
+    """:attr:`HttpRequest.stream`: the body of a request on a streamed route, Content-Length
+    bytes, first those the I/O loop read past the head, then from the socket, in the worker. A
+    client has ``request_timeout`` for each read and, for the whole body, ``request_timeout``
+    plus its size at ``min_write_rate``: a silent or crawling sender gets TimeoutError."""
+
+    def __init__(self, conn: _Conn, length: int, server: HttpServer, expect_continue: bool) -> None:
+        self.length = length
+        self._left = length
+        self._conn = conn
+        self._timeout = server.request_timeout
+        self._deadline = time.monotonic() + server.request_timeout + length / server.min_write_rate
+        self._continue = expect_continue  # the client waits for "100 Continue" before sending
+
+    def read(self, n: int, /) -> bytes:
+        if self._left <= 0 or n <= 0:
+            return b""
+        n = min(n, self._left, STREAM_CHUNK)
+        conn = self._conn
+        if conn.buf:
+            out, conn.buf = conn.buf[:n], conn.buf[n:]
+        else:
+            sock = conn.sock
+            if self._continue:
+                self._continue = False
+                sock.settimeout(self._timeout)
+                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request body was not sent in time")
+            sock.settimeout(min(self._timeout, left))
+            out = sock.recv(n)
+            if not out:
+                raise ConnectionError("the client closed the connection before sending the whole body")
+        self._left -= len(out)
+        return out
+
+    def finish(self, drain: bool = True) -> bool:
+        """After the handler: read what it left of the body and throw it away (so the client
+        reads the answer instead of a reset), up to DRAIN_MAX. False if the connection cannot be
+        used for another request."""
+        if self._left <= 0:
+            return True
+        if not drain or self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close
+            return False
+        self._deadline = min(self._deadline, time.monotonic() + DRAIN_SECONDS)
+        try:
+            while self._left > 0:
+                self.read(STREAM_CHUNK)
+        except OSError:
+            return False
+        return True
 
 
 class _Writer:
@@ -397,8 +491,10 @@ class _Writer:
 class HttpServer:
     """HTTP(S) server with bounded resources: one I/O thread accepts connections, does TLS
     handshakes without blocking and reads each request whole (with size limits and a deadline),
-    then hands it to a fixed pool of worker threads. A thousand slow or silent clients cost a
-    socket and a small buffer each, never a thread, and cannot delay a scrape."""
+    then hands it to a fixed pool of worker threads (a request to a ``Route.stream`` route once
+    its head is in: its handler reads the body, at most ``MAX_STREAMS`` at once). A thousand slow
+    or silent clients cost a socket and a small buffer each, never a thread, and cannot delay a
+    scrape."""
 
     def __init__(
         self,
@@ -448,6 +544,7 @@ class HttpServer:
         self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
         self._sniffing: dict[int, _Conn] = {}  # first bytes so far could be plain HTTP: look again soon
         self._work: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)  # streamed bodies being read now
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._workers = [
@@ -683,7 +780,7 @@ class HttpServer:
     def _try_dispatch(self, conn: _Conn) -> None:
         if not conn.buf:
             return
-        verdict, n, msg = frame_request(conn.buf)
+        verdict, n, msg = frame_request(conn.buf, self._streamed)
         if verdict == "need":
             return
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -693,8 +790,17 @@ class HttpServer:
             conn.buf = b""
         else:
             conn.request, conn.buf = conn.buf[:n], conn.buf[n:]
+            conn.streamed = verdict == "stream"
         conn.state = "busy"
         self._work.put(conn)
+
+    def _streamed(self, request_line: bytes) -> bool:
+        """Whether a request goes to a route that reads its body itself (Route.stream)."""
+        method, _, rest = request_line.partition(b" ")
+        target = rest.partition(b" ")[0].decode("latin-1")
+        path = unquote(urlsplit(target).path, errors="replace")
+        m = method.decode("latin-1")
+        return any(r.stream and r.method == m and path.startswith(r.prefix) for r in self.app.routes)
 
     def _resume(self, conn: _Conn) -> None:
         """A worker answered a request: send the rest of the response if the client has not read
@@ -805,6 +911,9 @@ class HttpServer:
             return head + body, False
         h = _Handler.__new__(_Handler)
         h.app = self.app
+        if conn.streamed:
+            h.http, h.conn = self, conn
+            conn.streamed = False
         h.request = conn.sock
         h.connection = conn.sock
         h.client_address = conn.addr

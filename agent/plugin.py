@@ -289,6 +289,16 @@ class HttpRequest:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     client: str
+    # On a route with ``stream=True``: the body, read as the handler asks for it (``body`` is
+    # empty); it ends after Content-Length bytes, and raises OSError (TimeoutError) on a client
+    # that stops sending or sends too slowly.
+    stream: BodyStream | None = None
+
+
+class BodyStream(Protocol):
+    length: int  # the Content-Length
+
+    def read(self, n: int, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -311,3 +321,6 @@ class Route:
     # auth is not asked for. Failed attempts (401/403 with an Authorization header, 404) are rate
     # limited per client on this route only (WebApp.own_auth_limiter).
     own_auth: bool = False
+    # The handler reads the body itself from HttpRequest.stream (an upload), with no size limit
+    # but its own: the server hands the request over once its head is in, after authentication.
+    stream: bool = False

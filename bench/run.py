@@ -18,6 +18,7 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     ("snmp", "bench.snmp_bench", [], []),
     ("link", "bench.link_bench", [], []),
     ("scale", "bench.scale_bench", [], ["--quick"]),
+    ("upload", "bench.board_upload", [], ["--repeat", "2", "--no-docs"]),
 ]
 
 

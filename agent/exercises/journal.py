@@ -195,11 +195,13 @@ class Journal:
         check: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None,
         now: datetime | None = None,
         create: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Append one entry under the lock and return it once it is on disk (fsync). ``check``
         sees the entries so far and the new one and raises :class:`ExerciseInputError` to refuse
-        it; then nothing is written."""
-        return self.append_many(actor, [(action, fields, at)], check=check, now=now, create=create)[0]
+        it; then nothing is written. ``dry_run``: every check, nothing written (whether an entry
+        would be taken now, before a long upload for it is received)."""
+        return self.append_many(actor, [(action, fields, at)], check=check, now=now, create=create, dry_run=dry_run)[0]
 
     def append_many(
         self,
@@ -209,6 +211,7 @@ class Journal:
         check: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None,
         now: datetime | None = None,
         create: bool = False,
+        dry_run: bool = False,
     ) -> list[dict[str, Any]]:
         """All of ``items`` or none of them, in one write and one fsync."""
         recorded = (now or datetime.now(UTC)).astimezone(UTC)
@@ -256,6 +259,8 @@ class Journal:
             data = b"".join(canonical(e) + b"\n" for e in new)
             if any(len(canonical(e)) > MAX_LINE_BYTES for e in new):
                 raise ExerciseInputError(f"an entry is longer than {MAX_LINE_BYTES} bytes")
+            if dry_run:
+                return new
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 view = memoryview(data)

@@ -6,17 +6,28 @@ a refused entry writes nothing.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import hashlib
+import os
+import stat
+import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.evidence import Estate, EvidenceInputError, load_runbooks, sha256_file
+from agent.evidence import Estate, EvidenceInputError, load_runbooks
 from agent.exercises.journal import ExerciseInputError, Journal, check_name, given_time, iso
 from agent.exercises.model import STEP_STATES, TYPES, checker
-from agent.fileio import atomic_fill
+from agent.fileio import publish, spool
+from agent.multipart import Readable
 
 ARTEFACT_DIR = "artefacts"
+MAX_ARTEFACT_NAME_BYTES = 200  # with the temporary file's affixes, well inside a file system's 255
+COPY_CHUNK = 1024 * 1024
+
+
+class ArtefactTooLarge(ExerciseInputError):
+    """An upload over the board's limit (413)."""
 
 
 _ESTATES: dict[tuple[Any, ...], Estate] = {}
@@ -180,29 +191,90 @@ class Recorder:
         return self._append("sign_off", fields, at)
 
     def artefact(self, runbook: str, file: str | Path) -> dict[str, Any]:
+        """``exercise artefact``: the file copied under the evidence directory (:meth:`add_artefact`)."""
         src = Path(file)
         if not src.is_file():
             raise ExerciseInputError(f"{src}: not a regular file")
-        name = text(src.name, "artefact file name", limit=200)
-        if name.startswith("."):
-            raise ExerciseInputError(f"{src}: artefact file names must not start with '.'")
         try:
-            digest = sha256_file(src)
+            f = open(src, "rb")
         except OSError as e:
             raise ExerciseInputError(f"{src}: cannot read: {e.strerror or e}") from None
-        rel = f"{ARTEFACT_DIR}/{self.journal.name}/{runbook}/{name}"
-        fields = {"runbook": runbook, "path": rel, "file_sha256": digest}
+        with f:
+            return self.add_artefact(runbook, src.name, f, source=str(src))
 
-        def check(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
+    def add_artefact(
+        self, runbook: str, name: str, data: Readable, *, source: str, max_bytes: int | None = None
+    ) -> dict[str, Any]:
+        """Store what ``data`` gives as ``artefacts/<exercise>/<runbook>/<name>`` under the evidence
+        directory and record its sha256: the one implementation behind ``exercise artefact`` and
+        the board's upload. ``source`` names where the bytes come from in a message.
+
+        Everything that can refuse the entry is checked before a byte is read (the name, the
+        runbook, a finished exercise, the same path recorded or on disk already); the bytes go to
+        a temporary file beside their destination, hashed as they are written (at most
+        ``max_bytes``: :class:`ArtefactTooLarge`), which takes its name under the journal's lock
+        only if the entry is still accepted. A refusal leaves nothing behind and the journal as it
+        was. No directory on the way is created or entered through a symbolic link."""
+        name = artefact_name(name)
+        rel = f"{ARTEFACT_DIR}/{self.journal.name}/{runbook}/{name}"
+        dest = self.evidence_dir / rel
+
+        def refuse(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
             self.check(entries, new)
             if any(e["action"] == "artefact" and e.get("path") == rel for e in entries):
                 raise ExerciseInputError(f"artefact {rel} is already recorded in this exercise")
-            dest = self.evidence_dir / rel
-            if dest.exists():
+            if os.path.lexists(dest):
                 raise ExerciseInputError(f"{dest} already exists")
-            _copy(src, dest, digest)
 
-        return self.journal.append(self.actor, "artefact", fields, check=check)
+        fields = {"runbook": runbook, "path": rel, "file_sha256": "0" * 64}
+        self.journal.append(self.actor, "artefact", fields, check=refuse, dry_run=True)
+        made = _real_dirs(self.evidence_dir, (ARTEFACT_DIR, self.journal.name, runbook))
+        digest = hashlib.sha256()
+        size = 0
+
+        def fill(out: BinaryIO) -> None:
+            nonlocal size
+            while True:
+                try:
+                    chunk = data.read(COPY_CHUNK)
+                except OSError as e:
+                    raise ExerciseInputError(f"{source}: cannot read: {e.strerror or e}") from None
+                if not chunk:
+                    return
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ArtefactTooLarge(
+                        f"artefact {_shown(name)} is larger than {fmt_bytes(max_bytes)}, the most the board "
+                        "takes: add it with `continuity-agent exercise artefact`"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+
+        def commit(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
+            refuse(entries, new)
+            assert tmp is not None
+            try:
+                publish(tmp, dest, mode=None, replace=False)
+            except FileExistsError:
+                raise ExerciseInputError(f"{dest} already exists") from None
+
+        tmp: Path | None = None
+        try:
+            try:
+                tmp = spool(dest, fill)
+            except OSError as e:
+                raise ExerciseInputError(f"{dest}: cannot write: {e.strerror or e}") from None
+            fields["file_sha256"] = digest.hexdigest()
+            return self.journal.append(self.actor, "artefact", fields, check=commit)
+        except BaseException:
+            for d in reversed(made):  # the directories this refused artefact made, if still empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     def amend(self, seq: int, changes: dict[str, Any]) -> dict[str, Any]:
         if not changes:
@@ -213,22 +285,71 @@ class Recorder:
         return self._append("void", {"target": seq, "reason": text(reason, "--reason")})
 
 
-def _copy(src: Path, dest: Path, digest: str) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def artefact_name(name: str) -> str:
+    """The file name an artefact is stored under, from ``exercise artefact``'s FILE or the board's
+    upload, refused unless it is a plain, visible, one-line UTF-8 name the verifier can follow:
+    no '/' or '\\', not starting with '.', no control characters, at most
+    ``MAX_ARTEFACT_NAME_BYTES`` bytes."""
+    what = f"artefact file name {_shown(name)}"
+    if not name:
+        raise ExerciseInputError("artefact file name is empty")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ExerciseInputError(f"{what} is not valid UTF-8") from None
+    if "/" in name or "\\" in name:
+        raise ExerciseInputError(f"{what} must be a plain file name (no '/' or '\\')")
+    if name.startswith("."):
+        raise ExerciseInputError(f"{what} must not start with '.'")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ExerciseInputError(f"{what} contains a control character")
+    if len(encoded) > MAX_ARTEFACT_NAME_BYTES:
+        raise ExerciseInputError(f"{what} is longer than {MAX_ARTEFACT_NAME_BYTES} bytes")
+    return name
 
-    def fill(out: BinaryIO) -> None:
-        with open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1024 * 1024)
 
-    def check(tmp: Path) -> None:
-        if sha256_file(tmp) != digest:
-            raise ExerciseInputError(f"{src} changed while it was copied")
+def _shown(name: str) -> str:
+    """A name in a message: quoted with its control characters escaped, cut short if long."""
+    return repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
 
-    atomic_fill(dest, fill, check=check, mode=None)
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _real_dirs(base: Path, parts: tuple[str, ...]) -> list[Path]:
+    """Make ``base/part/part/...``, each directory created if missing and refused if it is not a
+    real directory (a symbolic link is never followed: the evidence stays inside the evidence
+    directory). Returns the directories it created."""
+    d, made = base, []
+    for part in parts:
+        d = d / part
+        try:
+            os.mkdir(d)
+            made.append(d)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ExerciseInputError(f"{d}: cannot create: {e.strerror or e}") from None
+        if not stat.S_ISDIR(os.lstat(d).st_mode):
+            for m in reversed(made):
+                m.rmdir()
+            raise ExerciseInputError(f"{d}: not a directory (a symbolic link?); artefacts are not written through one")
+    return made
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["Recorder", "amend_changes", "due_date", "iso", "load_estate", "now", "text"]
+__all__ = [
+    "ArtefactTooLarge",
+    "Recorder",
+    "amend_changes",
+    "artefact_name",
+    "due_date",
+    "iso",
+    "load_estate",
+    "now",
+    "text",
+]

@@ -78,11 +78,12 @@ class SystemProgress:
     validations: dict[str, str]  # id -> pass | fail
     signed_off_by: str | None
     validation_ids: tuple[str, ...] = ()  # every validation of the runbook
+    artefacts: tuple[str, ...] = ()  # paths (relative to the evidence directory) attached so far, for the board
 
     def to_json(self) -> dict[str, Any]:
         offsets = _seconds("restored_offset", "projected_restore_offset")
         return {
-            **fields_json(self, rename=offsets, omit=("steps", "validation_ids")),
+            **fields_json(self, rename=offsets, omit=("steps", "validation_ids", "artefacts")),
             "steps": [s.to_json() for s in self.steps],
         }
 
@@ -257,6 +258,7 @@ def _system(
         validations={k: v[0] for k, v in sl.validations.items()},
         signed_off_by=sl.sign_off[0] if sl.sign_off else None,
         validation_ids=tuple(v.id for v in rb.validation),
+        artefacts=tuple(str(a.get("path", "")) for a in sl.artefacts),
     )
 
 

@@ -16,6 +16,10 @@ void it with a reason (``exercise void``) and a link to a form amending it (``?a
 ``exercise amend``). Every form posts to ``/exercise/<name>`` and goes
 through :class:`agent.exercises.record.Recorder`, as the CLI does: the same entry, the same checks,
 the same messages. A refused form comes back (400) with one error and what was typed in it.
+
+Each lane's attach form uploads one file (``exercise artefact``): a multipart body read as it
+arrives (the POST route streams), through :meth:`Recorder.add_artefact`, at most
+``MAX_UPLOAD_BYTES`` (413 beyond).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html as _html
+import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +40,10 @@ from agent import escape
 from agent.evidence.verifier import fmt_hours
 from agent.exercises.journal import NAME_RE, ExerciseInputError, Journal, iso
 from agent.exercises.model import AMENDABLE, effective
-from agent.exercises.record import Recorder, amend_changes
+from agent.exercises.record import ArtefactTooLarge, Recorder, amend_changes, fmt_bytes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
 from agent.fileio import kept_secret
+from agent.multipart import MultipartError, MultipartReader, boundary
 from agent.plugin import HttpRequest, HttpResponse, Route
 
 PREFIX = "/exercise"
@@ -45,6 +51,8 @@ CSRF_KEY_FILE = "exercise-board.key"  # in the state directory, mode 0600
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30
 MAX_FORM_BYTES = 16 * 1024
+MAX_UPLOAD_BYTES = 64 * 2**20  # an artefact attached from the board; larger ones from the command line
+CSRF_REFUSED = b"missing or wrong CSRF token: reload the page and try again\n"
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'",
     "Cache-Control": "no-store",
@@ -55,7 +63,7 @@ ENABLE_HELP = (
     "Recording from this page is off: the agent has no web config with <code>basic_auth_users</code>. "
     "Start it with <code>--web.config.file</code> naming a file that lists users (docs/security.md); "
     "each user name is recorded as the actor. Until then, record with "
-    "<code>continuity-agent exercise step|restored|validate|action|sign-off|amend|void</code>."
+    "<code>continuity-agent exercise step|restored|validate|action|artefact|sign-off|amend|void</code>."
 )
 TIMED = ("step", "restored", "validate", "sign_off")  # kinds whose entry takes the page's as-at time
 # What the amend form offers to change, in this order, and its labels (model.AMENDABLE says which
@@ -115,6 +123,7 @@ class Forms:
         *,
         timed: bool = True,
         css: str = "",
+        enctype: str = "",
     ) -> str:
         kept = self.values(fid)
         hidden_fields = {**fields, "csrf": self.token, FORM_FIELD: fid, **({"at": self.at_value} if timed else {})}
@@ -128,8 +137,9 @@ class Forms:
         )
         submit = buttons or f'<button type="submit">{e(label)}</button>'
         cls = f' class="{e(css)}"' if css else ""
+        enc = f' enctype="{e(enctype)}"' if enctype else ""
         action = f"{PREFIX}/{quote(self.name)}"
-        return f'<form method="post" action="{action}" id="{e(fid)}"{cls}>{hidden}{shown}{submit}</form>'
+        return f'<form method="post" action="{action}" id="{e(fid)}"{cls}{enc}>{hidden}{shown}{submit}</form>'
 
 
 def _value(v: str | None) -> str:
@@ -271,18 +281,21 @@ class Board:
         user = self.user(req)
         if user is None:
             return HttpResponse(401, b"Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="continuity-agent"'})
-        if len(req.body) > MAX_FORM_BYTES:
-            return HttpResponse(413, b"form too large\n")
-        try:
-            form = {k: v[0] for k, v in parse_qs(req.body.decode("utf-8"), max_num_fields=32).items()}
-        except (UnicodeDecodeError, ValueError):
-            return HttpResponse(400, b"bad form\n")
-        token = form.get("csrf", "")
-        if not token or not hmac.compare_digest(token, self.csrf(user, name)):
-            return HttpResponse(403, b"missing or wrong CSRF token: reload the page and try again\n")
         rb, ev = self.snapshots.dirs()
         if rb is None or ev is None:
             return HttpResponse(404, b"not configured\n")
+        if req.headers.get("content-type", "").lower().startswith("multipart/"):
+            return self._upload(req, name, user, rb, ev)
+        length = req.stream.length if req.stream is not None else len(req.body)
+        if length > MAX_FORM_BYTES:
+            return HttpResponse(413, b"form too large\n")
+        try:
+            body = _read_all(req.stream, length) if req.stream is not None else req.body
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), max_num_fields=32).items()}
+        except (UnicodeDecodeError, ValueError, OSError):
+            return HttpResponse(400, b"bad form\n")
+        if not self._token_ok(form, user, name):
+            return HttpResponse(403, CSRF_REFUSED)
         try:
             timed = form.get("kind") in TIMED
             at = _parse_at(form["at"]) if timed and form.get("at", "").strip() else None
@@ -290,15 +303,69 @@ class Board:
             got = self._record(rec, form, at)
         except (ValueError, ExerciseInputError) as err:
             return self._refused(name, user, form, str(err))
+        return self._recorded(name, got, form)
+
+    def _recorded(self, name: str, got: dict[str, Any], form: dict[str, str]) -> HttpResponse:
+        """303 to where the new entry shows."""
         self.snapshots.refresh(only=name)
         base = f"{PREFIX}/{quote(name)}"
-        if got["action"] == "action":
+        if got["action"] == "artefact":
+            loc = f"{base}/journal#e-{got['seq']}"
+        elif got["action"] == "action":
             loc = f"{base}#actions"
         elif got["action"] in ("void", "amend"):
             loc = f"{base}/journal#e-{got['target']}"
         else:
             loc = base + (f"?{urlencode({'at': form['at']})}" if form.get("at") else "")
         return HttpResponse(303, b"", headers={"Location": loc})
+
+    def _token_ok(self, form: dict[str, str], user: str, name: str) -> bool:
+        token = form.get("csrf", "")
+        return bool(token) and hmac.compare_digest(token, self.csrf(user, name))
+
+    def _upload(self, req: HttpRequest, name: str, user: str, rb: Path, ev: Path) -> HttpResponse:
+        """``exercise artefact`` from the board: a multipart form whose fields (the CSRF token, the
+        system) come before its one file, which is streamed through :meth:`Recorder.add_artefact`
+        (at most MAX_UPLOAD_BYTES; a larger Content-Length is refused from the head, 413)."""
+        length = req.stream.length if req.stream is not None else len(req.body)
+        form: dict[str, str] = {"kind": "artefact"}
+        if length > MAX_UPLOAD_BYTES + MAX_FORM_BYTES:
+            msg = (
+                f"the upload is {fmt_bytes(length)}, larger than {fmt_bytes(MAX_UPLOAD_BYTES)}, the most the board "
+                "takes: add it with `continuity-agent exercise artefact`"
+            )
+            return self._refused(name, user, form, msg, status=413)
+        stream = req.stream if req.stream is not None else io.BytesIO(req.body)
+        used = 0
+        try:
+            parts = MultipartReader(stream, boundary(req.headers.get("content-type", "")))
+            while (part := parts.next_part()) is not None:
+                if part.filename is None:
+                    value = parts.read_field(MAX_FORM_BYTES - used, part.name)
+                    used += len(part.name) + len(value.encode())
+                    form.setdefault(part.name, value)
+                    continue
+                # The file: what it needs came before it (the page's form puts it last).
+                if not self._token_ok(form, user, name):
+                    return HttpResponse(403, CSRF_REFUSED)
+                form["kind"] = "artefact"
+                if not part.filename:
+                    raise ExerciseInputError("choose a file to attach")
+                filename = part.filename.rpartition("/")[2]  # a base name only, whatever was sent
+                rec = Recorder(rb, ev, name, user)
+                got = rec.add_artefact(
+                    form.get("runbook", ""), filename, parts, source="the upload", max_bytes=MAX_UPLOAD_BYTES
+                )
+                return self._recorded(name, got, form)
+            if not self._token_ok(form, user, name):
+                return HttpResponse(403, CSRF_REFUSED)
+            raise ExerciseInputError("choose a file to attach")
+        except ArtefactTooLarge as err:
+            return self._refused(name, user, form, str(err), status=413)
+        except (MultipartError, ExerciseInputError) as err:
+            return self._refused(name, user, form, str(err))
+        except OSError as err:  # the client stopped sending: nobody may be reading this
+            return self._refused(name, user, form, f"the upload did not arrive whole: {err}")
 
     @staticmethod
     def _record(rec: Recorder, f: dict[str, str], at: datetime | None) -> dict[str, Any]:
@@ -330,9 +397,13 @@ class Board:
             return rec.amend(seq, amend_changes(**changed))
         raise ExerciseInputError(f"unknown kind of entry {kind!r}")
 
-    def _refused(self, name: str, user: str, form: dict[str, str], msg: str) -> HttpResponse:
-        """400: the page the form came from, with one error and the form as it was typed; the
-        journal is untouched."""
+    def _refused(self, name: str, user: str, form: dict[str, str], msg: str, status: int = 400) -> HttpResponse:
+        """400 (or ``status``): the page the form came from, with one error and the form as it
+        was typed; the journal is untouched."""
+        resp = self._refused_page(name, user, form, msg)
+        return replace(resp, status=status) if resp.status == 400 else resp
+
+    def _refused_page(self, name: str, user: str, form: dict[str, str], msg: str) -> HttpResponse:
         kind = form.get("kind", "")
         try:
             if kind in ("void", "amend"):
@@ -686,6 +757,16 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
                     f'<button type="submit" name="result" value="pass" id="{e(fid)}-pass">pass</button>'
                     f'<button type="submit" name="result" value="fail" id="{e(fid)}-fail">fail</button>',
                 )
+            fid = f"f-{sp.runbook}-artefact"
+            extra += form(
+                {"kind": "artefact", "runbook": sp.runbook},
+                "",
+                fid,
+                [Input("file", "Attach a file (screenshot, log, export)", f"{fid}-file", "required", "file")],
+                f'<button type="submit" id="{e(fid)}-submit">attach</button>',
+                timed=False,
+                enctype="multipart/form-data",
+            )
             if sp.signed_off_by is None:
                 extra += form(
                     {"kind": "sign_off", "runbook": sp.runbook},
@@ -698,10 +779,12 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
                 )
         vals = ", ".join(f"{e(k)}: {e(v)}" for k, v in sp.validations.items()) or "none yet"
         signed = e(sp.signed_off_by) if sp.signed_off_by else "not yet"
+        files = ", ".join(f"<code>{e(a.rpartition('/')[2])}</code>" for a in sp.artefacts) or "none yet"
         return (
             f'<h2 id="sys-{e(sp.runbook)}">{e(sp.runbook)} — {e(sp.name)}: {e(SYSTEM_LABELS[sp.state])}</h2>'
             f"<p>Restored {_h(sp.restored_offset)} after T0 (projected {_h(sp.projected_restore_offset)}; "
-            f"RTO {_h(sp.rto_seconds)}). Validations: {vals}. Signed off: {signed}.</p>"
+            f"RTO {_h(sp.rto_seconds)}). Validations: {vals}. Signed off: {signed}. "
+            f'Artefacts: <span id="artefacts-{e(sp.runbook)}">{files}</span>.</p>'
             '<table><thead><tr><th scope="col">Step</th><th scope="col">Title</th><th scope="col">State</th>'
             '<th scope="col">Expected</th><th scope="col">Operator</th><th scope="col">Record</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>{extra}"
@@ -747,6 +830,14 @@ def _back(name: str, at: str | None) -> str:
     return f'<p><a href="{PREFIX}/{quote(name)}{q}">Back to the board</a></p>'
 
 
+def _read_all(stream: Any, length: int) -> bytes:
+    out = bytearray()
+    while len(out) < length and (chunk := stream.read(length - len(out))):
+        out += chunk
+    return bytes(out)
+
+
 def routes(agent: Any, snapshots: Any) -> list[Route]:
     board = Board(agent, snapshots)
-    return [Route("GET", PREFIX, board.get), Route("POST", PREFIX, board.post)]
+    # POSTs stream: an upload is read as it arrives, never whole into memory.
+    return [Route("GET", PREFIX, board.get), Route("POST", PREFIX, board.post, stream=True)]

@@ -1,0 +1,203 @@
+"""Routes that read their bodies themselves (``Route.stream``, the exercise board's upload) on the
+agent's real HTTP server, on loopback: the body arrives whole and in order past the 64 KiB limit of
+other routes, over TLS too; a ``100 Continue`` is sent only when the handler reads; a refused body
+is drained so the client reads the answer, and the connection then serves the next request; a
+silent sender times out; at most MAX_STREAMS are read at once (503 beyond), and scrapes go on
+meanwhile."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.http import MAX_BODY, MAX_STREAMS, HttpServer, WebApp, frame_request
+from agent.plugin import HttpRequest, HttpResponse, Route
+from tests.helpers.tls import make_pki
+
+pytestmark = pytest.mark.integration
+
+
+class Handlers:
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.errors: list[str] = []
+
+    def digest(self, req: HttpRequest) -> HttpResponse:
+        """The sha256 and size of the body, read in small pieces."""
+        assert req.stream is not None and req.body == b""
+        h, n = hashlib.sha256(), 0
+        try:
+            while chunk := req.stream.read(10_000):
+                h.update(chunk)
+                n += len(chunk)
+        except OSError as e:
+            self.errors.append(type(e).__name__)
+            return HttpResponse(400, f"{type(e).__name__}\n".encode())
+        return HttpResponse(200, f"{n} {h.hexdigest()}".encode())
+
+    def refuse(self, req: HttpRequest) -> HttpResponse:
+        return HttpResponse(413, b"too large for this route\n")
+
+    def wait(self, req: HttpRequest) -> HttpResponse:
+        self.hold.wait(20)
+        return HttpResponse(200, b"done\n")
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    return Handlers()
+
+
+def _server(handlers: Handlers, ctx: ssl.SSLContext | None = None) -> HttpServer:
+    app = WebApp(CollectorRegistry(), lambda: {"targets": [], "site": "hq"}, lambda: True)
+    app.set_routes(
+        [
+            Route("POST", "/digest", handlers.digest, stream=True),
+            Route("POST", "/refuse", handlers.refuse, stream=True),
+            Route("POST", "/wait", handlers.wait, stream=True),
+            Route("POST", "/deny", lambda r: HttpResponse(401, b"Unauthorized\n"), stream=True),
+            Route("POST", "/small", lambda r: HttpResponse(200, str(len(r.body)).encode())),
+        ]
+    )
+    return HttpServer(app, "127.0.0.1", 0, ctx, request_timeout=1.5)
+
+
+@pytest.fixture
+def server(handlers: Handlers) -> Iterator[HttpServer]:
+    srv = _server(handlers)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        handlers.hold.set()
+        srv.stop()
+
+
+def _head(path: str, length: int, extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
+
+
+def _response(f: BinaryIO) -> tuple[int, bytes]:
+    """One response from a socket file: (status, body)."""
+    status = int(f.readline().split()[1])
+    length = 0
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, _, v = line.decode().partition(":")
+        if k.lower() == "content-length":
+            length = int(v)
+    return status, f.read(length)
+
+
+def test_frame_request_hands_over_a_streamed_head() -> None:
+    head = _head("/digest", 10 * MAX_BODY)
+    assert frame_request(head + b"abc", lambda line: line.startswith(b"POST /digest ")) == ("stream", len(head), "")
+    assert frame_request(head, lambda line: False) == ("error", 413, "request body too large")
+    assert frame_request(head[:-2], lambda line: True)[0] == "need"  # the head first, whole
+
+
+def test_a_large_body_arrives_whole_and_the_connection_serves_on(server: HttpServer) -> None:
+    body = os.urandom(5 * 2**20 + 7)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(_head("/digest", len(body)) + body)
+        assert _response(f) == (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
+        # Keep-alive: the next request on the same connection, pipelined behind a small body.
+        s.sendall(_head("/digest", 3) + b"abc" + _head("/small", 2) + b"hi")
+        assert _response(f) == (200, f"3 {hashlib.sha256(b'abc').hexdigest()}".encode())
+        assert _response(f) == (200, b"2")
+    # Other routes keep their limit.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(_head("/small", MAX_BODY + 1))
+        assert _response(s.makefile("rb"))[0] == 413
+
+
+def test_100_continue_only_when_the_handler_reads(server: HttpServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(_head("/digest", 5, "Expect: 100-continue\r\n"))
+        assert f.readline() == b"HTTP/1.1 100 Continue\r\n" and f.readline() == b"\r\n"
+        s.sendall(b"hello")
+        assert _response(f) == (200, f"5 {hashlib.sha256(b'hello').hexdigest()}".encode())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(_head("/refuse", 10**9, "Expect: 100-continue\r\n"))
+        f = s.makefile("rb")
+        assert _response(f)[0] == 413  # no 100 Continue: the body is never asked for
+        assert f.read() == b""  # and the connection is closed
+
+
+def test_a_refused_body_is_drained_so_the_client_reads_the_answer(server: HttpServer) -> None:
+    body = b"z" * (3 * 2**20)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(_head("/refuse", len(body)) + body)  # the whole body is sent: no reset
+        assert _response(f) == (413, b"too large for this route\n")
+        s.sendall(_head("/small", 2) + b"ok")
+        assert _response(f) == (200, b"2")
+    # Refused its credentials: not drained, closed at once.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(_head("/deny", len(body)) + body[:1000])
+        assert _response(f) == (401, b"Unauthorized\n")
+        assert f.read() == b""
+
+
+def test_a_silent_sender_times_out(server: HttpServer, handlers: Handlers) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        t0 = time.monotonic()
+        s.sendall(_head("/digest", 1000) + b"only this")
+        status, body = _response(s.makefile("rb"))
+        assert (status, body) == (400, b"TimeoutError\n")
+        assert 1.0 < time.monotonic() - t0 < 8
+    assert handlers.errors == ["TimeoutError"]
+
+
+def test_at_most_max_streams_at_once_and_scrapes_go_on(server: HttpServer, handlers: Handlers) -> None:
+    held = []
+    try:
+        for _ in range(MAX_STREAMS):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(_head("/wait", 0))
+            held.append(s)
+        time.sleep(0.3)  # the handlers are waiting now
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(_head("/digest", 3) + b"abc")
+            status, body = _response(s.makefile("rb"))
+            assert status == 503 and b"another upload" in body
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _response(s.makefile("rb")) == (200, b"Healthy\n")
+        handlers.hold.set()
+        for s in held:
+            assert _response(s.makefile("rb")) == (200, b"done\n")
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_over_tls(handlers: Handlers, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    srv = _server(handlers, ctx)
+    srv.start()
+    try:
+        client = ssl.create_default_context(cafile=str(pki.ca))
+        client.check_hostname = False
+        body = os.urandom(3 * 2**20)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
+            with client.wrap_socket(raw) as s:
+                f = s.makefile("rb")
+                s.sendall(_head("/digest", len(body)) + body)
+                assert _response(f) == (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
+    finally:
+        srv.stop()
