@@ -208,7 +208,9 @@ def test_a_thousand_slow_clients_neither_exhaust_threads_nor_delay_a_scrape(tmp_
                     pass
         time.sleep(1.0)
         worst = max(timed_metrics(srv.port) for _ in range(20))
-        assert worst < 1.0, f"/metrics took {worst:.3f}s behind 1000 slow clients"
+        # Served behind them, not after them: a scrape queued behind the slow clients would wait for
+        # their 30 s request timeout. (Not a speed limit: on a loaded 2-core CI a scrape has taken 1 s.)
+        assert worst < 10.0, f"/metrics took {worst:.3f}s behind 1000 slow clients"
         assert _thread_count() == threads_before  # no thread per connection
         assert srv.open_connections <= 512
         # fds: the server holds at most max_connections of them, whatever the clients do.
