@@ -8,6 +8,9 @@ the promtool tests in deploy/prometheus/tests), not silence."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -92,5 +95,63 @@ def test_vanished_backup_repository_alerts(tmp_path: Path) -> None:
             (tmp_path / "unmounted").rename(repos.restic)
             wait_until(lambda: state() == "fresh", 30, what="backup fresh again")
             wait_until(lambda: alerts(prom, about) == set(), 30, what="alert resolved")
+        finally:
+            prom.stop()
+
+
+def test_locked_state_database_alerts(tmp_path: Path) -> None:
+    """Another process holds the state database's write lock past the agent's busy timeout (10 s):
+    the agent goes on in memory, but the history that availability is computed from stops being
+    written, so downtime from then on counts for nothing. Before AgentStateDatabaseFailing,
+    ``continuity_state_db_healthy 0`` was on a dashboard panel only and alerted no one; and the
+    store never wrote again until a restart, however briefly the lock was held. Now it retries:
+    once the lock is gone the results it kept are written and the alert clears."""
+    config = tmp_path / "agent.yml"
+    config.write_text(
+        f"agent: {{site: hq, state_dir: {tmp_path / 'state'}}}\n"
+        "targets:\n  - {name: web, kind: probe, module: tcp, host: 127.0.0.1, port: 1, interval: 1s, timeout: 500ms}\n"
+    )
+    with agent_process(config) as agent:
+        prom = prometheus_with_rules(tmp_path, agent.url.removeprefix("http://"))
+        try:
+            about = 'alertname="AgentStateDatabaseFailing"'
+            wait_until(lambda: bool(prom.query("continuity_state_db_healthy == 1")), 30, what="healthy in Prometheus")
+            assert alerts(prom, about) == set()
+            db = tmp_path / "state" / "state.db"
+
+            def history() -> list[float]:
+                with contextlib.closing(sqlite3.connect(db, timeout=5)) as c:
+                    rows = c.execute("SELECT started FROM results WHERE target = 'web' AND task = ''").fetchall()
+                return [r[0] for r in rows]
+
+            lock = sqlite3.connect(db, isolation_level=None, timeout=5)
+            try:
+                lock.execute("BEGIN EXCLUSIVE")
+                locked_at = time.time()
+                wait_until(
+                    lambda: metric_value(agent.metrics(), "continuity_state_db_healthy") == 0,
+                    30,
+                    what="the agent to give up waiting for the lock",
+                )
+                wait_until(
+                    lambda: ("AgentStateDatabaseFailing", "warning") in alerts(prom, about),
+                    30,
+                    what="AgentStateDatabaseFailing while the database is locked",
+                )
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            released_at = time.time()
+            wait_until(
+                lambda: metric_value(agent.metrics(), "continuity_state_db_healthy") == 1,
+                30,
+                what="the agent to write its database again",
+            )
+            wait_until(lambda: alerts(prom, about) == set(), 30, what="alert resolved")
+            # The probe's results from while the database was locked were kept and written: the
+            # history has no hole (one run a second; allow a few for the scheduler's jitter).
+            during = [t for t in history() if locked_at + 1 <= t <= released_at - 1]
+            assert len(during) >= (released_at - locked_at) - 6, (len(during), released_at - locked_at)
+            assert "state database writable again" in agent.log()
         finally:
             prom.stop()
