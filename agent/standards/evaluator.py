@@ -349,8 +349,15 @@ class Evaluator:
         )
         rx = _sample_value(res.samples, "continuity_interface_receive_bytes_total", interface=wan.interface)
         tx = _sample_value(res.samples, "continuity_interface_transmit_bytes_total", interface=wan.interface)
+        oper_up = _sample_value(res.samples, "continuity_interface_up", interface=wan.interface)
         if speed is None:
             rep.notes.append(f"{wan.snmp_target} reports no interface {wan.interface!r}")
+        elif oper_up == 0:
+            # A port that is down has negotiated nothing; devices report its configured or last
+            # speed (ifHighSpeed) all the same.
+            rep.notes.append(f"WAN interface {wan.interface} is down (ifOperStatus) on {wan.snmp_target}")
+            rep.negotiated = 0.0
+            obs["negotiated_speed"] = (0.0, res.started)
         else:
             rep.negotiated = speed
             obs["negotiated_speed"] = (speed, res.started)
