@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.standards")  # the name it has always logged under
 
+# Criteria measured afresh by every burst or poll: a verdict holds only while the latest burst (or
+# WAN poll) measured a value for it. A burst that got no reply has no RTT or jitter, and one that
+# could not run measured nothing: the last verdict is not carried on as current (it is reported
+# unknown; its hysteresis state is kept). Throughput tests run a few times a day, so a failed
+# test leaves the last one standing; availability is computed over 30 days of history.
+LIVE_CRITERIA = frozenset({"rtt", "jitter", "loss", "negotiated_speed"})
+
 # --------------------------------------------------------------------------------------------------
 # Hysteresis
 # --------------------------------------------------------------------------------------------------
@@ -297,6 +304,9 @@ class Evaluator:
                 ):
                     st.observe(instant, cls.hysteresis)
                     st.last_measured_at = measured_at
+            if crit in LIVE_CRITERIA and value is None:
+                rep.criteria.append(CriterionReport(crit, threshold, None, None, None, None, 0, None, cls.hysteresis))
+                continue
             rep.criteria.append(
                 CriterionReport(
                     crit,
