@@ -2,8 +2,10 @@
 
 The event loop never waits on SQLite: :meth:`StateStore.put` updates memory under a lock and
 queues the row for a writer thread that commits in batches. A failing database (full disk,
-read-only, corrupt) degrades the store to memory-only, counted in
-``continuity_state_db_errors_total``; it never stops collection.
+read-only, corrupt, locked by another process) degrades the store to memory-only, counted in
+``continuity_state_db_errors_total``; it never stops collection. The writer keeps the rows it
+could not commit (up to ``MAX_PENDING``) and retries after ``RETRY_SECONDS``, backing off to
+``MAX_RETRY_SECONDS``: once a commit goes through, they are written and the store is healthy again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from agent.plugin import Sample
 from agent.samples import compact
 
 log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0  # first wait before writing to a failing database again; doubles up to MAX_RETRY_SECONDS
+MAX_RETRY_SECONDS = 300.0
+MAX_PENDING = 100_000  # rows kept for it meanwhile; the oldest beyond this are dropped (and counted)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -206,15 +212,23 @@ class StateStore:
     def _write_loop(self) -> None:
         conn = self._connect()
         last_prune = 0.0
+        pending: list[tuple[str, Any]] = []  # rows a failed commit left, oldest first
+        retry_at, delay = 0.0, RETRY_SECONDS
         while True:
-            item = self._queue.get()
-            batch = [item]
+            batch: list[tuple[str, Any] | None] = []
             with contextlib.suppress(queue.Empty):
+                # While rows wait for a retry, wake up for it even when nothing new arrives.
+                batch.append(self._queue.get(timeout=max(0.0, retry_at - time.monotonic()) if pending else None))
                 while len(batch) < 500:
                     batch.append(self._queue.get_nowait())
             stop = any(b is None for b in batch)
-            rows = [b for b in batch if b is not None]
-            if rows and self.db_healthy:
+            rows = pending + [b for b in batch if b is not None]
+            if len(rows) > MAX_PENDING:
+                with self._lock:
+                    self.db_errors += len(rows) - MAX_PENDING
+                rows = rows[-MAX_PENDING:]
+            pending = []
+            if rows and (self.db_healthy or stop or time.monotonic() >= retry_at):
                 try:
                     conn.execute("BEGIN")
                     for op, arg in rows:
@@ -226,9 +240,22 @@ class StateStore:
                 except sqlite3.Error as e:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    log.error("state database write failed, continuing in memory only: %s", e)
+                    if self.db_healthy:
+                        log.error("state database write failed, continuing in memory only and retrying: %s", e)
+                        delay = RETRY_SECONDS
+                    else:
+                        delay = min(delay * 2, MAX_RETRY_SECONDS)
                     with self._lock:
                         self._degrade()
+                    pending, retry_at = rows, time.monotonic() + delay
+                else:
+                    if not self.db_healthy:
+                        log.warning("state database writable again: %d results kept in memory written", len(rows))
+                        with self._lock:
+                            self.db_healthy = True
+            else:
+                pending = rows
+            if rows and not pending:
                 now = self.clock()
                 if self.db_healthy and now - last_prune > 3600:
                     last_prune = now
@@ -301,7 +328,7 @@ class StateStore:
         return json.loads(row[0]) if row else None
 
     def _enqueue(self, item: tuple[str, Any]) -> None:
-        if self._writer is None or not self.db_healthy:
+        if self._writer is None:  # no database (unusable at start): memory only
             return
         try:
             self._queue.put_nowait(item)

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent.standards")  # the name it has always logged under
 
+# Criteria measured afresh by every burst or poll: a verdict holds only while the latest burst (or
+# WAN poll) measured a value for it. A burst that got no reply has no RTT or jitter, and one that
+# could not run measured nothing: the last verdict is not carried on as current (it is reported
+# unknown; its hysteresis state is kept). Throughput tests run a few times a day, so a failed
+# test leaves the last one standing; availability is computed over 30 days of history.
+LIVE_CRITERIA = frozenset({"rtt", "jitter", "loss", "negotiated_speed"})
+
 # --------------------------------------------------------------------------------------------------
 # Hysteresis
 # --------------------------------------------------------------------------------------------------
@@ -297,6 +304,9 @@ class Evaluator:
                 ):
                     st.observe(instant, cls.hysteresis)
                     st.last_measured_at = measured_at
+            if crit in LIVE_CRITERIA and value is None:
+                rep.criteria.append(CriterionReport(crit, threshold, None, None, None, None, 0, None, cls.hysteresis))
+                continue
             rep.criteria.append(
                 CriterionReport(
                     crit,
@@ -349,8 +359,15 @@ class Evaluator:
         )
         rx = _sample_value(res.samples, "continuity_interface_receive_bytes_total", interface=wan.interface)
         tx = _sample_value(res.samples, "continuity_interface_transmit_bytes_total", interface=wan.interface)
+        oper_up = _sample_value(res.samples, "continuity_interface_up", interface=wan.interface)
         if speed is None:
             rep.notes.append(f"{wan.snmp_target} reports no interface {wan.interface!r}")
+        elif oper_up == 0:
+            # A port that is down has negotiated nothing; devices report its configured or last
+            # speed (ifHighSpeed) all the same.
+            rep.notes.append(f"WAN interface {wan.interface} is down (ifOperStatus) on {wan.snmp_target}")
+            rep.negotiated = 0.0
+            obs["negotiated_speed"] = (0.0, res.started)
         else:
             rep.negotiated = speed
             obs["negotiated_speed"] = (speed, res.started)

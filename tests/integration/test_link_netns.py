@@ -136,6 +136,10 @@ def test_blocked_far_end_is_total_loss_and_fails_availability(tmp_path: Path) ->
             assert good.ok, good.message
             v = asyncio.run(rig.verdicts())["branch"]
             assert v["loss"]["verdict"] == "unknown" and v["loss"]["streak"] == 1
+            good = asyncio.run(rig.run("branch-link"))
+            assert good.ok, good.message
+            v = asyncio.run(rig.verdicts())["branch"]
+            assert (v["loss"]["verdict"], v["rtt"]["verdict"]) == ("met", "met")
             p.iptables("-A", "INPUT", "-j", "DROP")
             bad = []
             for _ in range(2):
@@ -156,6 +160,9 @@ def test_blocked_far_end_is_total_loss_and_fails_availability(tmp_path: Path) ->
     assert reach.message == f"branch-link: no reply to any of 5 icmp probes to {ip} (loss 1.0)"
     assert v["loss"]["value"] == 1.0 and v["loss"]["verdict"] == "failed"
     assert v["availability"]["value"] < 0.99 and v["availability"]["verdict"] == "failed"
+    # Nothing answered, so there is no RTT: not "met" on the last good burst's figure.
+    assert (v["rtt"]["value"], v["rtt"]["verdict"]) == (None, "unknown")
+    assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="rtt") is None
     assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="availability") == 0
     assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="loss") == 0
     assert metric_value(text, "continuity_site_standard_met_all", site="branch") == 0

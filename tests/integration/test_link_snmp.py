@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.cli import main
 from agent.state import StateStore
-from tests.helpers.collect import write_config
+from tests.helpers.collect import value, write_config
 from tests.helpers.common import metric_value
 from tests.helpers.linkrig import Rig
+from tests.helpers.netns import peer
 from tests.helpers.snmp import snmpd
 
 pytestmark = pytest.mark.integration
@@ -106,3 +108,72 @@ def test_negotiated_speed_below_contract_from_real_snmpd(
     assert "contracted download 100Mbit/s, upload 20Mbit/s" in out and "WAN negotiated 10Mbit/s" in out
     row = next(line for line in out.splitlines() if line.strip().startswith("negotiated_speed"))
     assert ">= 100Mbit/s" in row and "10Mbit/s" in row and row.rstrip().endswith("FAILED")
+
+
+WAN_DOWN = """
+agent: {{site: hq, state_dir: {state}}}
+auths:
+  v2: {{type: snmp_v2c, community: "${{TEST_SNMP_COMMUNITY}}"}}
+sites:
+  - {{name: hq, class: office}}
+  - name: branch
+    class: library
+    contracted_download: 100Mbit/s
+    wan_interface: {{snmp_target: branch-router, interface: {wan}}}
+site_classes:
+  office: {{}}
+  library: {{hysteresis: 2}}
+targets:
+  - {{name: standards, kind: standards}}
+  - {{name: branch-router, kind: snmp, site: branch, host: 127.0.0.1, port: {port}, auth: v2,
+      interfaces: {{include: [{wan}]}}}}
+"""
+
+
+@pytest.mark.netns
+def test_wan_interface_without_carrier_fails_negotiated_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The WAN port loses its carrier (the far end of a veth taken down): net-snmp's snmpd reports
+    it oper-down (ifOperStatus 2) but still at its 10 Gbit/s (ifHighSpeed), as routers report a
+    down port's configured speed. Nothing is negotiated on a port that is down: before, the site
+    met ``negotiated_speed`` on the 10 Gbit/s figure; now the value is 0 and it fails after K."""
+    with peer("wan") as p, snmpd(tmp_path) as agent:
+        monkeypatch.setenv("TEST_SNMP_COMMUNITY", agent.community)
+        path = write_config(tmp_path, WAN_DOWN.format(state=tmp_path / "state", port=agent.port, wan=p.host_if))
+        rig = Rig(path, StateStore(tmp_path / "state"))
+        try:
+
+            async def poll_and_evaluate(oper: float) -> list[dict[str, Any]]:
+                out = []
+                for _ in range(2):
+                    for _attempt in range(20):  # snmpd caches its interface table for a few seconds
+                        r = await rig.run("branch-router")
+                        assert r.ok, r.message
+                        if value(r, "continuity_interface_up", interface=p.host_if) == oper:
+                            break
+                        await asyncio.sleep(0.5)
+                    assert value(r, "continuity_interface_up", interface=p.host_if) == oper
+                    assert value(r, "continuity_interface_speed_bytes_per_second", interface=p.host_if) == 10e9 / 8
+                    out.append((await rig.verdicts())["branch"]["negotiated_speed"])
+                return out
+
+            async def outage() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                # One event loop throughout, as in the agent (the SNMP transport belongs to its loop).
+                up = await poll_and_evaluate(1.0)
+                p.exec("ip", "link", "set", "dev", p.ns_if, "down")
+                return up, await poll_and_evaluate(0.0)
+
+            up, down = asyncio.run(outage())
+            text = rig.metrics()
+            info = rig.store.latest("standards").info["sites"]  # type: ignore[union-attr]
+        finally:
+            rig.close()
+    assert [v["verdict"] for v in up] == ["unknown", "met"]
+    assert [(v["value"], v["verdict"]) for v in down] == [(0.0, "met"), (0.0, "failed")]
+    branch = next(s for s in info if s["site"] == "branch")
+    assert branch["negotiated_bytes_per_second"] == 0.0
+    assert f"WAN interface {p.host_if} is down" in " ".join(branch["notes"])
+    assert metric_value(text, "continuity_site_standard_met", site="branch", criterion="negotiated_speed") == 0
+    assert metric_value(text, "continuity_site_standard_value", site="branch", criterion="negotiated_speed") == 0
+    assert metric_value(text, "continuity_site_standard_met_all", site="branch") == 0

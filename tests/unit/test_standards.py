@@ -435,9 +435,49 @@ def test_unanswered_burst_is_total_loss_and_failed_throughput_is_no_verdict(tmp_
     crit = {c.criterion: c for c in rep.criteria}
     assert crit["loss"].value == 1.0 and crit["loss"].verdict is False
     assert crit["download"].value == 50e6 / 8 and crit["download"].verdict is True
-    assert crit["rtt"].value is None and crit["rtt"].verdict is True  # no new rtt: verdict unchanged
+    # No reply, so no RTT or jitter: not known now, whatever the last ones were. Their hysteresis
+    # state is kept, so the first burst that answers well again reads met at once.
+    assert crit["rtt"].value is None and crit["rtt"].verdict is None
+    assert crit["jitter"].value is None and crit["jitter"].verdict is None
     assert rep.met_all is False
     assert "branch-link: no reply to any of 5 icmp probes (loss 1.0)" in rep.notes
+    samples = {(s.name, s.labels.get("criterion")) for s in report_samples([rep])}
+    assert ("continuity_site_standard_met", "rtt") not in samples
+    assert ("continuity_site_standard_met", "loss") in samples
+    store.put(link_result(t + 120))
+    assert verdicts(ev)["rtt"] is True and verdicts(ev)["jitter"] is True
+
+
+def test_a_failed_burst_or_poll_leaves_its_criteria_unknown_not_met(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link's burst cannot run at all (a timeout, a name that no longer resolves), the WAN
+    router's poll fails: nothing was measured, so rtt, jitter, loss and negotiated_speed are
+    unknown and the site's ``met_all`` with them, not the last verdicts carried on as current."""
+    cfg = load_config(snmp_config(tmp_path, monkeypatch, k=1)).config
+    t = ts("2024-04-02T10:00")
+    store = StateStore(None)
+    ev = Evaluator(cfg, store, clock=lambda: t)
+    store.put(link_result(t))
+    store.put(reach_result(t))
+    store.put(throughput_result(t, 50e6))
+    store.put(snmp_result(t, 1e9, rx=0, tx=0))
+    live = ("rtt", "jitter", "loss", "negotiated_speed")
+    assert {c: verdicts(ev)[c] for c in live} == dict.fromkeys(live, True)
+    store.put(Result("branch-link", "", "link", "branch", t + 600, 9.0, False, "timeout", "branch-link: no result"))
+    store.put(Result("branch-router", "", "snmp", "branch", t + 600, 9.0, False, "timeout", "branch-router: no"))
+    rep = next(r for r in ev.evaluate() if r.site == "branch")
+    crit = {c.criterion: c for c in rep.criteria}
+    assert {c: crit[c].verdict for c in live} == dict.fromkeys(live, None)
+    assert crit["download"].verdict is True  # the last throughput test stands (tests run 4 times a day)
+    assert rep.met_all is None
+    samples = {(s.name, s.labels.get("criterion")) for s in report_samples([rep])}
+    assert not {("continuity_site_standard_met", c) for c in live} & samples
+    assert ("continuity_site_standard_met_all", None) not in samples
+    # Measured again and as good as before: met at once (the hysteresis state was kept).
+    store.put(link_result(t + 1200))
+    store.put(snmp_result(t + 1200, 1e9, rx=0, tx=0))
+    assert {c: verdicts(ev)[c] for c in live} == dict.fromkeys(live, True)
 
 
 def test_state_survives_a_restart_through_the_store_kv(tmp_path: Path) -> None:
