@@ -1,0 +1,77 @@
+"""Attacks on the /exercise/ board's artefact upload of a real agent, by someone who may write in
+the evidence directory (the exercise team) or who knows the board's password: a directory on the
+way to the artefact swapped for a symbolic link while uploads run never gets a file written
+outside the evidence directory."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.exercises.journal import Journal
+from tests.integration.test_exercise_board import _request, _small_exercise, board
+from tests.integration.test_exercise_board_artefacts import _form, multipart, post_upload
+
+pytestmark = pytest.mark.integration
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): ``a`` and ``b`` swap names in one step (Linux 3.15+)."""
+    if _libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def test_a_directory_swapped_for_a_symlink_during_uploads_gets_nothing_written_outside(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    outside = tmp_path / "outside"  # say the agent's own state directory, or ~/.ssh
+    outside.mkdir()
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        form = _form(_request(url)[1])
+        assert post_upload(url, multipart(form, b"first.txt", b"1"))[0] == 303
+        real = ev / "artefacts/ex1/email"
+        swap = ev / "artefacts/ex1/swap"
+        swap.symlink_to(outside)
+        stop = threading.Event()
+        flips = 0
+
+        def swapper() -> None:  # the real directory and the link trade places, as fast as they can
+            nonlocal flips
+            while not stop.is_set():
+                _exchange(real, swap)
+                flips += 1
+
+        th = threading.Thread(target=swapper)
+        th.start()
+        codes: dict[int, int] = {}
+        try:
+            deadline = time.monotonic() + 20
+            for i in range(150):
+                if time.monotonic() > deadline:
+                    break
+                status = post_upload(url, multipart(form, f"f{i}.txt".encode(), b"payload"))[0]
+                codes[status] = codes.get(status, 0) + 1
+                assert not list(outside.iterdir()), (i, codes, sorted(p.name for p in outside.iterdir()))
+        finally:
+            stop.set()
+            th.join()
+        if real.is_symlink():  # put the real directory back where it belongs
+            _exchange(real, swap)
+        assert flips > 100 and sum(codes.values()) > 20, (flips, codes)
+        assert set(codes) <= {303, 400}, codes
+        assert not list(outside.iterdir())
+        # Every recorded artefact is where its entry says, byte for byte; nothing else is there.
+        entries = [e for e in Journal.open(ev, "ex1").read() if e["action"] == "artefact"]
+        assert len(entries) == 1 + codes.get(303, 0)
+        for e in entries:
+            assert (ev / e["path"]).is_file() and not (ev / e["path"]).is_symlink(), e["path"]
+        assert sorted(p.name for p in real.iterdir()) == sorted(e["path"].rpartition("/")[2] for e in entries)
+        assert _request(url)[0] == 200
