@@ -287,13 +287,16 @@ class Recorder:
 def artefact_name(name: str) -> str:
     """The file name an artefact is stored under, from ``exercise artefact``'s FILE or the board's
     upload, refused unless it is a plain, visible, one-line UTF-8 name the verifier can follow:
-    no '/' or '\\', not starting with '.', no control characters, at most
-    ``MAX_ARTEFACT_NAME_BYTES`` bytes."""
+    no '/' or '\\', not starting with '.', no control characters, no invisible or formatting
+    characters (bidirectional overrides, zero-width spaces, line separators), no space at either
+    end, at most ``MAX_ARTEFACT_NAME_BYTES`` bytes. Returned in Unicode normal form NFC, so two
+    spellings of one name (``é`` composed, or ``e`` and an accent) are one artefact, not two files
+    that look alike."""
     what = f"artefact file name {_shown(name)}"
     if not name:
         raise ExerciseInputError("artefact file name is empty")
     try:
-        encoded = name.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
         raise ExerciseInputError(f"{what} is not valid UTF-8") from None
     if "/" in name or "\\" in name:
@@ -302,9 +305,20 @@ def artefact_name(name: str) -> str:
         raise ExerciseInputError(f"{what} must not start with '.'")
     if any(unicodedata.category(c) == "Cc" for c in name):
         raise ExerciseInputError(f"{what} contains a control character")
-    if len(encoded) > MAX_ARTEFACT_NAME_BYTES:
+    hidden = next((c for c in name if unicodedata.category(c) in _INVISIBLE), None)
+    if hidden is not None:
+        raise ExerciseInputError(f"{what} contains an invisible or formatting character (U+{ord(hidden):04X})")
+    if name != name.strip():
+        raise ExerciseInputError(f"{what} must not begin or end with a space")
+    name = unicodedata.normalize("NFC", name)
+    if len(name.encode("utf-8")) > MAX_ARTEFACT_NAME_BYTES:
         raise ExerciseInputError(f"{what} is longer than {MAX_ARTEFACT_NAME_BYTES} bytes")
     return name
+
+
+# Unicode categories that show as nothing, or change how the rest shows: format characters (U+202E
+# right-to-left override, U+200B zero-width space, U+FEFF), line and paragraph separators.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
 
 
 def _shown(name: str) -> str:

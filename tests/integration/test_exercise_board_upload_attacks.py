@@ -1,7 +1,8 @@
 """Attacks on the /exercise/ board's artefact upload of a real agent, by someone who may write in
 the evidence directory (the exercise team) or who knows the board's password: a directory on the
 way to the artefact swapped for a symbolic link while uploads run never gets a file written
-outside the evidence directory."""
+outside the evidence directory; names that show as another name (an invisible character, a
+right-to-left override, a second spelling of the same name) are refused or made one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from agent.exercises.journal import Journal
 from tests.integration.test_exercise_board import _request, _small_exercise, board
-from tests.integration.test_exercise_board_artefacts import _form, multipart, post_upload
+from tests.integration.test_exercise_board_artefacts import _error, _files, _form, multipart, post_upload
+from tests.unit.test_exercise_status import run
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +77,30 @@ def test_a_directory_swapped_for_a_symlink_during_uploads_gets_nothing_written_o
             assert (ev / e["path"]).is_file() and not (ev / e["path"]).is_symlink(), e["path"]
         assert sorted(p.name for p in real.iterdir()) == sorted(e["path"].rpartition("/")[2] for e in entries)
         assert _request(url)[0] == 200
+
+
+def test_names_that_show_as_another_name_are_refused_or_made_one(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    journal = ev / "exercises" / "ex1.journal.jsonl"
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        form = _form(_request(url)[1])
+        assert post_upload(url, multipart(form, "caf\u00e9.txt".encode(), b"composed"))[0] == 303
+        before, files = journal.read_bytes(), _files(ev)
+        # The same name spelt decomposed: the same artefact, refused as recorded already.
+        status, page, _ = post_upload(url, multipart(form, "cafe\u0301.txt".encode(), b"decomposed"))
+        assert status == 400
+        assert _error(page) == "artefact artefacts/ex1/email/caf\u00e9.txt is already recorded in this exercise"
+        # A right-to-left override (shows as "invexe.txt"), a zero-width space, a byte order mark,
+        # a line separator, a trailing space: refused with the CLI's own message.
+        for name in ("inv\u202etxt.exe", "a\u200bb.txt", "\ufeffx.txt", "two\u2028lines", "x.txt "):
+            status, page, _ = post_upload(url, multipart(form, name.encode(), b"data"))
+            assert status == 400, name
+            f = tmp_path / "cli" / name
+            f.parent.mkdir(exist_ok=True)
+            f.write_bytes(b"data")
+            rc, out, err = run(ev, "exercise", "artefact", "ex1", "email", str(f), "--actor", "cli")
+            assert (rc, out) == (2, "")
+            assert _error(page) == err.removeprefix("continuity-agent: ").rstrip("\n"), name
+            assert "\u202e" not in page
+        assert (journal.read_bytes(), _files(ev)) == (before, files)
