@@ -257,8 +257,10 @@ class Recorder:
                 publish(tmp, dest, mode=None, replace=False, dir_fd=dirs.fd)
             except FileExistsError:
                 raise ExerciseInputError(f"{dest} already exists") from None
+            published.append(dest.name)
 
         tmp: Path | None = None
+        published: list[str] = []  # the name taken, until its journal entry is written too
         done = False
         try:
             try:
@@ -270,9 +272,10 @@ class Recorder:
             done = True
             return got
         finally:
-            if tmp is not None:
+            # The temporary file, and the name it took if its entry was not written (a full disk).
+            for n in ([tmp.name] if tmp is not None else []) + ([] if done else published):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp.name, dir_fd=dirs.fd)
+                    os.unlink(n, dir_fd=dirs.fd)
             dirs.close(undo=not done)  # the directories this refused artefact made, if still empty
 
     def amend(self, seq: int, changes: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 the evidence directory (the exercise team) or who knows the board's password: a directory on the
 way to the artefact swapped for a symbolic link while uploads run never gets a file written
 outside the evidence directory; names that show as another name (an invisible character, a
-right-to-left override, a second spelling of the same name) are refused or made one."""
+right-to-left override, a second spelling of the same name) are refused or made one; an upload that
+fills the disk leaves the journal as it was (not a torn last line that bricks the exercise) and no
+file behind."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from agent.exercises.journal import Journal
+from tests.helpers import exercise_script as xs
+from tests.integration.test_crash_safety import tiny_tmpfs
 from tests.integration.test_exercise_board import _request, _small_exercise, board
 from tests.integration.test_exercise_board_artefacts import _error, _files, _form, multipart, post_upload
-from tests.unit.test_exercise_status import run
+from tests.unit.test_exercise_status import ok, run
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +108,33 @@ def test_names_that_show_as_another_name_are_refused_or_made_one(tmp_path: Path)
             assert _error(page) == err.removeprefix("continuity-agent: ").rstrip("\n"), name
             assert "\u202e" not in page
         assert (journal.read_bytes(), _files(ev)) == (before, files)
+
+
+def test_an_upload_that_fills_the_disk_leaves_the_journal_and_directory_as_they_were(tmp_path: Path) -> None:
+    with tiny_tmpfs(tmp_path / "ev", size="1m") as ev:
+        ok(ev, "start", "ex1", "--type", "partial_recovery", "--systems", "email", "--declared-at", xs.at(0))
+        journal = ev / "exercises" / "ex1.journal.jsonl"
+        # The journal's last page nearly full: the artefact's entry needs a new one.
+        while journal.stat().st_size % 4096 < 4096 - 200:
+            ok(ev, "participant", "ex1", "--name", "n" * 40, "--role", "r")
+        (ev / "artefacts" / "ex1" / "email").mkdir(parents=True)
+        with board(tmp_path, ev) as agent:
+            url = f"{agent.url}/exercise/ex1"
+            form = _form(_request(url)[1])
+            before, files = journal.read_bytes(), _files(ev)
+            # Larger than the free space: refused while it is written.
+            st = os.statvfs(ev)
+            status, page, _ = post_upload(url, multipart(form, b"huge.bin", b"h" * (st.f_bavail * st.f_frsize + 1)))
+            assert status == 400 and _error(page).endswith("huge.bin: cannot write: No space left on device")
+            assert (journal.read_bytes(), _files(ev)) == (before, files)
+            # Exactly the free space: the file fits, its journal entry does not.
+            st = os.statvfs(ev)
+            status, page, _ = post_upload(url, multipart(form, b"fit.bin", b"f" * (st.f_bavail * st.f_frsize)))
+            assert status == 400
+            assert _error(page) == f"{journal}: cannot write: No space left on device"
+            assert (journal.read_bytes(), _files(ev)) == (before, files)
+            # Room again: the same upload is taken, the journal reads whole.
+            status, _, _ = post_upload(url, multipart(form, b"fit.bin", b"f" * 1000))
+            assert status == 303
+            assert Journal.open(ev, "ex1").read()[-1]["path"] == "artefacts/ex1/email/fit.bin"
+            assert (ev / "artefacts/ex1/email/fit.bin").read_bytes() == b"f" * 1000
