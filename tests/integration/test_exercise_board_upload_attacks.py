@@ -4,23 +4,28 @@ way to the artefact swapped for a symbolic link while uploads run never gets a f
 outside the evidence directory; names that show as another name (an invisible character, a
 right-to-left override, a second spelling of the same name) are refused or made one; an upload that
 fills the disk leaves the journal as it was (not a torn last line that bricks the exercise) and no
-file behind."""
+file behind; two uploads arriving slowly (a colleague on a slow link, or on purpose) take both
+upload slots but never stop the team recording steps on the board, nor a scrape."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from agent.exercises.journal import Journal
+from agent.http import MAX_STREAMS
 from tests.helpers import exercise_script as xs
+from tests.helpers.common import wait_until
 from tests.integration.test_crash_safety import tiny_tmpfs
-from tests.integration.test_exercise_board import _request, _small_exercise, board
-from tests.integration.test_exercise_board_artefacts import _error, _files, _form, multipart, post_upload
+from tests.integration.test_exercise_board import AUTH, _request, _small_exercise, board
+from tests.integration.test_exercise_board_artefacts import BOUNDARY, _error, _files, _form, multipart, post_upload
 from tests.unit.test_exercise_status import ok, run
 
 pytestmark = pytest.mark.integration
@@ -138,3 +143,43 @@ def test_an_upload_that_fills_the_disk_leaves_the_journal_and_directory_as_they_
             assert status == 303
             assert Journal.open(ev, "ex1").read()[-1]["path"] == "artefacts/ex1/email/fit.bin"
             assert (ev / "artefacts/ex1/email/fit.bin").read_bytes() == b"f" * 1000
+
+
+def test_slow_uploads_holding_every_slot_never_stop_the_board_forms_or_scrapes(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    journal = ev / "exercises" / "ex1.journal.jsonl"
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        u = urlsplit(url)
+        form = _form(_request(url)[1])
+        head = (
+            f"POST {u.path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        )
+        slow = []
+        try:
+            for i in range(MAX_STREAMS):  # each sends its head and a little, then waits (< the 10 s read timeout)
+                body = multipart(form, f"slow-{i}.bin".encode(), b"s" * 10_000_000)
+                s = socket.create_connection((u.hostname, u.port), timeout=30)
+                s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:300_000])
+                slow.append(s)
+            # Another upload waits its turn (503, Retry-After) ...
+            status, page, headers = post_upload(url, multipart(form, b"third.bin", b"t" * 200_000))
+            assert status == 503 and headers.get("Retry-After") == "10", (status, page[:200])
+            # ... but a step, a participant, any small form of the board is recorded, and scrapes answer.
+            status, page, _ = _request(
+                url, {"csrf": form["csrf"], "form": "f-p", "kind": "participant", "name": "Ann", "role": "observer"}
+            )
+            assert status == 303, page[:500]
+            assert Journal.open(ev, "ex1").read()[-1]["name"] == "Ann"
+            status, page, _ = post_upload(url, multipart(form, b"small.txt", b"a small log"))
+            assert status == 303, page[:500]
+            assert (ev / "artefacts/ex1/email/small.txt").read_bytes() == b"a small log"
+            assert _request(agent.url + "/metrics")[0] == 200
+            assert _request(agent.url + "/-/healthy")[0] == 200
+        finally:
+            for s in slow:
+                s.close()
+        before = journal.read_bytes()
+        wait_until(lambda: not [f for f in _files(ev) if "slow-" in f], 30, what="the cut-off uploads cleaned away")
+        assert journal.read_bytes() == before
