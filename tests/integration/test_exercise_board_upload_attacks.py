@@ -5,7 +5,8 @@ outside the evidence directory; names that show as another name (an invisible ch
 right-to-left override, a second spelling of the same name) are refused or made one; an upload that
 fills the disk leaves the journal as it was (not a torn last line that bricks the exercise) and no
 file behind; two uploads arriving slowly (a colleague on a slow link, or on purpose) take both
-upload slots but never stop the team recording steps on the board, nor a scrape."""
+upload slots but never stop the team recording steps on the board, nor a scrape; scrapes are
+answered during a 64 MiB upload while an attacker's refused body is drained."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from agent.exercises.journal import Journal
+from agent.exercises.web import MAX_UPLOAD_BYTES
 from agent.http import MAX_STREAMS
 from tests.helpers import exercise_script as xs
 from tests.helpers.common import wait_until
@@ -183,3 +185,53 @@ def test_slow_uploads_holding_every_slot_never_stop_the_board_forms_or_scrapes(t
         before = journal.read_bytes()
         wait_until(lambda: not [f for f in _files(ev) if "slow-" in f], 30, what="the cut-off uploads cleaned away")
         assert journal.read_bytes() == before
+
+
+def test_scrapes_are_served_during_a_64_mib_upload_and_an_attack_on_the_other_slot(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        u = urlsplit(url)
+        form = _form(_request(url)[1])
+        # The other slot: a wrong CSRF token on a 32 MiB body sent slowly (refused, then drained).
+        attacker = socket.create_connection((u.hostname, u.port), timeout=60)
+        bad = multipart({**form, "csrf": "0" * 64}, b"x.bin", b"")
+        head = (
+            f"POST {u.path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        )
+        attacker.sendall(f"{head}Content-Length: {32 * 2**20}\r\n\r\n".encode() + bad[:-40])
+        content = os.urandom(MAX_UPLOAD_BYTES - 4096)
+        got: dict[str, int] = {}
+
+        def upload() -> None:  # in 1 MiB pieces, a little apart: in progress for a second or more
+            body = multipart(form, b"big.bin", content)
+            with socket.create_connection((u.hostname, u.port), timeout=60) as s:
+                s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+                for i in range(0, len(body), 2**20):
+                    s.sendall(body[i : i + 2**20])
+                    time.sleep(0.02)
+                got["status"] = int(s.makefile("rb").readline().split()[1])
+
+        th = threading.Thread(target=upload)
+        th.start()
+        scrapes = []
+        try:
+            wait_until(lambda: any(".big.bin." in f for f in _files(ev)), 30, what="the upload arriving")
+            # Both slots taken (the upload, the attacker): a third large upload waits its turn.
+            assert post_upload(url, multipart(form, b"third.bin", b"t" * 200_000))[0] == 503
+            while th.is_alive() or len(scrapes) < 4:
+                for path in ("/metrics", "/-/healthy"):
+                    t0 = time.monotonic()
+                    status = _request(agent.url + path)[0]
+                    scrapes.append((path, status, time.monotonic() - t0))
+                attacker.send(b"z")  # a byte now and then: the drain goes on
+                time.sleep(0.1)
+        finally:
+            th.join()
+            attacker.close()
+        assert got == {"status": 303}
+        assert (ev / "artefacts/ex1/email/big.bin").read_bytes() == content
+        # Every scrape answered, none queued behind the upload or the attacker (their read timeout is 10 s).
+        assert all(status == 200 for _, status, _ in scrapes), scrapes
+        assert max(took for _, _, took in scrapes) < 5, scrapes
