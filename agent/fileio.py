@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable
@@ -63,13 +64,25 @@ def atomic_fill(
         raise
 
 
-def spool(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
+def spool(path: Path, fill: Callable[[BinaryIO], object], *, dir_fd: int | None = None) -> Path:
     """The first half of :func:`atomic_fill`, for a writer that must do something between the two
     (an upload is received before the journal's lock is taken): a temporary file beside ``path``
     (mode 0600, created exclusively: never through a symbolic link), written by ``fill`` and
     flushed to disk. If ``fill`` raises, nothing is left. Give it a name with :func:`publish`;
-    until then it is the caller's to remove."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    until then it is the caller's to remove. With ``dir_fd`` (an open directory), the file is made
+    in that very directory, whatever ``path.parent`` names by then (give :func:`publish` the same)."""
+    if dir_fd is None:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    else:
+        for _ in range(100):
+            name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(Path(name).name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -78,15 +91,30 @@ def spool(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
             os.fsync(f.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp.name if dir_fd is not None else tmp, dir_fd=dir_fd)
         raise
     return tmp
 
 
-def publish(tmp: Path, path: Path, *, mode: int | None = 0o644, replace: bool = True) -> None:
+def publish(
+    tmp: Path, path: Path, *, mode: int | None = 0o644, replace: bool = True, dir_fd: int | None = None
+) -> None:
     """The second half of :func:`atomic_fill`: the complete temporary file ``tmp`` (from
     :func:`spool`) takes the name ``path``, durably. With ``replace=False`` an existing ``path``
-    (a symbolic link included) is never overwritten: FileExistsError, and ``tmp`` stays."""
+    (a symbolic link included) is never overwritten: FileExistsError, and ``tmp`` stays. With
+    ``dir_fd`` (the one given to :func:`spool`), both are names in that open directory."""
+    if dir_fd is not None:
+        src, dst = tmp.name, path.name
+        if mode is not None:
+            os.chmod(src, mode, dir_fd=dir_fd, follow_symlinks=False)
+        if replace:
+            os.replace(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)  # fails if it exists
+            os.unlink(src, dir_fd=dir_fd)
+        with contextlib.suppress(OSError):
+            os.fsync(dir_fd)
+        return
     if mode is not None:
         os.chmod(tmp, mode)
     if replace:

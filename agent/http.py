@@ -105,12 +105,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HttpResponse(413, b"request body too large\n"))
             return
         stream: _BodyReader | None = None
+        slot = False  # one of MAX_STREAMS: a worker reads this body from the socket as it arrives
         if self.conn is not None and self.http is not None:
-            if not self.http.streams.acquire(blocking=False):
-                self.close_connection = True
-                busy = b"another upload is being received: try again in a minute\n"
-                self._send(HttpResponse(503, busy, headers={"Retry-After": "10"}))
-                return
+            if len(self.conn.buf) < length:
+                if not self.http.streams.acquire(blocking=False):
+                    self.close_connection = True
+                    busy = b"another upload is being received: try again in a minute\n"
+                    self._send(HttpResponse(503, busy, headers={"Retry-After": "10"}))
+                    return
+                slot = True
             stream = _BodyReader(self.conn, length, self.http, self.expect_continue)
         try:
             req = HttpRequest(
@@ -131,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
             if stream is not None and not stream.finish(drain=resp.status not in (401, 429)):
                 self.close_connection = True
         finally:
-            if stream is not None and self.http is not None:
+            if slot and self.http is not None:
                 self.http.streams.release()
         self._send(resp, head=(method == "HEAD"))
 
@@ -379,7 +382,9 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
     """Find one whole request at the start of ``buf``: ("need", 0, ""), ("ok", length, "") or
     ("error", status, message). Only framing; the request itself is parsed by http.server. With
     ``streamed`` (called with the request line), a request it says yes to is ("stream", length
-    of the head, ""): its handler reads the body itself."""
+    of the head, ""): its handler reads the body itself. A body of at most MAX_BODY (a form) is
+    all in ``buf`` first, as any other, unless the client waits for "100 Continue": it needs no
+    worker while it arrives, nor one of the MAX_STREAMS upload slots."""
     if buf[:1] < b" " and buf[:1] not in (b"\r", b"\n"):
         return "error", 400, "not an HTTP request (TLS to the plain-HTTP port?)"
     m = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
@@ -393,6 +398,7 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
     if m.end() > MAX_HEAD:
         return "error", 431, "request header fields too large"
     length: int | None = None
+    expect = False
     for line in buf[: m.start()].split(b"\n")[1:]:
         line = line.removesuffix(b"\r")
         if line[:1] in (b" ", b"\t"):  # obs-fold: parsers disagree on it (RFC 9112 5.2)
@@ -408,8 +414,11 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
             if not v.isdigit() or len(v) > 12 or (length is not None and int(v) != length):
                 return "error", 400, "bad Content-Length"
             length = int(v)
+        if name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
     if streamed is not None and streamed(buf[: buf.find(b"\n")].rstrip(b"\r")):
-        return "stream", m.end(), ""
+        small = length is None or (length <= MAX_BODY and not expect)
+        return ("need", 0, "") if small and len(buf) < m.end() + (length or 0) else ("stream", m.end(), "")
     if length is not None and length > MAX_BODY:
         return "error", 413, "request body too large"
     total = m.end() + (length or 0)

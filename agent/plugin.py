@@ -322,5 +322,6 @@ class Route:
     # limited per client on this route only (WebApp.own_auth_limiter).
     own_auth: bool = False
     # The handler reads the body itself from HttpRequest.stream (an upload), with no size limit
-    # but its own: the server hands the request over once its head is in, after authentication.
+    # but its own: the server hands the request over once its head is in (a body of at most
+    # MAX_BODY: once it is all in), after authentication.
     stream: bool = False

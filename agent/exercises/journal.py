@@ -263,11 +263,20 @@ class Journal:
                 return new
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    os.fsync(fd)
+                except OSError as e:
+                    # A full disk: a torn last line would make the journal refuse every later
+                    # entry. Cut back to what it was; the entry is not recorded.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                        os.fsync(fd)
+                    raise ExerciseInputError(f"{self.path}: cannot write: {e.strerror or e}") from None
             finally:
                 os.close(fd)
             if create:

@@ -7,9 +7,9 @@ a refused entry writes nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
-import stat
 import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -228,7 +228,7 @@ class Recorder:
 
         fields = {"runbook": runbook, "path": rel, "file_sha256": "0" * 64}
         self.journal.append(self.actor, "artefact", fields, check=refuse, dry_run=True)
-        made = _real_dirs(self.evidence_dir, (ARTEFACT_DIR, self.journal.name, runbook))
+        dirs = _RealDirs(self.evidence_dir, (ARTEFACT_DIR, self.journal.name, runbook))
         digest = hashlib.sha256()
         size = 0
 
@@ -254,27 +254,29 @@ class Recorder:
             refuse(entries, new)
             assert tmp is not None
             try:
-                publish(tmp, dest, mode=None, replace=False)
+                publish(tmp, dest, mode=None, replace=False, dir_fd=dirs.fd)
             except FileExistsError:
                 raise ExerciseInputError(f"{dest} already exists") from None
+            published.append(dest.name)
 
         tmp: Path | None = None
+        published: list[str] = []  # the name taken, until its journal entry is written too
+        done = False
         try:
             try:
-                tmp = spool(dest, fill)
+                tmp = spool(dest, fill, dir_fd=dirs.fd)
             except OSError as e:
                 raise ExerciseInputError(f"{dest}: cannot write: {e.strerror or e}") from None
             fields["file_sha256"] = digest.hexdigest()
-            return self.journal.append(self.actor, "artefact", fields, check=commit)
-        except BaseException:
-            for d in reversed(made):  # the directories this refused artefact made, if still empty
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            raise
+            got = self.journal.append(self.actor, "artefact", fields, check=commit)
+            done = True
+            return got
         finally:
-            if tmp is not None:
+            # The temporary file, and the name it took if its entry was not written (a full disk).
+            for n in ([tmp.name] if tmp is not None else []) + ([] if done else published):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                    os.unlink(n, dir_fd=dirs.fd)
+            dirs.close(undo=not done)  # the directories this refused artefact made, if still empty
 
     def amend(self, seq: int, changes: dict[str, Any]) -> dict[str, Any]:
         if not changes:
@@ -288,13 +290,16 @@ class Recorder:
 def artefact_name(name: str) -> str:
     """The file name an artefact is stored under, from ``exercise artefact``'s FILE or the board's
     upload, refused unless it is a plain, visible, one-line UTF-8 name the verifier can follow:
-    no '/' or '\\', not starting with '.', no control characters, at most
-    ``MAX_ARTEFACT_NAME_BYTES`` bytes."""
+    no '/' or '\\', not starting with '.', no control characters, no invisible or formatting
+    characters (bidirectional overrides, zero-width spaces, line separators), no space at either
+    end, at most ``MAX_ARTEFACT_NAME_BYTES`` bytes. Returned in Unicode normal form NFC, so two
+    spellings of one name (``é`` composed, or ``e`` and an accent) are one artefact, not two files
+    that look alike."""
     what = f"artefact file name {_shown(name)}"
     if not name:
         raise ExerciseInputError("artefact file name is empty")
     try:
-        encoded = name.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
         raise ExerciseInputError(f"{what} is not valid UTF-8") from None
     if "/" in name or "\\" in name:
@@ -303,9 +308,20 @@ def artefact_name(name: str) -> str:
         raise ExerciseInputError(f"{what} must not start with '.'")
     if any(unicodedata.category(c) == "Cc" for c in name):
         raise ExerciseInputError(f"{what} contains a control character")
-    if len(encoded) > MAX_ARTEFACT_NAME_BYTES:
+    hidden = next((c for c in name if unicodedata.category(c) in _INVISIBLE), None)
+    if hidden is not None:
+        raise ExerciseInputError(f"{what} contains an invisible or formatting character (U+{ord(hidden):04X})")
+    if name != name.strip():
+        raise ExerciseInputError(f"{what} must not begin or end with a space")
+    name = unicodedata.normalize("NFC", name)
+    if len(name.encode("utf-8")) > MAX_ARTEFACT_NAME_BYTES:
         raise ExerciseInputError(f"{what} is longer than {MAX_ARTEFACT_NAME_BYTES} bytes")
     return name
+
+
+# Unicode categories that show as nothing, or change how the rest shows: format characters (U+202E
+# right-to-left override, U+200B zero-width space, U+FEFF), line and paragraph separators.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
 
 
 def _shown(name: str) -> str:
@@ -317,25 +333,50 @@ def fmt_bytes(n: int) -> str:
     return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
 
 
-def _real_dirs(base: Path, parts: tuple[str, ...]) -> list[Path]:
-    """Make ``base/part/part/...``, each directory created if missing and refused if it is not a
-    real directory (a symbolic link is never followed: the evidence stays inside the evidence
-    directory). Returns the directories it created."""
-    d, made = base, []
-    for part in parts:
-        d = d / part
+class _RealDirs:
+    """``base/part/part/...`` opened one directory at a time, each created if missing and refused if
+    it is not a real directory: a symbolic link is never followed, and the last one stays open
+    (:attr:`fd`), so what is written there lands in that very directory even if a name on the way
+    is swapped for a link meanwhile (the evidence stays inside the evidence directory).
+    :meth:`close` removes the directories it created if they are still empty (``undo``)."""
+
+    def __init__(self, base: Path, parts: tuple[str, ...]) -> None:
+        self._fds: list[int] = []
+        self._made: list[int] = []  # indexes into parts
+        self._parts = parts
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        d = base
         try:
-            os.mkdir(d)
-            made.append(d)
-        except FileExistsError:
-            pass
+            self._fds.append(os.open(base, flags))
+            for i, part in enumerate(parts):
+                d = d / part
+                try:
+                    os.mkdir(part, dir_fd=self._fds[-1])
+                    self._made.append(i)
+                except FileExistsError:
+                    pass
+                self._fds.append(os.open(part, flags | os.O_NOFOLLOW, dir_fd=self._fds[-1]))
         except OSError as e:
+            self.close(undo=True)
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ExerciseInputError(
+                    f"{d}: not a directory (a symbolic link?); artefacts are not written through one"
+                ) from None
             raise ExerciseInputError(f"{d}: cannot create: {e.strerror or e}") from None
-        if not stat.S_ISDIR(os.lstat(d).st_mode):
-            for m in reversed(made):
-                m.rmdir()
-            raise ExerciseInputError(f"{d}: not a directory (a symbolic link?); artefacts are not written through one")
-    return made
+
+    @property
+    def fd(self) -> int:
+        return self._fds[-1]
+
+    def close(self, undo: bool = False) -> None:
+        if undo:
+            for i in reversed(self._made):
+                if i + 1 < len(self._fds):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(self._parts[i], dir_fd=self._fds[i])
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def now() -> datetime:

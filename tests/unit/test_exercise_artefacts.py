@@ -30,6 +30,14 @@ HOSTILE = {
     os.fsdecode(b"\xff.txt"): "artefact file name '\\udcff.txt' is not valid UTF-8",
     "x" * 201: f"artefact file name {'x' * 60!r}... is longer than 200 bytes",
     "é" * 101: f"artefact file name {'é' * 60!r}... is longer than 200 bytes",
+    # Names that show as another name: invisible and formatting characters, spaces at either end.
+    "inv\u202egnp.exe": "artefact file name 'inv\\u202egnp.exe' contains an invisible or formatting character (U+202E)",
+    "a\u200bb.txt": "artefact file name 'a\\u200bb.txt' contains an invisible or formatting character (U+200B)",
+    "\ufeffx.txt": "artefact file name '\\ufeffx.txt' contains an invisible or formatting character (U+FEFF)",
+    "two\u2028lines": "artefact file name 'two\\u2028lines' contains an invisible or formatting character (U+2028)",
+    "x.txt ": "artefact file name 'x.txt ' must not begin or end with a space",
+    " x.txt": "artefact file name ' x.txt' must not begin or end with a space",
+    "x.txt\u00a0": "artefact file name 'x.txt\\xa0' must not begin or end with a space",
 }
 
 
@@ -44,6 +52,12 @@ def test_hostile_names_are_refused_with_one_message(name: str) -> None:
 def test_plain_names_are_kept_as_given() -> None:
     for name in ("restore log 2026-09-04.txt", "skärmdump.png", "x" * 200, "a.b.c", "日本語.pdf"):
         assert artefact_name(name) == name
+
+
+def test_two_spellings_of_one_name_are_one_name() -> None:
+    composed, decomposed = "caf\u00e9.txt", "cafe\u0301.txt"
+    assert composed != decomposed
+    assert artefact_name(decomposed) == artefact_name(composed) == composed
 
 
 @pytest.fixture
