@@ -105,15 +105,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HttpResponse(413, b"request body too large\n"))
             return
         stream: _BodyReader | None = None
-        slot = False  # one of MAX_STREAMS: a worker reads this body from the socket as it arrives
+        # One of MAX_STREAMS: a worker reads this body from the socket as it arrives. Taken only
+        # once the request is authenticated: a client without credentials never takes or sees one.
+        needs_slot = slot = False
         if self.conn is not None and self.http is not None:
-            if len(self.conn.buf) < length:
-                if not self.http.streams.acquire(blocking=False):
-                    self.close_connection = True
-                    busy = b"another upload is being received: try again in a minute\n"
-                    self._send(HttpResponse(503, busy, headers={"Retry-After": "10"}))
-                    return
-                slot = True
+            needs_slot = len(self.conn.buf) < length
             stream = _BodyReader(self.conn, length, self.http, self.expect_continue)
         try:
             req = HttpRequest(
@@ -126,12 +122,21 @@ class _Handler(BaseHTTPRequestHandler):
                 stream=stream,
             )
             try:
-                resp = app.dispatch(req)
+                resp = app.admit(req)
+                if resp is None and needs_slot and self.http is not None:
+                    slot = self.http.streams.acquire(blocking=False)
+                    if not slot:
+                        busy = b"another upload is being received: try again in a minute\n"
+                        resp = HttpResponse(503, busy, headers={"Retry-After": "10"})
+                if resp is None:
+                    resp = app.route(req)
             except Exception:
                 log.exception("error serving %s %s", method, scrub(parts.path))
                 resp = HttpResponse(500, b"internal error\n")
-            # Drained for a client that may send it (not one refused its credentials: closed).
-            if stream is not None and not stream.finish(drain=resp.status not in (401, 429)):
+            # Drained for a client that may send it (not one refused its credentials, nor one
+            # refused before it had a slot: closed).
+            drain = resp.status not in (401, 429) and (slot or not needs_slot)
+            if stream is not None and not stream.finish(drain=drain):
                 self.close_connection = True
         finally:
             if slot and self.http is not None:
@@ -268,17 +273,27 @@ class WebApp:
         refused); its failures (401/403 with an ``Authorization`` header, and 404s) are counted
         by ``own_auth_limiter`` and, once that client is over the limit, answered with 429 -- on
         that route only: they never affect basic auth or any other route."""
+        denied = self.admit(req)
+        return denied if denied is not None else self.route(req)
+
+    def admit(self, req: HttpRequest) -> HttpResponse | None:
+        """The first half of :meth:`dispatch`, which needs nothing of the body: refresh the web
+        config, apply its request rate limit, basic auth (not on a route with its own
+        credentials). None when the request may go on to :meth:`route`, else the 500, 401 or 429
+        to answer. The server calls it before a streamed body takes an upload slot."""
         if self.refresh is not None and not self.refresh():
             return HttpResponse(500, b"Internal Server Error\n")
         rl = self.request_limiter
         if rl is not None and not rl.allow():
             return HttpResponse(429, b"Too Many Requests\n")
+        if self.auth is not None and self._own_auth_route(req) is None:
+            return self.auth.authenticate(req, self.limiter)
+        return None
+
+    def route(self, req: HttpRequest) -> HttpResponse:
+        """The second half of :meth:`dispatch`, for a request :meth:`admit` let through."""
         route = self._own_auth_route(req)
         if route is None:
-            if self.auth is not None:
-                denied = self.auth.authenticate(req, self.limiter)
-                if denied is not None:
-                    return denied
             return self._dispatch(req)
         resp = route.handler(req)
         limiter = self.own_auth_limiter

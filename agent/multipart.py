@@ -5,8 +5,9 @@ chunks as the caller asks for them, so a large upload costs one buffer of memory
 Everything about a part is limited: its header block (``MAX_PART_HEADER_BYTES``), the number of
 parts (``max_parts``), a field's value (``read_field``'s limit). A body that is not well-formed
 multipart -- no boundary, a part without ``Content-Disposition: form-data; name=...``, a header
-block that never ends, a body that stops before the closing delimiter -- raises
-:class:`MultipartError` with one line saying what is wrong. File names are returned as sent (only
+block that never ends, a body that stops before the closing delimiter, anything but a line end
+after it -- raises :class:`MultipartError` with one line saying what is wrong. The body is read to
+its end: past the closing delimiter, the epilogue is read and thrown away. File names are returned as sent (only
 the HTML standard's escapes ``%22``, ``%0D``, ``%0A`` decoded; bytes that are not UTF-8 kept as
 surrogate escapes): the caller decides which names it accepts.
 """
@@ -121,6 +122,7 @@ class MultipartReader:
         del self._buf[: len(self._delim)]
         if self._buf[:2] == b"--":
             self._closed = True
+            self._epilogue()
             return None
         self._parts += 1
         if self._parts > self._max_parts:
@@ -142,6 +144,24 @@ class MultipartReader:
         if first.strip(b" \t"):
             raise MultipartError("a form part does not start on the line after its boundary")
         return _part(rest.decode("utf-8", "surrogateescape"))
+
+    def _epilogue(self) -> None:
+        """After the closing delimiter: transport padding, then the end of the body or a line end
+        and the epilogue, read to the end of the body (which the stream bounds) and thrown away."""
+        del self._buf[:2]
+        while True:
+            del self._buf[: len(self._buf) - len(self._buf.lstrip(b" \t"))]
+            if len(self._buf) >= 2 or bytes(self._buf[:1]) not in (b"", b"\r"):
+                break
+            if not (chunk := self._stream.read(READ_CHUNK)):
+                break
+            self._buf += chunk
+        if self._buf and self._buf[:2] != b"\r\n":
+            raise MultipartError("the form's closing boundary is followed by more than its line end")
+        self._buf.clear()
+        while self._stream.read(READ_CHUNK):
+            pass
+        self._eof = True
 
 
 def _part(head: str) -> Part:

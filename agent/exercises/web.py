@@ -326,7 +326,9 @@ class Board:
     def _upload(self, req: HttpRequest, name: str, user: str, rb: Path, ev: Path) -> HttpResponse:
         """``exercise artefact`` from the board: a multipart form whose fields (the CSRF token, the
         system) come before its one file, which is streamed through :meth:`Recorder.add_artefact`
-        (at most MAX_UPLOAD_BYTES; a larger Content-Length is refused from the head, 413)."""
+        (at most MAX_UPLOAD_BYTES; a larger Content-Length is refused from the head, 413). The
+        form is read to its end before the entry is written: a second file, a field after the
+        file or no closing boundary is refused (400), nothing kept."""
         length = req.stream.length if req.stream is not None else len(req.body)
         form: dict[str, str] = {"kind": "artefact"}
         if length > MAX_UPLOAD_BYTES + MAX_FORM_BYTES:
@@ -354,7 +356,7 @@ class Board:
                 filename = part.filename.rpartition("/")[2]  # a base name only, whatever was sent
                 rec = Recorder(rb, ev, name, user)
                 got = rec.add_artefact(
-                    form.get("runbook", ""), filename, parts, source="the upload", max_bytes=MAX_UPLOAD_BYTES
+                    form.get("runbook", ""), filename, _OneFile(parts), source="the upload", max_bytes=MAX_UPLOAD_BYTES
                 )
                 return self._recorded(name, got, form)
             if not self._token_ok(form, user, name):
@@ -828,6 +830,25 @@ def _actions_table(st: ExerciseStatus) -> str:
 def _back(name: str, at: str | None) -> str:
     q = f"?{urlencode({'at': at})}" if at else ""
     return f'<p><a href="{PREFIX}/{quote(name)}{q}">Back to the board</a></p>'
+
+
+class _OneFile:
+    """The form's file as :meth:`Recorder.add_artefact` reads it. The board attaches one file per
+    form, as its last part: where the file ends, the form must end too -- the closing boundary,
+    then only the epilogue, read to the end of the body (whose Content-Length the board capped) --
+    or the upload is refused (MultipartError) before its entry is written."""
+
+    def __init__(self, parts: MultipartReader) -> None:
+        self._parts = parts
+
+    def read(self, n: int, /) -> bytes:
+        chunk = self._parts.read(n)
+        if not chunk and (after := self._parts.next_part()) is not None:
+            what = "a second file" if after.filename is not None else f"field {after.name!r}"
+            raise MultipartError(
+                f"the form goes on after its file with {what}: the board attaches one file per form, as its last part"
+            )
+        return chunk
 
 
 def _read_all(stream: Any, length: int) -> bytes:

@@ -1,7 +1,8 @@
 """Artefacts attached from the /exercise/ board of a real agent: the upload is streamed (memory does
 not grow with it) through the CLI's own ``Recorder.add_artefact`` -- the same destination, name
 rules, messages and duplicate check; a refused upload (a hostile name, over the size cap, a wrong
-CSRF token, cut off half-way) leaves the journal byte for byte as it was and nothing on disk; and
+CSRF token, cut off half-way, a form without its closing boundary or going on after its one file)
+leaves the journal byte for byte as it was and nothing on disk; and
 the finished exercise's sealed records hash the artefact so ``evidence verify`` passes. One
 headless Chromium run attaches a file with the page's own form."""
 
@@ -157,6 +158,51 @@ def test_an_upload_is_the_cli_entry_and_refusals_leave_nothing(tmp_path: Path) -
             assert _error(page3)
         assert (journal.read_bytes(), _files(ev)) == (before, files)
         assert not any(".tmp" in f for f in _files(ev))
+
+
+def test_the_form_is_read_to_its_end_one_file_then_only_the_epilogue(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    journal = ev / "exercises" / "ex1.journal.jsonl"
+    b = BOUNDARY.encode()
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        form = _form(_request(url)[1])
+        before, files = journal.read_bytes(), _files(ev)
+        for size in (10, 200_000):  # read whole before the handler runs; streamed
+            whole = multipart(form, b"a.bin", b"a" * size)
+            end = f"\r\n--{BOUNDARY}--\r\n".encode()
+            assert whole.endswith(end)
+            upto = whole[: -len(end)]  # the form up to the end of its file
+            second = b'Content-Disposition: form-data; name="file"; filename="b.bin"\r\n\r\nsecond file'
+            refused = {
+                upto: "the form ended early (no closing boundary): was the upload cut off?",
+                upto + b"\r\n--" + b: "the form ended early (no closing boundary): was the upload cut off?",
+                upto + b"\r\n--" + b + b"\r\n": "the form ended early (no closing boundary): was the upload cut off?",
+                upto + b"\r\n--" + b + b"\r\n" + second + end: (
+                    "the form goes on after its file with a second file: the board attaches one file per form, "
+                    "as its last part"
+                ),
+                upto + b"\r\n--" + b + b'\r\nContent-Disposition: form-data; name="runbook"\r\n\r\nx' + end: (
+                    "the form goes on after its file with field 'runbook': the board attaches one file per form, "
+                    "as its last part"
+                ),
+                upto + b"\r\n--" + b + b"--junk\r\n": (
+                    "the form's closing boundary is followed by more than its line end"
+                ),
+            }
+            for body, message in refused.items():
+                status, page, _ = post_upload(url, body)
+                assert status == 400, (size, status, body[-80:])
+                assert _error(page) == message, (size, body[-80:])
+                assert (journal.read_bytes(), _files(ev)) == (before, files), (size, body[-80:])
+        # The closing boundary then an epilogue (ignored), or then the end of the body: taken.
+        assert post_upload(url, multipart(form, b"e.bin", b"e") + b"an epilogue\r\n" * 10_000)[0] == 303
+        assert post_upload(url, multipart(form, b"f.bin", b"f")[:-2])[0] == 303
+        assert (ev / "artefacts/ex1/email/e.bin").read_bytes() == b"e"
+        assert [e["path"] for e in Journal.open(ev, "ex1").read()[-2:]] == [
+            "artefacts/ex1/email/e.bin",
+            "artefacts/ex1/email/f.bin",
+        ]
 
 
 def test_size_cap_413_cut_off_upload_and_memory(tmp_path: Path) -> None:

@@ -6,10 +6,13 @@ right-to-left override, a second spelling of the same name) are refused or made 
 fills the disk leaves the journal as it was (not a torn last line that bricks the exercise) and no
 file behind; two uploads arriving slowly (a colleague on a slow link, or on purpose) take both
 upload slots but never stop the team recording steps on the board, nor a scrape; scrapes are
-answered during a 64 MiB upload while an attacker's refused body is drained."""
+answered during a 64 MiB upload while an attacker's refused body is drained; a client without the
+board's password never takes an upload slot, nor learns whether one is free: a flood of its uploads
+never turns the team's away."""
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import os
 import socket
@@ -26,7 +29,7 @@ from agent.http import MAX_STREAMS
 from tests.helpers import exercise_script as xs
 from tests.helpers.common import wait_until
 from tests.integration.test_crash_safety import tiny_tmpfs
-from tests.integration.test_exercise_board import AUTH, _request, _small_exercise, board
+from tests.integration.test_exercise_board import AUTH, USER, _request, _small_exercise, board
 from tests.integration.test_exercise_board_artefacts import BOUNDARY, _error, _files, _form, multipart, post_upload
 from tests.unit.test_exercise_status import ok, run
 
@@ -235,3 +238,100 @@ def test_scrapes_are_served_during_a_64_mib_upload_and_an_attack_on_the_other_sl
         # Every scrape answered, none queued behind the upload or the attacker (their read timeout is 10 s).
         assert all(status == 200 for _, status, _ in scrapes), scrapes
         assert max(took for _, _, took in scrapes) < 5, scrapes
+
+
+def _unauthenticated(url: str, auth: str | None, length: int = 8 * 2**20) -> bytes:
+    """The head of a large upload without the right password (its body is never sent): the reply
+    as it comes, but for its Date header."""
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(
+            (
+                f"POST {u.path} HTTP/1.1\r\nHost: x\r\n"
+                + (f"Authorization: {auth}\r\n" if auth else "")
+                + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n"
+            ).encode()
+        )
+        reply = s.makefile("rb").read()
+    return b"\r\n".join(line for line in reply.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+WRONG = "Basic " + base64.b64encode(f"{USER}:not-the-password".encode()).decode()
+
+
+def test_an_unauthenticated_upload_gets_401_whether_or_not_the_slots_are_full(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    journal = ev / "exercises" / "ex1.journal.jsonl"
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        u = urlsplit(url)
+        form = _form(_request(url)[1])
+        before = journal.read_bytes()
+        free = {auth: _unauthenticated(url, auth) for auth in (None, WRONG)}
+        for reply in free.values():
+            assert reply.startswith(b"HTTP/1.1 401 ") and b"Retry-After" not in reply, reply
+        head = (
+            f"POST {u.path} HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        )
+        slow = []
+        try:
+            for i in range(MAX_STREAMS):  # the team's uploads on a slow link hold every slot
+                body = multipart(form, f"slow-{i}.bin".encode(), b"s" * 10_000_000)
+                s = socket.create_connection((u.hostname, u.port), timeout=30)
+                s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:300_000])
+                slow.append(s)
+            wait_until(lambda: len([f for f in _files(ev) if ".slow-" in f]) == MAX_STREAMS, 10, what="both slots")
+            assert post_upload(url, multipart(form, b"third.bin", b"t" * 200_000))[0] == 503
+            # Without the password: the very same 401 as when the slots were free, never the 503.
+            for auth, reply in free.items():
+                assert _unauthenticated(url, auth) == reply, auth
+            # Guessing on: 401, then the failed-login limit's 429 -- never a word about the slots.
+            guesses = [_unauthenticated(url, WRONG)[:12] for _ in range(15)]
+            assert set(guesses) == {b"HTTP/1.1 401", b"HTTP/1.1 429"} and guesses[-1] == b"HTTP/1.1 429", guesses
+            assert _request(url)[0] == 200  # the team's password still passes
+        finally:
+            for s in slow:
+                s.close()
+        wait_until(lambda: not [f for f in _files(ev) if "slow-" in f], 30, what="the cut-off uploads cleaned away")
+        assert journal.read_bytes() == before
+
+
+def test_an_unauthenticated_flood_never_turns_the_teams_uploads_away(tmp_path: Path) -> None:
+    ev = _small_exercise(tmp_path)
+    with board(tmp_path, ev) as agent:
+        url = f"{agent.url}/exercise/ex1"
+        form = _form(_request(url)[1])
+        stop = threading.Event()
+        flood: dict[bytes, int] = {}
+        lock = threading.Lock()
+
+        def flooder() -> None:  # large uploads without the password, one after another
+            deadline = time.monotonic() + 60
+            for _ in range(5000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    status = _unauthenticated(url, None)[:12]
+                except OSError:
+                    status = b"error"
+                with lock:
+                    flood[status] = flood.get(status, 0) + 1
+
+        threads = [threading.Thread(target=flooder) for _ in range(6)]
+        for th in threads:
+            th.start()
+        codes = []
+        try:
+            wait_until(lambda: sum(flood.values()) > 50, 20, what="the flood under way")
+            content = os.urandom(2 * 2**20)
+            for i in range(30):
+                codes.append(post_upload(url, multipart(form, f"team-{i}.bin".encode(), content))[0])
+        finally:
+            stop.set()
+            for th in threads:
+                th.join()
+        assert codes == [303] * 30, {c: codes.count(c) for c in codes}
+        assert set(flood) == {b"HTTP/1.1 401"} and sum(flood.values()) > 100, flood
+        names = sorted(p.name for p in (ev / "artefacts/ex1/email").iterdir())
+        assert names == sorted(f"team-{i}.bin" for i in range(30))

@@ -95,11 +95,26 @@ def test_a_large_file_is_read_in_bounded_chunks() -> None:
         (b"--" + B + b"\r\nContent-Disposition: form-data; name=a; name=b\r\n\r\nx\r\n--" + B + b"--", "twice"),
         (b"--" + B + b"\r\nno colon\r\n\r\nx\r\n--" + B + b"--", "malformed header"),
         (b"--" + B + b"junk\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--" + B + b"--", "does not start"),
+        (body(("a", None, b"x"))[:-4], "ended early"),  # "--B" and no "--" after it
+        (body(("a", None, b"x"))[:-2] + b"junk\r\n", "closing boundary is followed by more than its line end"),
+        (body(("a", None, b"x"))[:-2] + b" \tx", "closing boundary is followed by more than its line end"),
     ],
 )
 def test_malformed_bodies_are_one_error(data: bytes, message: str) -> None:
     with pytest.raises(MultipartError, match=message):
         read_all(MultipartReader(io.BytesIO(data), B))
+
+
+EPILOGUES = [b"", b" \t", b"\r\n", b" " * (READ_CHUNK + 5) + b"\r\nx", b" \r\nepilogue\r\n" + b"e" * (3 * READ_CHUNK)]
+
+
+@pytest.mark.parametrize("after", EPILOGUES)
+def test_the_body_is_read_to_its_end_past_the_closing_boundary(after: bytes) -> None:
+    data = body(("a", None, b"x"))[:-2] + after
+    stream = Trickle(data, 4096)
+    r = MultipartReader(stream, B)
+    assert [(p.name, d) for p, d in read_all(r)] == [("a", b"x")]
+    assert stream.pos == len(data)  # the epilogue read (and thrown away), to the end of the body
 
 
 def test_limits_on_parts_and_fields() -> None:
