@@ -62,6 +62,17 @@ _HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header field name (RFC 9110 5.1)
 
 
+def request_path(target: str) -> tuple[str, str]:
+    """The path (percent-decoded) and the query string that the router sees for a request
+    target, as http.server hands it over: a leading "//" is one "/" (gh-87389, whatever the
+    Python), so "//evil/x" is the path "/evil/x", never a host. ValueError for a target urlsplit
+    cannot read (e.g. "http://[x/")."""
+    if target.startswith("//"):
+        target = "/" + target.lstrip("/")
+    parts = urlsplit(target)
+    return unquote(parts.path, errors="replace"), parts.query
+
+
 def security_headers(configured: dict[str, str]) -> dict[str, str]:
     """The headers every response carries: ``nosniff`` and those of the web config."""
     out = {"X-Content-Type-Options": "nosniff"}
@@ -91,7 +102,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         app = self.app
-        parts = urlsplit(self.path)
+        try:
+            path, query = request_path(self.path)
+        except ValueError:
+            self.close_connection = True
+            self._send(HttpResponse(400, b"bad request target\n"))
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         length_h = headers.get("content-length", "0") or "0"
         try:
@@ -114,8 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             req = HttpRequest(
                 method=method,
-                path=unquote(parts.path, errors="replace"),
-                query=dict(parse_qsl(parts.query)),
+                path=path,
+                query=dict(parse_qsl(query)),
                 headers=headers,
                 body=b"" if stream is not None else (self.rfile.read(length) if length else b""),
                 client=str(self.client_address[0]),
@@ -131,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if resp is None:
                     resp = app.route(req)
             except Exception:
-                log.exception("error serving %s %s", method, scrub(parts.path))
+                log.exception("error serving %s %s", method, scrub(path))
                 resp = HttpResponse(500, b"internal error\n")
             # Drained for a client that may send it (not one refused its credentials, nor one
             # refused before it had a slot: closed).
@@ -627,20 +643,33 @@ class HttpServer:
                 else:
                     conn = key.data
                     if isinstance(conn, _Conn) and conn.fd in self._conns:
-                        self._on_event(conn)
+                        self._guarded(self._on_event, conn)
             while True:
                 try:
                     conn = self._returned.get_nowait()
                 except queue.Empty:
                     break
-                self._resume(conn)
+                self._guarded(self._resume, conn)
             if self._sniffing:
                 now = time.monotonic()
                 for c in [c for c in self._sniffing.values() if now >= c.wake_at]:
                     del self._sniffing[c.fd]
                     if c.fd in self._conns:
-                        self._sniff(c)
+                        self._guarded(self._sniff, c)
             self._sweep()
+
+    def _guarded(self, step: Callable[[_Conn], None], conn: _Conn) -> None:
+        """One connection's turn in the I/O loop: whatever goes wrong in it closes that connection
+        (logged once), never the loop that serves all the others."""
+        try:
+            step(conn)
+        except Exception as e:
+            log.error("http %r: closing the connection after an internal error: %s %r",
+                      str(conn.addr[0]), type(e).__name__, scrub(str(e)))  # fmt: skip
+            log.debug("http: internal error", exc_info=True)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._sel.unregister(conn.sock)
+            self._close(conn)
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -820,11 +849,15 @@ class HttpServer:
 
     def _streamed(self, request_line: bytes) -> bool:
         """Whether a request goes to a route that reads its body itself (Route.stream)."""
-        method, _, rest = request_line.partition(b" ")
-        target = rest.partition(b" ")[0].decode("latin-1")
-        path = unquote(urlsplit(target).path, errors="replace")
-        m = method.decode("latin-1")
-        return any(r.stream and r.method == m and path.startswith(r.prefix) for r in self.app.routes)
+        words = request_line.decode("latin-1").split()  # as http.server splits it
+        if len(words) != 3:
+            return False
+        method, target = words[:2]
+        try:
+            path = request_path(target)[0]
+        except ValueError:  # answered 400 by the worker
+            return False
+        return any(r.stream and r.method == method and path.startswith(r.prefix) for r in self.app.routes)
 
     def _resume(self, conn: _Conn) -> None:
         """A worker answered a request: send the rest of the response if the client has not read

@@ -100,7 +100,10 @@ class MultipartReader:
         return b""
 
     def read_field(self, limit: int, what: str) -> str:
-        """The whole current part as text (UTF-8), refused if longer than ``limit`` bytes."""
+        """The whole current part as text (UTF-8), refused if longer than ``limit`` bytes. A
+        ``limit`` of zero or less is what is left of a form's budget when none is: refused."""
+        if limit <= 0:
+            raise MultipartError(f"the form is too large (no room left for field {what!r})")
         out = bytearray()
         while chunk := self.read(limit + 1 - len(out)):
             out += chunk

@@ -3,10 +3,13 @@ agent's real HTTP server, on loopback: the body arrives whole and in order past 
 other routes, over TLS too; a ``100 Continue`` is sent only when the handler reads; a refused body
 is drained so the client reads the answer, and the connection then serves the next request; a
 silent sender times out; at most MAX_STREAMS are read at once (503 beyond), and scrapes go on
-meanwhile."""
+meanwhile. A request goes to a streamed route exactly when http.server routes it there ("//x" is
+the path "/x"); a target urlsplit cannot read is a 400 and no request line, nor an internal error
+on one connection, stops the I/O loop."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agent.http import MAX_BODY, MAX_STREAMS, HttpServer, WebApp, frame_request
@@ -211,3 +216,103 @@ def test_over_tls(handlers: Handlers, tmp_path: Path) -> None:
                 assert _response(f) == (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
     finally:
         srv.stop()
+
+
+def _alive(srv: HttpServer) -> None:
+    """The I/O thread runs and answers: health, readiness and a scrape, each 200."""
+    assert srv._thread.is_alive()
+    for path in ("/-/healthy", "/-/ready", "/metrics"):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            assert _response(s.makefile("rb"))[0] == 200, path
+
+
+def _answer_to(srv: HttpServer, request: bytes) -> bytes:
+    """What the server sends back to one request before it closes (b"" if nothing)."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(request)
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+
+@pytest.mark.parametrize("target", ["http://[x/", "http://[::1/digest", "https://x]/digest", "http://]/"])
+def test_a_target_urlsplit_cannot_read_is_a_400_and_the_server_serves_on(server: HttpServer, target: str) -> None:
+    for method in ("GET", "POST"):
+        resp = _answer_to(server, f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+        assert resp.startswith(b"HTTP/1.1 400 ") and b"bad request target" in resp
+        _alive(server)
+
+
+_TARGET_PIECES = st.sampled_from(
+    ["http://", "https://", "//", "/", "[", "]", "[::1]", "[x", ":", "@", "?", "#", "%", "%zz", "%2f", "..",
+     "digest", "wait", "exercise", "\\", "\x7f", "\xa0", "\x85", "\xff", " ", "\t", "\x00", "\x1c"]
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE", "BREW"]),
+    target=st.lists(_TARGET_PIECES, max_size=8).map("".join) | st.text(st.characters(max_codepoint=255), max_size=30),
+    version=st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/9.9", ""]),
+)
+def test_hostile_request_lines_never_stop_the_server(
+    server: HttpServer, method: str, target: str, version: str
+) -> None:
+    line = f"{method} {target} {version}".replace("\r", "").replace("\n", "")
+    _answer_to(server, line.encode("latin-1") + b"\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert server._thread.is_alive()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _response(s.makefile("rb"))[0] == 200
+
+
+def test_a_target_starting_with_two_slashes_is_routed_as_the_server_routes_it(server: HttpServer) -> None:
+    """http.server reads "//evil/digest" as the path "/evil/digest" (not a host "evil"): not a
+    streamed route, so a large body to it is refused at once and takes no upload slot."""
+    held = []
+    try:
+        for target in ("//evil/digest", "///evil//wait"):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            held.append(s)
+            s.sendall(_head(target, 2 * MAX_BODY))  # a large body, never sent
+        time.sleep(0.3)
+        # Both upload slots are free: two real uploads, one after the other and at once.
+        body = os.urandom(2 * MAX_BODY)
+        want = (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
+        for _ in range(MAX_STREAMS):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(_head("/digest", len(body)) + body)
+                assert _response(s.makefile("rb")) == want
+        for s in held:
+            assert _response(s.makefile("rb"))[0] == 413
+    finally:
+        for s in held:
+            s.close()
+    # And the other way: "//digest" is the path "/digest", which streams.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(_head("//digest", len(body)) + body)
+        assert _response(s.makefile("rb")) == want
+
+
+def test_an_internal_error_on_one_connection_closes_only_that_one(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the I/O loop's handling of one connection (mocked: no client can cause one now)
+    closes that connection, logged once and escaped; the loop serves on."""
+
+    def broken(request_line: bytes) -> bool:
+        raise RuntimeError("boom\n\x1b[31m" + request_line.decode("latin-1"))
+
+    monkeypatch.setattr(server, "_streamed", broken)
+    with caplog.at_level("ERROR", logger="agent.http"):
+        assert _answer_to(server, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    monkeypatch.undo()
+    _alive(server)
+    [rec] = [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert "RuntimeError 'boom\\n\\x1b[31mGET /-/healthy HTTP/1.1'" in rec.getMessage()
+    assert "\n" not in rec.getMessage() and "\x1b" not in rec.getMessage()

@@ -178,3 +178,15 @@ def test_boundary(header: str, expected: bytes) -> None:
 def test_bad_boundaries(header: str) -> None:
     with pytest.raises(MultipartError):
         boundary(header)
+
+
+@pytest.mark.parametrize("limit", [0, -1, -100])
+@pytest.mark.parametrize("value", [b"", b"y", b"y" * 200])
+def test_no_budget_left_is_one_refusal_of_the_form(limit: int, value: bytes) -> None:
+    """The board's fields used up the form's budget (a name counts too, so what is left can be
+    below zero): the form is too large, whatever this field holds; never "longer than -100 bytes"."""
+    r = MultipartReader(io.BytesIO(body(("note", None, value))), B)
+    assert r.next_part() is not None
+    with pytest.raises(MultipartError) as err:
+        r.read_field(limit, "note")
+    assert str(err.value) == "the form is too large (no room left for field 'note')"
