@@ -36,6 +36,7 @@ from agent.samples import compact
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = 10.0  # seconds a write waits for another connection's lock before it fails
 RETRY_SECONDS = 5.0  # first wait before writing to a failing database again; doubles up to MAX_RETRY_SECONDS
 MAX_RETRY_SECONDS = 300.0
 # History rows kept for it meanwhile, in bytes as sys.getsizeof counts them (~450 per row: some
@@ -228,10 +229,10 @@ class StateStore:
     # -- database --------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         return conn
 
     def _open(self, state_dir: Path) -> None:
@@ -340,15 +341,26 @@ class StateStore:
                     batch.rows,
                 )
                 made = sum(len(body) for _r, body in bodies.values())  # bytes of JSON kept
-                for table, results in (("latest", batch.latest), ("last_success", batch.last_success)):
-                    for key, r in results.items():
-                        kept = bodies.get(id(r))
-                        if kept is None:
-                            kept = (r, r.to_json())
-                            if made + len(kept[1]) <= MAX_PENDING_BYTES:
-                                bodies[id(r)] = kept  # the tuple holds r: its id is not reused meanwhile
-                                made += len(kept[1])
-                        conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (*key, kept[1]))  # noqa: S608 - fixed names
+
+                def json_of(r: Result) -> str:
+                    nonlocal made
+                    if (kept := bodies.get(id(r))) is not None:
+                        return kept[1]
+                    body = r.to_json()
+                    if made + len(body) <= MAX_PENDING_BYTES:
+                        bodies[id(r)] = (r, body)  # the tuple holds r: its id is not reused meanwhile
+                        made += len(body)
+                    return body
+
+                for key in batch.latest.keys() | batch.last_success.keys():
+                    latest, success = batch.latest.get(key), batch.last_success.get(key)
+                    body = ""
+                    if latest is not None:
+                        body = json_of(latest)
+                        conn.execute("INSERT OR REPLACE INTO latest VALUES (?, ?, ?)", (*key, body))
+                    if success is not None:
+                        body = body if success is latest else json_of(success)
+                        conn.execute("INSERT OR REPLACE INTO last_success VALUES (?, ?, ?)", (*key, body))
                 conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", batch.kv.items())
                 conn.execute("COMMIT")
             except BaseException:
