@@ -4,8 +4,14 @@ The event loop never waits on SQLite: :meth:`StateStore.put` updates memory unde
 queues the row for a writer thread that commits in batches. A failing database (full disk,
 read-only, corrupt, locked by another process) degrades the store to memory-only, counted in
 ``continuity_state_db_errors_total``; it never stops collection. The writer keeps the rows it
-could not commit (up to ``MAX_PENDING``) and retries after ``RETRY_SECONDS``, backing off to
-``MAX_RETRY_SECONDS``: once a commit goes through, they are written and the store is healthy again.
+could not commit and retries after ``RETRY_SECONDS``, backing off to ``MAX_RETRY_SECONDS``: once a
+commit goes through, they are written and the store is healthy again.
+
+What waits for the writer is kept small whatever the outage's length: a history row as its nine
+columns only (no samples), at most ``MAX_PENDING_BYTES`` of them (the oldest beyond are dropped and
+counted in ``continuity_state_db_errors_total``); for ``latest``, ``last_success`` and ``kv`` only
+the newest value of each key, the result being the one the store holds in memory anyway. A result
+is made JSON once per key when written, not once per run that waited.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import sqlite3
 import stat
+import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +36,12 @@ from agent.samples import compact
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT = 10.0  # seconds a write waits for another connection's lock before it fails
 RETRY_SECONDS = 5.0  # first wait before writing to a failing database again; doubles up to MAX_RETRY_SECONDS
 MAX_RETRY_SECONDS = 300.0
-MAX_PENDING = 100_000  # rows kept for it meanwhile; the oldest beyond this are dropped (and counted)
+# History rows kept for it meanwhile, in bytes as sys.getsizeof counts them (~450 per row: some
+# 35,000 rows, ten hours of one run a second); the oldest beyond this are dropped and counted.
+MAX_PENDING_BYTES = 16 * 2**20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -119,6 +128,53 @@ class Result:
 
 
 Key = tuple[str, str]  # (target, task)
+Row = tuple[str, str, str, str, float, float, int, str | None, str | None]  # a row of the results table
+
+
+def _row_size(row: Row) -> int:
+    return sys.getsizeof(row) + sum(sys.getsizeof(v) for v in row)
+
+
+@dataclass
+class _Outbox:
+    """What waits for the state writer: history rows oldest first, the newest result per key for
+    ``latest`` and ``last_success``, the newest value per kv key."""
+
+    rows: deque[Row] = field(default_factory=deque)
+    size: int = 0  # bytes of ``rows`` (_row_size)
+    latest: dict[Key, Result] = field(default_factory=dict)
+    last_success: dict[Key, Result] = field(default_factory=dict)
+    kv: dict[str, str] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not (self.rows or self.latest or self.last_success or self.kv)
+
+    def add(self, r: Result) -> int:
+        """Queue ``r``; the number of rows dropped to stay within MAX_PENDING_BYTES."""
+        row: Row = (r.target, r.task, r.kind, r.site, r.started, r.duration, int(r.ok), r.reason, r.message)
+        self.rows.append(row)
+        self.size += _row_size(row)
+        key = (r.target, r.task)
+        self.latest[key] = r
+        if r.ok:
+            self.last_success[key] = r
+        return self._trim()
+
+    def merge(self, newer: _Outbox) -> int:
+        """Add what was queued after this (its values win); the number of rows dropped."""
+        self.rows.extend(newer.rows)
+        self.size += newer.size
+        self.latest.update(newer.latest)
+        self.last_success.update(newer.last_success)
+        self.kv.update(newer.kv)
+        return self._trim()
+
+    def _trim(self) -> int:
+        dropped = 0
+        while self.size > MAX_PENDING_BYTES and self.rows:
+            self.size -= _row_size(self.rows.popleft())
+            dropped += 1
+        return dropped
 
 
 @dataclass
@@ -160,7 +216,10 @@ class StateStore:
         self.db_healthy = state_dir is not None
         self.db_errors = 0
         self.path: Path | None = None
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=100_000)
+        self._outbox = _Outbox()  # guarded by _wake
+        self._wake = threading.Condition(threading.Lock())  # the writer waits on it
+        self._writer_idle = False
+        self._stop = False
         self._writer: threading.Thread | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -170,10 +229,10 @@ class StateStore:
     # -- database --------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         return conn
 
     def _open(self, state_dir: Path) -> None:
@@ -212,86 +271,121 @@ class StateStore:
     def _write_loop(self) -> None:
         conn = self._connect()
         last_prune = 0.0
-        pending: list[tuple[str, Any]] = []  # rows a failed commit left, oldest first
         retry_at, delay = 0.0, RETRY_SECONDS
+        bodies: dict[int, tuple[Result, str]] = {}  # JSON made for a failed attempt, reused by the retry
         while True:
-            batch: list[tuple[str, Any] | None] = []
-            with contextlib.suppress(queue.Empty):
-                # While rows wait for a retry, wake up for it even when nothing new arrives.
-                batch.append(self._queue.get(timeout=max(0.0, retry_at - time.monotonic()) if pending else None))
-                while len(batch) < 500:
-                    batch.append(self._queue.get_nowait())
-            stop = any(b is None for b in batch)
-            rows = pending + [b for b in batch if b is not None]
-            if len(rows) > MAX_PENDING:
-                with self._lock:
-                    self.db_errors += len(rows) - MAX_PENDING
-                rows = rows[-MAX_PENDING:]
-            pending = []
-            if rows and (self.db_healthy or stop or time.monotonic() >= retry_at):
-                try:
-                    conn.execute("BEGIN")
-                    for op, arg in rows:
-                        if op == "result":
-                            self._write_result(conn, arg)
-                        elif op == "kv":
-                            conn.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", arg)
-                    conn.execute("COMMIT")
-                except sqlite3.Error as e:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+            with self._wake:
+                while not self._stop and (
+                    self._outbox.empty() or (not self.db_healthy and time.monotonic() < retry_at)
+                ):
+                    self._writer_idle = True
+                    self._wake.notify_all()
+                    self._wake.wait(
+                        None if self.db_healthy or self._outbox.empty() else max(0.0, retry_at - time.monotonic())
+                    )
+                self._writer_idle = False
+                stop = self._stop
+                batch, self._outbox = self._outbox, _Outbox()
+            if not batch.empty():
+                error = self._commit(conn, batch, bodies)
+                if error is not None:
                     if self.db_healthy:
-                        log.error("state database write failed, continuing in memory only and retrying: %s", e)
+                        log.error("state database write failed, continuing in memory only and retrying: %s", error)
                         delay = RETRY_SECONDS
                     else:
                         delay = min(delay * 2, MAX_RETRY_SECONDS)
-                    with self._lock:
+                    retry_at = time.monotonic() + delay
+                    with self._lock, self._wake:
                         self._degrade()
-                    pending, retry_at = rows, time.monotonic() + delay
+                        # Back in front of what came meanwhile: the newer latest, kv and rows win.
+                        self.db_errors += batch.merge(self._outbox)
+                        self._outbox = batch
+                    dirty = {id(r) for d in (batch.latest, batch.last_success) for r in d.values()}
+                    for gone in bodies.keys() - dirty:
+                        del bodies[gone]
                 else:
+                    bodies.clear()
                     if not self.db_healthy:
-                        log.warning("state database writable again: %d results kept in memory written", len(rows))
+                        log.warning("state database writable again: %d results kept in memory written", len(batch.rows))
                         with self._lock:
                             self.db_healthy = True
-            else:
-                pending = rows
-            if rows and not pending:
-                now = self.clock()
-                if self.db_healthy and now - last_prune > 3600:
-                    last_prune = now
-                    try:
-                        conn.execute("DELETE FROM results WHERE started < ?", (now - self.retention,))
-                    except sqlite3.Error as e:
-                        log.error("state database retention pruning failed: %s", e)
-            for _ in batch:
-                self._queue.task_done()
+                    now = self.clock()
+                    if now - last_prune > 3600:
+                        last_prune = now
+                        try:
+                            conn.execute("DELETE FROM results WHERE started < ?", (now - self.retention,))
+                        except sqlite3.Error as e:
+                            log.error("state database retention pruning failed: %s", e)
             if stop:
                 conn.close()
+                with self._wake:
+                    self._writer_idle = True
+                    self._wake.notify_all()
                 return
 
     @staticmethod
-    def _write_result(conn: sqlite3.Connection, r: Result) -> None:
-        conn.execute(
-            "INSERT INTO results (target, task, kind, site, started, duration, ok, reason, message)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.target, r.task, r.kind, r.site, r.started, r.duration, int(r.ok), r.reason, r.message),
-        )
-        body = r.to_json()
-        conn.execute("INSERT OR REPLACE INTO latest VALUES (?, ?, ?)", (r.target, r.task, body))
-        if r.ok:
-            conn.execute("INSERT OR REPLACE INTO last_success VALUES (?, ?, ?)", (r.target, r.task, body))
+    def _commit(
+        conn: sqlite3.Connection, batch: _Outbox, bodies: dict[int, tuple[Result, str]]
+    ) -> sqlite3.Error | None:
+        """Write ``batch`` in one transaction; the error if it did not commit (rolled back).
+
+        The write lock is taken first (BEGIN IMMEDIATE): a database another process holds locked
+        fails there, before any result is serialised. Each key's latest result is made JSON once,
+        also for its last success when that is the same result, and kept in ``bodies`` for a retry."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO results (target, task, kind, site, started, duration, ok, reason, message)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch.rows,
+                )
+                made = sum(len(body) for _r, body in bodies.values())  # bytes of JSON kept
+
+                def json_of(r: Result) -> str:
+                    nonlocal made
+                    if (kept := bodies.get(id(r))) is not None:
+                        return kept[1]
+                    body = r.to_json()
+                    if made + len(body) <= MAX_PENDING_BYTES:
+                        bodies[id(r)] = (r, body)  # the tuple holds r: its id is not reused meanwhile
+                        made += len(body)
+                    return body
+
+                for key in batch.latest.keys() | batch.last_success.keys():
+                    latest, success = batch.latest.get(key), batch.last_success.get(key)
+                    body = ""
+                    if latest is not None:
+                        body = json_of(latest)
+                        conn.execute("INSERT OR REPLACE INTO latest VALUES (?, ?, ?)", (*key, body))
+                    if success is not None:
+                        body = body if success is latest else json_of(success)
+                        conn.execute("INSERT OR REPLACE INTO last_success VALUES (?, ?, ?)", (*key, body))
+                conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", batch.kv.items())
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            return e
+        return None
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until queued writes are committed (tests, shutdown)."""
+        """Wait until queued writes are committed, or attempted while the database is failing
+        (tests, shutdown)."""
         if self._writer is None:
             return
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with self._wake:
+            self._wake.wait_for(
+                lambda: self._writer_idle and (self._outbox.empty() or not self.db_healthy), timeout=timeout
+            )
 
     def close(self) -> None:
         if self._writer is not None:
-            self._queue.put(None)
+            with self._wake:
+                self._stop = True
+                self._wake.notify_all()
             self._writer.join(timeout=10)
             self._writer = None
         if self._read_conn is not None:
@@ -312,10 +406,10 @@ class StateStore:
                 self._errors[(r.target, r.reason)] += 1
             for reason, _msg in r.partial_errors:
                 self._errors[(r.target, reason)] += 1
-        self._enqueue(("result", r))
+        self._enqueue(r)
 
     def set_kv(self, key: str, value: Any) -> None:
-        self._enqueue(("kv", (key, json.dumps(value))))
+        self._enqueue((key, json.dumps(value)))
 
     def get_kv(self, key: str) -> Any:
         if self._read_conn is None:
@@ -327,14 +421,19 @@ class StateStore:
                 return None
         return json.loads(row[0]) if row else None
 
-    def _enqueue(self, item: tuple[str, Any]) -> None:
+    def _enqueue(self, item: Result | tuple[str, str]) -> None:
         if self._writer is None:  # no database (unusable at start): memory only
             return
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        dropped = 0
+        with self._wake:
+            if isinstance(item, Result):
+                dropped = self._outbox.add(item)
+            else:
+                self._outbox.kv[item[0]] = item[1]
+            self._wake.notify_all()
+        if dropped:
             with self._lock:
-                self.db_errors += 1
+                self.db_errors += dropped
 
     def count_skipped(self, target: str, reason: str, n: int = 1) -> None:
         """``n`` scheduled runs of ``target`` did not start (reason: agent.schedule.SKIP_REASONS)."""
