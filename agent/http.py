@@ -32,7 +32,8 @@ from agent.exposition import metrics_body
 from agent.plugin import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
-    from agent.webconfig import BasicAuth, FailureLimiter, RequestLimiter, WebConfig, WebConfigSource
+    from agent.access import FailureLimiter, RequestLimiter
+    from agent.webconfig import BasicAuth, WebConfig, WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ class WebApp:
             return resp
         wait = limiter.retry_after(req.client)
         if wait > 0:
-            from agent.webconfig import too_many
+            from agent.access import too_many
 
             return too_many(wait)
         limiter.failed(req.client)

@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
+from agent.access import FailureLimiter
 from agent.http import MAX_BODY, HttpServer, WebApp, frame_request
 from agent.reports.service import PREFIX, reports_handler
-from agent.webconfig import BasicAuth, FailureLimiter
+from agent.webconfig import BasicAuth
 from collectors.base import HttpResponse, Route
 from tests.helpers.tls import bcrypt_hash, make_pki
 

@@ -16,12 +16,14 @@ PACKAGES = ("agent", "collectors")
 # The one module in agent/ that names collector modules (as strings) and loads them lazily.
 REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
-# What the demo agent (deploy/examples/demo.yml: no basic auth, no reports, no SNMP, SSH or backup
-# target) does not use, so must not load: bcrypt (only for basic auth), the report machinery (only
-# when a report is made, or the exercise board draws a chart) and the collectors of kinds it has no
-# target of.
+# What the demo agent (deploy/examples/demo.yml: no web config, no reports, no SNMP, SSH or backup
+# target) does not use, so must not load: the web config (TLS, basic auth, bcrypt; only with
+# --web.config.file), the report machinery (only when a report is made, or the exercise board draws
+# a chart) and the collectors of kinds it has no target of.
 DEMO_UNUSED = (
     "bcrypt",
+    "agent.webconfig",
+    "agent.openssl",
     "agent.reports.model",
     "agent.reports.runner",
     "collectors.snmp",
