@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import SchedulerEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, outcomes
 from agent.access import FailureLimiter, exposure_warnings, is_loopback
 from agent.catalogue import SKIP_REASONS, STILL_RUNNING
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
+from agent.configtypes import cron_trigger
 from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
@@ -329,7 +329,7 @@ class Agent:
                 first: dict[str, Any] = {}
                 self._job_targets[job_id(key)] = name
                 if task.cron:
-                    trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
+                    trigger: Any = cron_trigger(task.cron)
                     grace = 3600
                 else:
                     start = datetime.fromtimestamp(self._first_run(key, task, now.timestamp(), rng)).astimezone()

@@ -18,12 +18,14 @@ REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # What the demo agent (deploy/examples/demo.yml: no web config, no reports, no SNMP, SSH or backup
 # target) does not use, so must not load: the web config (TLS, basic auth, bcrypt; only with
-# --web.config.file), the report machinery (only when a report is made, or the exercise board draws
-# a chart) and the collectors of kinds it has no target of.
+# --web.config.file), APScheduler's cron trigger (only for a cron schedule: reports, throughput
+# tests), the report machinery (only when a report is made, or the exercise board draws a chart)
+# and the collectors of kinds it has no target of.
 DEMO_UNUSED = (
     "bcrypt",
     "agent.webconfig",
     "agent.openssl",
+    "apscheduler.triggers.cron",
     "agent.reports.model",
     "agent.reports.runner",
     "collectors.snmp",
