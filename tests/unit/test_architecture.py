@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.cli import SUBCOMMAND_MODULES
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "collectors")
 # The one module in agent/ that names collector modules (as strings) and loads them lazily.
@@ -229,6 +231,18 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
     )
     loaded = _loaded_after(code, HEAVY + DEMO_UNUSED)
     assert not any(loaded.values()), loaded
+
+
+def test_the_run_command_loads_no_other_subcommand() -> None:
+    # `run` parses its arguments without the modules of the other subcommands (which stay loaded
+    # for as long as the agent runs); they load for the command that needs them.
+    def command(argv: list[str]) -> str:
+        return f"import agent.cli\ntry:\n    agent.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+
+    run = _loaded_after(command(["run", "--config", "/nonexistent/agent.yml"]), SUBCOMMAND_MODULES)
+    assert not any(run.values()), run
+    other = _loaded_after(command(["evidence", "verify", "--runbooks", "/nonexistent"]), SUBCOMMAND_MODULES)
+    assert other["agent.evidence.cli"]
 
 
 def test_an_ssh_target_loads_paramiko_when_it_is_used() -> None:
