@@ -21,13 +21,15 @@ HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # What the demo agent (deploy/examples/demo.yml: no web config, no reports, no SNMP, SSH or backup
 # target) does not use, so must not load: the web config (TLS, basic auth, bcrypt; only with
 # --web.config.file), APScheduler's cron trigger (only for a cron schedule: reports, throughput
-# tests), the report machinery (only when a report is made, or the exercise board draws a chart)
-# and the collectors of kinds it has no target of.
+# tests), the exercise board's pages (on the first request to /exercise/), the report machinery
+# (only when a report is made, or the exercise board draws a chart) and the collectors of kinds it
+# has no target of.
 DEMO_UNUSED = (
     "bcrypt",
     "agent.webconfig",
     "agent.openssl",
     "apscheduler.triggers.cron",
+    "agent.exercises.web",
     "agent.reports.model",
     "agent.reports.runner",
     "collectors.snmp",
@@ -219,6 +221,8 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "async def main():\n"
         "    a = Agent(loaded, listen='127.0.0.1:0')\n"
         "    await a.start()\n"
+        # The board's form key is made at start, as ever, though its pages load on first use.
+        f"    assert (__import__('pathlib').Path({str(tmp_path)!r}) / 'exercise-board.key').exists()\n"
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
