@@ -29,6 +29,10 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "agent.exercises.cli",
 )
 
+# The commands this module defines: for them the subcommand modules above need not load.
+OWN_COMMANDS: tuple[str, ...] = ("run", "check-config", "collect-once")
+_GLOBAL_OPTIONS = ("--log-format", "--log-level")
+
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -228,7 +232,9 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, every_command: bool = True) -> argparse.ArgumentParser:
+    """The command line parser; without ``every_command`` only with the commands of this module
+    (:data:`OWN_COMMANDS`), which parse exactly as with every command."""
     p = argparse.ArgumentParser(
         prog="continuity-agent",
         description="Measures availability, link speed, backups and DR recovery evidence as Prometheus metrics.",
@@ -266,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("target")
     o.set_defaults(func=cmd_collect_once)
 
-    for mod in SUBCOMMAND_MODULES:
-        importlib.import_module(mod).register(sub)
+    if every_command:
+        for mod in SUBCOMMAND_MODULES:
+            importlib.import_module(mod).register(sub)
     _global_options_everywhere(p)
     return p
 
@@ -307,8 +314,24 @@ def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
                 _global_options_everywhere(child)
 
 
+def _own_command(argv: Sequence[str]) -> bool:
+    """True when ``argv`` names one of :data:`OWN_COMMANDS` with nothing before it but global options
+    written in full (``--log-level debug``, ``--log-level=debug``). Anything else (help, an
+    abbreviated option, another command, none) gets the parser of every command, whose help and
+    errors list them all."""
+    it = iter(argv)
+    for arg in it:
+        if arg in _GLOBAL_OPTIONS:
+            next(it, None)
+        elif not arg.startswith(tuple(f"{o}=" for o in _GLOBAL_OPTIONS)):
+            return arg in OWN_COMMANDS
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `run` may go on for months: the code of the other subcommands need not be loaded meanwhile.
+    parser = build_parser(every_command=not _own_command(argv))
     args = parser.parse_args(argv)
     agent_logs.setup(args.log_level, args.log_format)
     if not getattr(args, "func", None):

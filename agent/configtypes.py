@@ -17,7 +17,7 @@ import threading
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from pydantic import (
@@ -34,6 +34,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from agent.durations import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 MASK = "<secret>"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -310,16 +313,22 @@ def _duration(v: Any) -> float:
         raise PydanticCustomError("duration", str(e)) from None
 
 
+def cron_trigger(expr: str, timezone: str = "UTC") -> CronTrigger:
+    """An APScheduler CronTrigger from a 5-field crontab line (minute hour day month weekday).
+    APScheduler's cron module is loaded on the first call: only configs with a cron schedule use it."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(expr, timezone=timezone)
+
+
 def check_cron(v: str | None, what: str = "cron") -> str | None:
     """A 5-field crontab line (minute hour day month weekday) that APScheduler accepts."""
     if v is None:
         return v
     if len(v.split()) != 5:
         raise ValueError(f"{what} {v!r} must be a 5-field crontab line: minute hour day month weekday")
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
-        CronTrigger.from_crontab(v, timezone="UTC")
+        cron_trigger(v)
     except ValueError as e:
         raise ValueError(f"{what} {v!r} is not a valid crontab line: {e}") from None
     return v

@@ -32,7 +32,8 @@ from agent.exposition import metrics_body
 from agent.plugin import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
-    from agent.webconfig import BasicAuth, FailureLimiter, RequestLimiter, WebConfig, WebConfigSource
+    from agent.access import FailureLimiter, RequestLimiter
+    from agent.webconfig import BasicAuth, WebConfig, WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ class WebApp:
             return resp
         wait = limiter.retry_after(req.client)
         if wait > 0:
-            from agent.webconfig import too_many
+            from agent.access import too_many
 
             return too_many(wait)
         limiter.failed(req.client)
@@ -531,10 +532,11 @@ class _Writer:
 class HttpServer:
     """HTTP(S) server with bounded resources: one I/O thread accepts connections, does TLS
     handshakes without blocking and reads each request whole (with size limits and a deadline),
-    then hands it to a fixed pool of worker threads (a request to a ``Route.stream`` route once
-    its head is in: its handler reads the body, at most ``MAX_STREAMS`` at once). A thousand slow
-    or silent clients cost a socket and a small buffer each, never a thread, and cannot delay a
-    scrape."""
+    then hands it to a pool of up to ``workers`` threads, each started when a request finds no
+    worker waiting (an idle agent keeps one or two); a request to a ``Route.stream`` route goes
+    once its head is in: its handler reads the body, at most ``MAX_STREAMS`` at once. A thousand
+    slow or silent clients cost a socket and a small buffer each, never a thread, and cannot delay
+    a scrape."""
 
     def __init__(
         self,
@@ -587,9 +589,9 @@ class HttpServer:
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)  # streamed bodies being read now
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
-        self._workers = [
-            threading.Thread(target=self._worker, name=f"http-{i}", daemon=True) for i in range(max(1, workers))
-        ]
+        self._max_workers = max(1, workers)
+        self._workers: list[threading.Thread] = []  # started by the I/O thread, as requests need them
+        self._idle = threading.Semaphore(0)  # released by a worker each time it waits for work again
 
     @property
     def port(self) -> int:
@@ -601,8 +603,6 @@ class HttpServer:
 
     def start(self) -> None:
         self._thread.start()
-        for w in self._workers:
-            w.start()
 
     def stop(self) -> None:
         self._stopping = True
@@ -846,6 +846,14 @@ class HttpServer:
             conn.streamed = verdict == "stream"
         conn.state = "busy"
         self._work.put(conn)
+        if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
+            w = threading.Thread(target=self._worker, name=f"http-{len(self._workers)}", daemon=True)
+            try:
+                w.start()
+            except RuntimeError as e:  # no thread to be had now: the running workers take the request
+                log.error("http: cannot start a worker thread: %s", e)
+                return
+            self._workers.append(w)
 
     def _streamed(self, request_line: bytes) -> bool:
         """Whether a request goes to a route that reads its body itself (Route.stream)."""
@@ -938,7 +946,12 @@ class HttpServer:
     def _answer(self, conn: _Conn) -> bool:
         """Answer one request; True if the connection stays open for another. The response goes
         out as far as the socket takes it now; the I/O loop sends the rest (:meth:`_write`)."""
-        data, keep = self._respond(conn)
+        try:
+            data, keep = self._respond(conn)
+        finally:
+            # This worker takes the next request once it has sent what the socket takes now (no
+            # waiting): a client that sends its next request on this response finds it.
+            self._idle.release()
         sock = conn.sock
         view = memoryview(data)
         pos = 0

@@ -10,16 +10,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import SchedulerEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import __version__, outcomes
+from agent.access import FailureLimiter, exposure_warnings, is_loopback
 from agent.catalogue import SKIP_REASONS, STILL_RUNNING
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
+from agent.configtypes import cron_trigger
 from agent.exposition import AgentStatus, make_registry, return_large_blocks
 from agent.http import AuthFailureMetrics, HttpServer, WebApp, use_web_config
 from agent.plugin import Collector, CollectorContext, MetricSpec, Route, Task
@@ -28,7 +29,9 @@ from agent.registry import routes as kind_routes
 from agent.runner import run_task
 from agent.schedule import EVENTS, RunLedger
 from agent.state import StateStore
-from agent.webconfig import FailureLimiter, WebConfig, WebConfigSource, exposure_warnings, is_loopback
+
+if TYPE_CHECKING:
+    from agent.webconfig import WebConfig, WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +273,8 @@ class Agent:
             allowed_sans=getattr(self.web_config, "allowed_sans", None),
         )
         if self.web_config is not None:
+            from agent.webconfig import WebConfigSource
+
             self._web_source = WebConfigSource(self.web_config, on_error=self._web_config_invalid)
             use_web_config(self.web, self.http, self._web_source, also=self._web_config_changed)
         self.http.start()
@@ -324,7 +329,7 @@ class Agent:
                 first: dict[str, Any] = {}
                 self._job_targets[job_id(key)] = name
                 if task.cron:
-                    trigger: Any = CronTrigger.from_crontab(task.cron, timezone="UTC")
+                    trigger: Any = cron_trigger(task.cron)
                     grace = 3600
                 else:
                     start = datetime.fromtimestamp(self._first_run(key, task, now.timestamp(), rng)).astimezone()

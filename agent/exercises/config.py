@@ -9,6 +9,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from agent.configtypes import Duration, StrictModel, resolve_path
 
+PREFIX = "/exercise"  # the board's pages
+CSRF_KEY_FILE = "exercise-board.key"  # the board's form key, in the state directory, mode 0600
+
 
 class ExercisesConfig(StrictModel):
     """The DR exercise board (/exercise/) and its metrics. Directories default to those the DR

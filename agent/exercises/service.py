@@ -11,16 +11,22 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
 
+from agent import escape
 from agent.catalogue import running_catalogue
-from agent.exercises.config import ExercisesConfig, directories
+from agent.exercises.config import CSRF_KEY_FILE, PREFIX, ExercisesConfig, directories
 from agent.exercises.journal import ExerciseInputError, Journal, list_exercises
 from agent.exercises.record import load_estate
 from agent.exercises.status import STEP_STATES, ExerciseStatus, status
+from agent.fileio import kept_secret
+from agent.plugin import HttpRequest, HttpResponse, Route
+
+if TYPE_CHECKING:
+    from agent.exercises.web import Board
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +164,46 @@ class ExerciseMetrics(PromCollector):
         return list(ms.values())
 
 
+class BoardPages:
+    """The /exercise/ pages. The form (CSRF) key is kept in the state directory, so a form that was
+    open across an agent restart (at 3 a.m., half typed) still goes through; without one it lives in
+    memory. It is read (or made) at start; the pages' code (:mod:`agent.exercises.web`) loads on the
+    first request."""
+
+    def __init__(self, agent: Any, board: ExerciseBoard) -> None:
+        self.agent = agent
+        self.board = board
+        state_dir = agent.loaded.config.agent.state_dir
+        self.secret, where = kept_secret(Path(state_dir) / CSRF_KEY_FILE if state_dir else None)
+        if where == "memory" and state_dir:
+            logging.getLogger("agent.exercises.web").warning(  # the pages' logger, as ever
+                "exercise board: cannot keep the form key in %s; forms open across a restart will be refused",
+                escape.log(str(state_dir)),
+            )
+        self._lock = threading.Lock()
+        self._pages: Board | None = None
+
+    def pages(self) -> Board:
+        with self._lock:
+            if self._pages is None:
+                from agent.exercises import web
+
+                self._pages = web.Board(self.agent, self.board, self.secret)
+            return self._pages
+
+    def get(self, req: HttpRequest) -> HttpResponse:
+        return self.pages().get(req)
+
+    def post(self, req: HttpRequest) -> HttpResponse:
+        return self.pages().post(req)
+
+
 def install(agent: Any) -> None:
     """Hook the refresh job, the metrics and the /exercise/ board into an Agent."""
     board = ExerciseBoard(agent)
     agent.exercise_board = board
     agent.extra_jobs.append(board.schedule)
     agent.extra_metrics.append(ExerciseMetrics(board))
-    from agent.exercises import web
-
-    agent.extra_routes.extend(web.routes(agent, board))
+    pages = BoardPages(agent, board)
+    # POSTs stream: an upload is read as it arrives, never whole into memory.
+    agent.extra_routes.extend([Route("GET", PREFIX, pages.get), Route("POST", PREFIX, pages.post, stream=True)])

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import html as _html
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -38,17 +37,14 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from agent import escape
 from agent.evidence.verifier import fmt_hours
+from agent.exercises.config import PREFIX
 from agent.exercises.journal import NAME_RE, ExerciseInputError, Journal, iso
 from agent.exercises.model import AMENDABLE, effective
 from agent.exercises.record import ArtefactTooLarge, Recorder, amend_changes, fmt_bytes
 from agent.exercises.status import SYSTEM_LABELS, ExerciseStatus, SystemProgress
-from agent.fileio import kept_secret
 from agent.multipart import MultipartError, MultipartReader, boundary
-from agent.plugin import HttpRequest, HttpResponse, Route
+from agent.plugin import HttpRequest, HttpResponse
 
-PREFIX = "/exercise"
-CSRF_KEY_FILE = "exercise-board.key"  # in the state directory, mode 0600
-log = logging.getLogger(__name__)
 REFRESH_SECONDS = 30
 MAX_FORM_BYTES = 16 * 1024
 MAX_UPLOAD_BYTES = 64 * 2**20  # an artefact attached from the board; larger ones from the command line
@@ -207,18 +203,13 @@ def voided_by(entries: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 
 class Board:
-    def __init__(self, agent: Any, snapshots: Any) -> None:
+    """The /exercise/ pages (routed by :mod:`agent.exercises.service`, which loads this module on
+    the first request); ``secret`` is the form (CSRF) key."""
+
+    def __init__(self, agent: Any, snapshots: Any, secret: bytes) -> None:
         self.agent = agent
         self.snapshots = snapshots  # agent.exercises.service.ExerciseBoard
-        # The CSRF key is kept in the state directory, so a form that was open across an agent
-        # restart (at 3 a.m., half typed) still goes through; without one it lives in memory.
-        state_dir = agent.loaded.config.agent.state_dir
-        self.secret, where = kept_secret(Path(state_dir) / CSRF_KEY_FILE if state_dir else None)
-        if where == "memory" and state_dir:
-            log.warning(
-                "exercise board: cannot keep the form key in %s; forms open across a restart will be refused",
-                escape.log(str(state_dir)),
-            )
+        self.secret = secret
 
     # -- who may write -----------------------------------------------------------------------------
     def auth(self) -> Any:
@@ -856,9 +847,3 @@ def _read_all(stream: Any, length: int) -> bytes:
     while len(out) < length and (chunk := stream.read(length - len(out))):
         out += chunk
     return bytes(out)
-
-
-def routes(agent: Any, snapshots: Any) -> list[Route]:
-    board = Board(agent, snapshots)
-    # POSTs stream: an upload is read as it arrives, never whole into memory.
-    return [Route("GET", PREFIX, board.get), Route("POST", PREFIX, board.post, stream=True)]

@@ -16,13 +16,6 @@ EXTENSIONS = {"html": "html", "md": "md", "json": "json"}  # format -> file exte
 REPORT_PREFIX = "dr-"  # dated report files: dr-YYYYMMDDTHHMMSSZ.<extension>
 
 
-def cron_trigger(expr: str, timezone: str = "UTC"):  # type: ignore[no-untyped-def]
-    """An APScheduler CronTrigger from a 5-field crontab line (minute hour day month weekday)."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    return CronTrigger.from_crontab(expr, timezone=timezone)
-
-
 class ReportsConfig(StrictModel):
     """Where DR reports come from, when they are made, where they go and how long they are kept."""
 

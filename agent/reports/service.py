@@ -20,8 +20,9 @@ from prometheus_client.registry import Collector as PromCollector
 
 from agent import escape
 from agent.catalogue import SKIP_REASONS, STILL_RUNNING, running_catalogue
+from agent.configtypes import cron_trigger
 from agent.plugin import HttpRequest, HttpResponse, Route
-from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig, cron_trigger
+from agent.reports.config import EXTENSIONS, REPORT_PREFIX, ReportsConfig
 from agent.schedule import LastDue
 
 log = logging.getLogger(__name__)

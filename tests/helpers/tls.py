@@ -108,8 +108,9 @@ def web_server(config: Path | None) -> Iterator[int | str]:
     or "refused" when the web config is refused (after checking the error is one line naming it)."""
     from prometheus_client import CollectorRegistry
 
+    from agent.access import FailureLimiter
     from agent.http import HttpServer, WebApp, use_web_config
-    from agent.webconfig import FailureLimiter, WebConfigError, WebConfigSource, load_web_config
+    from agent.webconfig import WebConfigError, WebConfigSource, load_web_config
 
     wc = None
     if config is not None:

@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
-from agent.http import MAX_BODY, HttpServer, WebApp, frame_request
+from agent.access import FailureLimiter
+from agent.http import MAX_BODY, WORKERS, HttpServer, WebApp, frame_request
 from agent.reports.service import PREFIX, reports_handler
-from agent.webconfig import BasicAuth, FailureLimiter
+from agent.webconfig import BasicAuth
 from collectors.base import HttpResponse, Route
 from tests.helpers.tls import bcrypt_hash, make_pki
 
@@ -211,7 +212,8 @@ def test_a_thousand_slow_clients_neither_exhaust_threads_nor_delay_a_scrape(tmp_
         # Served behind them, not after them: a scrape queued behind the slow clients would wait for
         # their 30 s request timeout. (Not a speed limit: on a loaded 2-core CI a scrape has taken 1 s.)
         assert worst < 10.0, f"/metrics took {worst:.3f}s behind 1000 slow clients"
-        assert _thread_count() == threads_before  # no thread per connection
+        # No thread per connection: at most the workers, started as requests need them.
+        assert _thread_count() <= threads_before + WORKERS
         assert srv.open_connections <= 512
         # fds: the server holds at most max_connections of them, whatever the clients do.
         server_fds = len(os.listdir("/proc/self/fd")) - fds_before - len(socks)
@@ -220,6 +222,51 @@ def test_a_thousand_slow_clients_neither_exhaust_threads_nor_delay_a_scrape(tmp_
         for s in socks:
             s.close()
         srv.stop()
+
+
+def _http_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("http-")]
+
+
+def test_workers_start_as_requests_need_them_and_no_more() -> None:
+    # An idle server has no worker; requests that find every worker busy start one more, up to
+    # `workers`; those beyond wait for a worker and are answered.
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow(_req: object) -> HttpResponse:
+        started.release()
+        release.wait(10)
+        return HttpResponse(200, b"slow\n")
+
+    app = _app()
+    app.set_routes([*app.routes, Route("GET", "/slow", slow)])
+    srv = HttpServer(app, "127.0.0.1", 0, workers=3)
+    srv.start()
+    try:
+        assert _http_workers() == []
+        timed_metrics(srv.port)
+        assert len(_http_workers()) == 1
+        for _ in range(10):  # sequential requests: the one worker, waiting again, answers each
+            timed_metrics(srv.port)
+        assert len(_http_workers()) == 1
+        results: list[bytes] = []
+        clients = [threading.Thread(target=lambda: results.append(get(srv.port, "/slow"))) for _ in range(5)]
+        for c in clients:
+            c.start()
+        for _ in range(3):
+            assert started.acquire(timeout=5)
+        assert not started.acquire(timeout=0.5)  # three workers busy; the other two requests wait
+        assert len(_http_workers()) == 3
+        release.set()
+        for c in clients:
+            c.join(10)
+        assert sorted(status_of(r) for r in results) == [200] * 5
+        assert len(_http_workers()) == 3
+    finally:
+        release.set()
+        srv.stop()
+    assert all(not t.is_alive() for t in _http_workers())
 
 
 def test_random_bytes_never_break_the_server(server: HttpServer) -> None:

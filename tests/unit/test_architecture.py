@@ -11,17 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.cli import SUBCOMMAND_MODULES
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "collectors")
 # The one module in agent/ that names collector modules (as strings) and loads them lazily.
 REGISTRY = "agent.registry"
 HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
-# What the demo agent (deploy/examples/demo.yml: no basic auth, no reports, no SNMP, SSH or backup
-# target) does not use, so must not load: bcrypt (only for basic auth), the report machinery (only
-# when a report is made, or the exercise board draws a chart) and the collectors of kinds it has no
-# target of.
+# What the demo agent (deploy/examples/demo.yml: no web config, no reports, no SNMP, SSH or backup
+# target) does not use, so must not load: the web config (TLS, basic auth, bcrypt; only with
+# --web.config.file), APScheduler's cron trigger (only for a cron schedule: reports, throughput
+# tests), the exercise board's pages (on the first request to /exercise/), the report machinery
+# (only when a report is made, or the exercise board draws a chart) and the collectors of kinds it
+# has no target of.
 DEMO_UNUSED = (
     "bcrypt",
+    "agent.webconfig",
+    "agent.openssl",
+    "apscheduler.triggers.cron",
+    "agent.exercises.web",
     "agent.reports.model",
     "agent.reports.runner",
     "collectors.snmp",
@@ -213,6 +221,8 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "async def main():\n"
         "    a = Agent(loaded, listen='127.0.0.1:0')\n"
         "    await a.start()\n"
+        # The board's form key is made at start, as ever, though its pages load on first use.
+        f"    assert (__import__('pathlib').Path({str(tmp_path)!r}) / 'exercise-board.key').exists()\n"
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
@@ -225,6 +235,18 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
     )
     loaded = _loaded_after(code, HEAVY + DEMO_UNUSED)
     assert not any(loaded.values()), loaded
+
+
+def test_the_run_command_loads_no_other_subcommand() -> None:
+    # `run` parses its arguments without the modules of the other subcommands (which stay loaded
+    # for as long as the agent runs); they load for the command that needs them.
+    def command(argv: list[str]) -> str:
+        return f"import agent.cli\ntry:\n    agent.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+
+    run = _loaded_after(command(["run", "--config", "/nonexistent/agent.yml"]), SUBCOMMAND_MODULES)
+    assert not any(run.values()), run
+    other = _loaded_after(command(["evidence", "verify", "--runbooks", "/nonexistent"]), SUBCOMMAND_MODULES)
+    assert other["agent.evidence.cli"]
 
 
 def test_an_ssh_target_loads_paramiko_when_it_is_used() -> None:

@@ -17,7 +17,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.catalogue import catalogue
 from agent.config import LoadedConfig, load_config
-from agent.reports.config import ReportsConfig, cron_trigger
+from agent.configtypes import cron_trigger
+from agent.reports.config import ReportsConfig
 from agent.reports.metrics import REPORT_METRICS
 from agent.reports.service import JOB_ID, KV_KEY, ReportJob, ReportMetrics
 from agent.schedule import LastDue, RunLedger, last_fire_time

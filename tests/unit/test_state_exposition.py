@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ctypes
 import sqlite3
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from prometheus_client.exposition import generate_latest
 
 from agent.catalogue import CORE_METRICS, catalogue, check_spec
 from agent.exposition import AgentStatus, make_registry
-from agent.state import Result, StateStore
+from agent.state import PAGE_CACHE_KIB, SCHEMA, Result, StateStore
 from collectors.base import MetricSpec, Sample
 from tests.helpers.common import metric_value
 
@@ -112,6 +113,43 @@ def test_results_survive_restart_with_real_times(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "state.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def _sqlite_memory_used() -> int:
+    """Bytes SQLite has allocated in this process (sqlite3_status64, SQLITE_STATUS_MEMORY_USED),
+    from the library the sqlite3 module is linked against."""
+    import _sqlite3
+
+    lib = ctypes.CDLL(_sqlite3.__file__)
+    cur, high = ctypes.c_int64(), ctypes.c_int64()
+    assert lib.sqlite3_status64(0, ctypes.byref(cur), ctypes.byref(high), 0) == 0
+    return cur.value
+
+
+def test_page_caches_stay_small_as_the_database_grows(tmp_path: Path) -> None:
+    # Two days of eight targets every 15 s (an 8 MiB database), then a batch of writes and a read of
+    # all the history: SQLite's default caches (2000 KiB per connection) would keep 4 MiB.
+    now = 1_790_000_000.0
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.executescript(SCHEMA)
+    rows = [(f"t{i}", "", "probe", "depot", now - 2 * 86400 + k * 15, 0.5, 1) for k in range(11520) for i in range(8)]
+    with conn:
+        conn.executemany(
+            "INSERT INTO results (target, task, kind, site, started, duration, ok) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+        )
+    conn.close()
+    before = _sqlite_memory_used()
+    store = StateStore(tmp_path, clock=lambda: now)
+    for k in range(300):
+        for i in range(8):
+            store.put(_ok(f"t{i}", now + k * 15, 1.0))
+    store.flush()
+    for i in range(8):
+        assert len(store.history(f"t{i}", now - 2 * 86400, now + 86400)) == 11520 + 300
+    grown = _sqlite_memory_used() - before
+    # Two page caches, plus each connection's schema, statements and lookaside buffers.
+    assert grown < 2 * PAGE_CACHE_KIB * 1024 + 1024 * 1024, grown
+    store.close()
 
 
 def test_retention_prunes_old_history(tmp_path: Path) -> None:

@@ -13,14 +13,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.access import FailureLimiter, RequestLimiter, exposure_warnings
 from agent.durations import DurationError, parse_go_duration
 from agent.webconfig import (
     BasicAuth,
-    FailureLimiter,
-    RequestLimiter,
     WebConfigError,
     WebConfigSource,
-    exposure_warnings,
     load_web_config,
     parse_web_config,
     peer_san_allowed,
