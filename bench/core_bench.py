@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     node = shutil.which("prometheus-node-exporter")
     blackbox = shutil.which("prometheus-blackbox-exporter")
     results: dict[str, object] = {}
+    # Byte-compile the agent as the Debian package's postinst does, so the agent measured is the
+    # agent installed: without .pyc files (PYTHONDONTWRITEBYTECODE, a fresh checkout) every start
+    # compiles its modules from source, which costs CPU and leaves about 1.5 MiB more RSS.
+    sources = [str(ROOT / "agent"), str(ROOT / "collectors")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], check=True)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         # --- idle: agent on the demo config, node_exporter defaults, blackbox with a tcp module
