@@ -207,6 +207,32 @@ def test_a_failed_run_reads_as_failed_never_as_fine(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_failed_run_is_not_exported_once_the_schedule_is_removed(tmp_path: Path) -> None:
+    """DRReportFailed (continuity_report_last_run_success == 0) resolves when the schedule goes:
+    an unscheduled report exports no run outcome, as it exports no skipped runs."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output directory should be\n")
+    store = StateStore(tmp_path / "state")
+    agent = _Agent(ReportsConfig(schedule="0 7 * * *", output_dir=blocked / "out"), _utc(2026, 12, 1, 7), store)
+    job = ReportJob(agent)
+    job.schedule(agent)
+    assert job.run_blocking() == []
+    assert _value(job, "continuity_report_last_run_success") == 0
+    agent.loaded = SimpleNamespace(config=SimpleNamespace(reports=ReportsConfig(schedule=None, output_dir=blocked)))
+    job.schedule(agent)  # the reload
+    assert job.status_json()["state"] == "unscheduled"
+    names = {name for name, _ in _samples(job)}
+    assert "continuity_report_last_run_success" not in names
+    assert not names & {"continuity_report_last_due_timestamp_seconds", "continuity_report_skipped_runs_total"}
+    # Scheduled again: the failure it still remembers shows again.
+    agent.loaded = SimpleNamespace(
+        config=SimpleNamespace(reports=ReportsConfig(schedule="0 7 * * *", output_dir=blocked / "out"))
+    )
+    job.schedule(agent)
+    assert _value(job, "continuity_report_last_run_success") == 0
+    store.close()
+
+
 def test_due_without_a_report_is_due_then_overdue_then_caught_up_on_reload(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
