@@ -16,6 +16,7 @@ import stat
 import threading
 import types
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
@@ -322,15 +323,21 @@ def cron_trigger(expr: str, timezone: str = "UTC") -> CronTrigger:
 
 
 def check_cron(v: str | None, what: str = "cron") -> str | None:
-    """A 5-field crontab line (minute hour day month weekday) that APScheduler accepts."""
+    """A 5-field crontab line (minute hour day month weekday) that APScheduler accepts and that
+    fires: a line no date matches (``0 9 31 2 *``, 31 February) would never run its task, and each
+    search for its fire times takes APScheduler a quarter of a second."""
     if v is None:
         return v
     if len(v.split()) != 5:
         raise ValueError(f"{what} {v!r} must be a 5-field crontab line: minute hour day month weekday")
     try:
-        cron_trigger(v)
+        trigger = cron_trigger(v)
     except ValueError as e:
         raise ValueError(f"{what} {v!r} is not a valid crontab line: {e}") from None
+    # Without a year field the line repeats (every 400 years at most), so from any start it fires
+    # again if it fires at all.
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(f"{what} {v!r} never fires: no date matches its day, month and weekday fields")
     return v
 
 

@@ -139,16 +139,19 @@ def last_fire_time(trigger: Any, now: datetime, since: datetime) -> datetime | N
 
 class LastDue:
     """When a trigger last fired at or before a given time (its latest fire time since ``since``),
-    cached until its next fire time, so a scrape costs one comparison. Not thread-safe."""
+    cached until its next fire time, so a scrape costs one comparison. A trigger with no next fire
+    time (its end date passed, or a line such as 31 February) keeps its answer for good: searching
+    again would find nothing new, and each search of such a trigger costs seconds. Not thread-safe."""
 
     def __init__(self, trigger: Any, since: datetime) -> None:
         self.trigger = trigger
         self.since = since
         self._due: datetime | None = None
         self._next: datetime | None = None  # the fire time after _due; None: work it out
+        self._final = False  # the trigger fires no more after _due (or at all): _due is the answer
 
     def at(self, now: datetime) -> datetime | None:
-        if self._next is not None and (self._due is None or self._due <= now) and now < self._next:
+        if (self._due is None or self._due <= now) and (self._final or (self._next is not None and now < self._next)):
             return self._due
         if self._due is not None and now < self._due:  # the clock went back
             self._due = None
@@ -163,4 +166,5 @@ class LastDue:
             else self.trigger.get_next_fire_time(None, now)
         )
         self._next = nxt
+        self._final = nxt is None
         return self._due

@@ -36,7 +36,7 @@ REPORT_METRICS: tuple[MetricSpec, ...] = (
         "continuity_report_last_run_success",
         "gauge",
         "1 if the last report run wrote every configured format, 0 if it failed (the agent log and "
-        "/api/v1/status say why); absent before the first run.",
+        "/api/v1/status say why); absent before the first run and while the report has no schedule.",
         labels=("report",),
         target_labels=False,
     ),

@@ -264,14 +264,16 @@ class ReportMetrics(PromCollector):
         cat = running_catalogue()
         job = self.job
         with job._lock:
-            ok = job.last_run_ok
+            scheduled = job._due is not None
+            # The outcome of the last run only while the report is scheduled (as its skipped runs):
+            # a removed schedule ends DRReportFailed, as it ends DRReportOverdue.
+            ok = job.last_run_ok if scheduled else None
             values = {
                 "continuity_report_last_success_timestamp_seconds": job.last_success,
                 "continuity_report_last_duration_seconds": job.last_duration,
                 "continuity_report_last_due_timestamp_seconds": job.last_due(),
                 "continuity_report_last_run_success": None if ok is None else float(ok),
             }
-            scheduled = job._due is not None
             skipped = dict(job.skipped)
         out = []
         for name, value in values.items():

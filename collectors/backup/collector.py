@@ -53,7 +53,8 @@ METRICS = (
     MetricSpec(
         "continuity_backup_last_success_timestamp_seconds",
         "gauge",
-        "When the backup's latest successful run finished (Unix time).",
+        "When the backup's latest successful run finished (Unix time); while the state is unknown, the "
+        "last one the agent knew.",
         "seconds",
         L,
     ),
@@ -299,7 +300,14 @@ class BackupCollector(Collector):
             out.add("continuity_backup_state", 1.0 if s == state else 0.0, **lb, state=s)
         out.add("continuity_backup_rpo_seconds", t.rpo, **lb)
         out.info["state"] = state
-        if facts is not None:
+        if facts is None:
+            # Unknown is not "never": the last success the agent knew still dates the backup (its age
+            # makes BackupCheckFailing critical past the RPO), as stored with its previous result.
+            known = self._stored_last_success()
+            if known is not None:
+                out.add("continuity_backup_last_success_timestamp_seconds", known, **lb)
+                out.info["last_success"] = iso(known)
+        else:
             if facts.last_success is not None:
                 out.add("continuity_backup_last_success_timestamp_seconds", facts.last_success, **lb)
                 out.info["last_success"] = iso(facts.last_success)
@@ -330,6 +338,21 @@ class BackupCollector(Collector):
         if rest.get("last_success") is not None:
             out.add("continuity_backup_restore_test_last_success_timestamp_seconds", rest["last_success"], **lb)
         return out
+
+    def _stored_last_success(self) -> float | None:
+        """The last success this backup's previous result in the state store reported (it survives
+        a restart), or None."""
+        store = self.ctx.store
+        prev = store.latest(self.target.name) if store is not None else None
+        if prev is None:
+            return None
+        for s in prev.samples:
+            if (
+                s.name == "continuity_backup_last_success_timestamp_seconds"
+                and s.labels.get("backup") == self.labels["backup"]
+            ):
+                return float(s.value)
+        return None
 
     async def _facts_locked(self, deadline: float, out: Collected) -> Facts:
         t = self.target

@@ -96,6 +96,36 @@ def test_every_state_from_a_command(sshd: Sshd, tmp_path: Path, mode: str) -> No
     assert "oops" in collect(cfg, "job-exit").partial_errors[0][1]
 
 
+def test_unknown_keeps_the_last_success_it_knew_across_a_restart(tmp_path: Path) -> None:
+    """The check cannot be made (state unknown): the last success the agent knew is still exported,
+    from the state store, after a restart too, so BackupCheckFailing's critical reads its age from
+    the plain series however long the outage lasts. The state stays unknown: no alert on the state
+    (BackupStale, BackupLate) reads it as fresh, and an old timestamp is still old."""
+    now = time.time()
+    doc = {"ok": True, "last_success": now - 3600, "last_attempt": now - 3600}
+    cmd = status_file(tmp_path, "job", doc)
+    cfg = write_agent_config(tmp_path / "agent.yml", [{"name": "job", "type": "command", "command": cmd}])
+    store = StateStore(tmp_path / "state")
+    first = collect(cfg, "job", store=store)
+    assert state_of(first) == "fresh"
+    store.put(first)
+    (tmp_path / "job.json").write_text("{not json")  # the check fails from now on
+    second = collect(cfg, "job", store=store)
+    assert state_of(second) == "unknown" and [p[0] for p in second.partial_errors] == ["bad_output"]
+    assert value(second, "continuity_backup_last_success_timestamp_seconds") == doc["last_success"]
+    assert value(second, "continuity_backup_last_attempt_timestamp_seconds") is None  # only the success is kept
+    store.put(second)
+    store.close()
+    store = StateStore(tmp_path / "state")  # a restart, still unknown
+    third = collect(cfg, "job", store=store)
+    assert state_of(third) == "unknown"
+    assert value(third, "continuity_backup_last_success_timestamp_seconds") == doc["last_success"]
+    store.close()
+    # Without a stored success there is nothing to export: never a made-up time.
+    never = collect(cfg, "job", store=StateStore(None))
+    assert value(never, "continuity_backup_last_success_timestamp_seconds") is None
+
+
 def test_command_size_drop_across_runs(tmp_path: Path) -> None:
     now = time.time()
     doc = {"ok": True, "last_success": now - 7200, "size_bytes": 10_000}

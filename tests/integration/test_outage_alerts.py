@@ -75,6 +75,8 @@ def test_vanished_backup_repository_alerts(tmp_path: Path) -> None:
             wait_until(lambda: state() == "fresh", 30, what="backup fresh")
             wait_until(lambda: seen('continuity_backup_state{state="fresh"} == 1'), 30, what="fresh in Prometheus")
             assert alerts(prom, about) == set()
+            last = metric_value(agent.metrics(), "continuity_backup_last_success_timestamp_seconds", target="fs1")
+            assert last is not None
 
             repos.restic.rename(tmp_path / "unmounted")
             wait_until(lambda: state() == "unknown", 30, what="backup state unknown")
@@ -82,6 +84,8 @@ def test_vanished_backup_repository_alerts(tmp_path: Path) -> None:
             # Collected fine (the check ran and said it could not see the repository): TargetDown
             # cannot catch this; the error counter says why.
             assert metric_value(text, "continuity_target_up", target="fs1") == 1
+            # The last success it knew is still exported (BackupCheckFailing's critical reads its age).
+            assert metric_value(text, "continuity_backup_last_success_timestamp_seconds", target="fs1") == last
             errors = metric_value(text, "continuity_target_errors_total", target="fs1", reason="repository_error")
             assert errors is not None and errors >= 1
             wait_until(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from agent.catalogue import catalogue
 from agent.config import LoadedConfig, load_config
@@ -69,6 +70,47 @@ def test_last_due_follows_the_clock_and_its_cache_is_right() -> None:
     for now, expected in seq:
         assert due.at(now) == expected, now
         assert due.at(now) == last_fire_time(tr, now, _utc(2026, 11, 30, 8))
+
+
+class _Counting:
+    """A trigger that counts its get_next_fire_time calls (each can take a quarter of a second for
+    a trigger that never fires: APScheduler searches up to the year 9999)."""
+
+    def __init__(self, trigger: Any) -> None:
+        self.trigger = trigger
+        self.calls = 0
+
+    def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
+        self.calls += 1
+        nxt: datetime | None = self.trigger.get_next_fire_time(previous, now)
+        return nxt
+
+
+def test_last_due_of_a_trigger_that_never_fires_is_worked_out_once() -> None:
+    """31 February: every scrape reran the whole backwards search (0.5 s a scrape on day one,
+    5 s after a year, with the report job's lock held)."""
+    tr = _Counting(CronTrigger.from_crontab("0 9 31 2 *", timezone="UTC"))
+    due = LastDue(tr, _utc(2026, 1, 1))
+    assert due.at(_utc(2026, 1, 1, 0, 1)) is None
+    assert tr.calls > 0
+    searched = tr.calls
+    for now in (_utc(2026, 1, 1, 0, 1), _utc(2026, 1, 1, 1), _utc(2026, 1, 8), _utc(2026, 1, 1, 0, 0, 30)):
+        assert due.at(now) is None
+    assert tr.calls == searched
+
+
+def test_last_due_of_a_trigger_past_its_last_fire_time_is_not_searched_again() -> None:
+    tr = _Counting(CronTrigger(year=2026, month=12, day=1, hour=7, timezone="UTC"))  # fires once
+    due = LastDue(tr, _utc(2026, 11, 1))
+    assert due.at(_utc(2026, 11, 30)) is None
+    assert due.at(_utc(2026, 12, 1, 8)) == _utc(2026, 12, 1, 7)
+    searched = tr.calls
+    for now in (_utc(2026, 12, 2), _utc(2027, 6, 1), _utc(2030, 1, 1)):
+        assert due.at(now) == _utc(2026, 12, 1, 7)
+    assert tr.calls == searched
+    # The clock went back before the fire time: worked out again.
+    assert due.at(_utc(2026, 11, 30)) is None
+    assert due.at(_utc(2026, 12, 1, 7)) == _utc(2026, 12, 1, 7)
 
 
 def _loaded(tmp_path: Path, reports: dict[str, Any]) -> LoadedConfig:
@@ -162,6 +204,32 @@ def test_a_failed_run_reads_as_failed_never_as_fine(tmp_path: Path) -> None:
     again = ReportJob(_Agent(cfg, agent.now, store))
     assert again.last_run_ok is False and again.last_success is None
     assert store.get_kv(KV_KEY)["scheduled_since"] == _utc(2026, 11, 30, 8).timestamp()
+    store.close()
+
+
+def test_a_failed_run_is_not_exported_once_the_schedule_is_removed(tmp_path: Path) -> None:
+    """DRReportFailed (continuity_report_last_run_success == 0) resolves when the schedule goes:
+    an unscheduled report exports no run outcome, as it exports no skipped runs."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output directory should be\n")
+    store = StateStore(tmp_path / "state")
+    agent = _Agent(ReportsConfig(schedule="0 7 * * *", output_dir=blocked / "out"), _utc(2026, 12, 1, 7), store)
+    job = ReportJob(agent)
+    job.schedule(agent)
+    assert job.run_blocking() == []
+    assert _value(job, "continuity_report_last_run_success") == 0
+    agent.loaded = SimpleNamespace(config=SimpleNamespace(reports=ReportsConfig(schedule=None, output_dir=blocked)))
+    job.schedule(agent)  # the reload
+    assert job.status_json()["state"] == "unscheduled"
+    names = {name for name, _ in _samples(job)}
+    assert "continuity_report_last_run_success" not in names
+    assert not names & {"continuity_report_last_due_timestamp_seconds", "continuity_report_skipped_runs_total"}
+    # Scheduled again: the failure it still remembers shows again.
+    agent.loaded = SimpleNamespace(
+        config=SimpleNamespace(reports=ReportsConfig(schedule="0 7 * * *", output_dir=blocked / "out"))
+    )
+    job.schedule(agent)
+    assert _value(job, "continuity_report_last_run_success") == 0
     store.close()
 
 
