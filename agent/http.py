@@ -93,6 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
     app: WebApp
     http: HttpServer | None = None
     conn: _Conn | None = None  # a request on a Route.stream route: the body is read from here
+    stream_route: Route | None = None  # ... and the route the I/O loop found for it (WebApp.lookup)
     expect_continue = False
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -117,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HttpResponse(400, b"bad Content-Length\n"))
             return
         streamed = self.conn is not None and self.http is not None
+        # One lookup: a streamed body goes to the route the I/O loop found for it, never another.
+        route = self.stream_route if streamed else app.lookup(method, path)
         if length < 0 or (length > MAX_BODY and not streamed):
             self.close_connection = True
             self._send(HttpResponse(413, b"request body too large\n"))
@@ -139,14 +142,14 @@ class _Handler(BaseHTTPRequestHandler):
                 stream=stream,
             )
             try:
-                resp = app.admit(req)
+                resp = app.admit(req, route)
                 if resp is None and needs_slot and self.http is not None:
                     slot = self.http.streams.acquire(blocking=False)
                     if not slot:
                         busy = b"another upload is being received: try again in a minute\n"
                         resp = HttpResponse(503, busy, headers={"Retry-After": "10"})
                 if resp is None:
-                    resp = app.route(req)
+                    resp = app.route(req, route)
             except Exception:
                 log.exception("error serving %s %s", method, scrub(path))
                 resp = HttpResponse(500, b"internal error\n")
@@ -290,29 +293,52 @@ class WebApp:
         refused); its failures (401/403 with an ``Authorization`` header, and 404s) are counted
         by ``own_auth_limiter`` and, once that client is over the limit, answered with 429 -- on
         that route only: they never affect basic auth or any other route."""
-        denied = self.admit(req)
-        return denied if denied is not None else self.route(req)
+        route = self.lookup(req.method, req.path)
+        denied = self.admit(req, route)
+        return denied if denied is not None else self.route(req, route)
 
-    def admit(self, req: HttpRequest) -> HttpResponse | None:
+    # The agent's own pages (GET and HEAD); a route's prefix does not take them over.
+    OWN_PATHS = ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/")
+
+    def lookup(self, method: str, path: str) -> Route | None:
+        """The route that answers ``method`` on ``path``, or None for the agent's own pages (and
+        the 404 or 405 when nothing does): a route with its own credentials for its method first,
+        then the own pages, then the first route whose prefix matches (a GET route answers HEAD).
+        The one lookup of a request: the server's choice to stream a body (``Route.stream``),
+        :meth:`admit` and :meth:`route` all take its answer."""
+        for r in self.routes:
+            if r.own_auth and path.startswith(r.prefix) and method == r.method:
+                return r
+        if method in ("GET", "HEAD") and path in self.OWN_PATHS:
+            return None
+        for r in self.routes:
+            if path.startswith(r.prefix) and (method == r.method or (r.method == "GET" and method == "HEAD")):
+                return r
+        return None
+
+    def admit(self, req: HttpRequest, route: Route | None) -> HttpResponse | None:
         """The first half of :meth:`dispatch`, which needs nothing of the body: refresh the web
         config, apply its request rate limit, basic auth (not on a route with its own
         credentials). None when the request may go on to :meth:`route`, else the 500, 401 or 429
-        to answer. The server calls it before a streamed body takes an upload slot."""
+        to answer. The server calls it before a streamed body takes an upload slot. ``route``:
+        :meth:`lookup`'s answer for the request."""
         if self.refresh is not None and not self.refresh():
             return HttpResponse(500, b"Internal Server Error\n")
         rl = self.request_limiter
         if rl is not None and not rl.allow():
             return HttpResponse(429, b"Too Many Requests\n")
-        if self.auth is not None and self._own_auth_route(req) is None:
+        if self.auth is not None and not (route is not None and route.own_auth):
             return self.auth.authenticate(req, self.limiter)
         return None
 
-    def route(self, req: HttpRequest) -> HttpResponse:
-        """The second half of :meth:`dispatch`, for a request :meth:`admit` let through."""
-        route = self._own_auth_route(req)
+    def route(self, req: HttpRequest, route: Route | None) -> HttpResponse:
+        """The second half of :meth:`dispatch`, for a request :meth:`admit` let through, to
+        ``route`` (:meth:`lookup`'s answer; None: the agent's own pages)."""
         if route is None:
             return self._dispatch(req)
         resp = route.handler(req)
+        if not route.own_auth:
+            return resp
         limiter = self.own_auth_limiter
         failed = resp.status == 404 or (resp.status in (401, 403) and bool(req.headers.get("authorization")))
         if limiter is None or not failed:
@@ -324,12 +350,6 @@ class WebApp:
             return too_many(wait)
         limiter.failed(req.client)
         return resp
-
-    def _own_auth_route(self, req: HttpRequest) -> Route | None:
-        for r in self.routes:
-            if r.own_auth and req.path.startswith(r.prefix) and req.method == r.method:
-                return r
-        return None
 
     def _dispatch(self, req: HttpRequest) -> HttpResponse:
         get = req.method in ("GET", "HEAD")
@@ -348,18 +368,7 @@ class WebApp:
         if req.path == "/" and get:
             page = render_status_page(self.status_json(), self.page_links())
             return HttpResponse(200, page.encode(), "text/html; charset=utf-8")
-        for r in self.routes:
-            if req.path.startswith(r.prefix):
-                if req.method != r.method and not (r.method == "GET" and req.method == "HEAD"):
-                    continue
-                return r.handler(req)
-        if any(req.path.startswith(r.prefix) for r in self.routes) or req.path in (
-            "/metrics",
-            "/-/healthy",
-            "/-/ready",
-            "/api/v1/status",
-            "/",
-        ):
+        if any(req.path.startswith(r.prefix) for r in self.routes) or req.path in self.OWN_PATHS:
             return HttpResponse(405, b"method not allowed\n")
         return HttpResponse(404, b"not found\n")
 
@@ -388,8 +397,8 @@ class _Conn:
     """One client connection, owned by the I/O loop while reading and by a worker while answered."""
 
     __slots__ = (
-        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "sans", "sock",
-        "state", "streamed", "wake_at",
+        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "route", "sans",
+        "sock", "state", "streamed", "wake_at",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
@@ -402,6 +411,7 @@ class _Conn:
         self.buf = b""
         self.request = b""
         self.streamed = False  # the request's body is read by its handler, from buf and then the socket
+        self.route: Route | None = None  # ... the Route.stream route that handler is (HttpServer._streamed)
         self.error: tuple[int, str] | None = None
         self.keep = False  # set by the worker: keep the connection open for another request
         self.out = memoryview(b"")  # the rest of a response the client has not read yet
@@ -833,7 +843,14 @@ class HttpServer:
     def _try_dispatch(self, conn: _Conn) -> None:
         if not conn.buf:
             return
-        verdict, n, msg = frame_request(conn.buf, self._streamed)
+        found: list[Route] = []
+
+        def streamed(request_line: bytes) -> bool:
+            route = self._streamed(request_line)
+            found[:] = [route] if route is not None else []
+            return route is not None
+
+        verdict, n, msg = frame_request(conn.buf, streamed)
         if verdict == "need":
             return
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -844,6 +861,7 @@ class HttpServer:
         else:
             conn.request, conn.buf = conn.buf[:n], conn.buf[n:]
             conn.streamed = verdict == "stream"
+            conn.route = found[0] if conn.streamed else None
         conn.state = "busy"
         self._work.put(conn)
         if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
@@ -855,17 +873,19 @@ class HttpServer:
                 return
             self._workers.append(w)
 
-    def _streamed(self, request_line: bytes) -> bool:
-        """Whether a request goes to a route that reads its body itself (Route.stream)."""
+    def _streamed(self, request_line: bytes) -> Route | None:
+        """The route that reads the request's body itself (Route.stream), if the request goes to
+        one (:meth:`WebApp.lookup`); the worker answers with that very route."""
         words = request_line.decode("latin-1").split()  # as http.server splits it
         if len(words) != 3:
-            return False
+            return None
         method, target = words[:2]
         try:
             path = request_path(target)[0]
         except ValueError:  # answered 400 by the worker
-            return False
-        return any(r.stream and r.method == method and path.startswith(r.prefix) for r in self.app.routes)
+            return None
+        route = self.app.lookup(method, path)
+        return route if route is not None and route.stream else None
 
     def _resume(self, conn: _Conn) -> None:
         """A worker answered a request: send the rest of the response if the client has not read
@@ -982,8 +1002,8 @@ class HttpServer:
         h = _Handler.__new__(_Handler)
         h.app = self.app
         if conn.streamed:
-            h.http, h.conn = self, conn
-            conn.streamed = False
+            h.http, h.conn, h.stream_route = self, conn, conn.route
+            conn.streamed, conn.route = False, None
         h.request = conn.sock
         h.connection = conn.sock
         h.client_address = conn.addr
