@@ -51,6 +51,11 @@ MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sen
 # many at once (a worker each, for as long as the upload takes; the rest answer scrapes).
 MAX_STREAMS = 2
 STREAM_CHUNK = 256 * 1024
+# A streamed body must keep up with this rate (bytes/s) after the first REQUEST_TIMEOUT, or the upload
+# is refused and its slot freed: 1 Mbit/s, half of a 2 Mbit/s remote-site line, which moves the board's
+# largest upload (64 MiB) in some 290 s; at this rate that upload may take 9 min 7 s (10 s + 537 s), and
+# a sender any slower loses its slot as soon as it falls behind (docs/security.md, "Slow uploads").
+MIN_UPLOAD_RATE = 125_000
 # A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
 # much, so the client sees the answer rather than a reset connection; more, and the connection closes.
 DRAIN_MAX = 256 * 2**20
@@ -472,15 +477,21 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
 class _BodyReader:
     """:attr:`HttpRequest.stream`: the body of a request on a streamed route, Content-Length
     bytes, first those the I/O loop read past the head, then from the socket, in the worker. A
-    client has ``request_timeout`` for each read and, for the whole body, ``request_timeout``
-    plus its size at ``min_write_rate``: a silent or crawling sender gets TimeoutError."""
+    client has ``request_timeout`` for each read, and must keep up with ``min_upload_rate`` after
+    its first ``request_timeout``: once the server has waited ``t`` seconds for the body, it has
+    had at least ``(t - request_timeout) * min_upload_rate`` bytes. A silent sender gets
+    TimeoutError after ``request_timeout``, a crawling one as soon as it falls behind, and no body
+    holds its upload slot longer than ``request_timeout`` plus its size at that rate (plus the
+    time its handler spends on it: only waiting for the client counts)."""
 
     def __init__(self, conn: _Conn, length: int, server: HttpServer, expect_continue: bool) -> None:
         self.length = length
         self._left = length
         self._conn = conn
         self._timeout = server.request_timeout
-        self._deadline = time.monotonic() + server.request_timeout + length / server.min_write_rate
+        self._rate = server.min_upload_rate
+        self._waited = 0.0  # seconds spent waiting for the client's bytes
+        self._deadline = float("inf")  # the drain's (finish)
         self._continue = expect_continue  # the client waits for "100 Continue" before sending
 
     def read(self, n: int, /) -> bytes:
@@ -496,15 +507,32 @@ class _BodyReader:
                 self._continue = False
                 sock.settimeout(self._timeout)
                 sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            left = self._deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= self._deadline:
                 raise TimeoutError("the request body was not sent in time")
-            sock.settimeout(min(self._timeout, left))
-            out = sock.recv(n)
+            # What the bytes so far cover of the time waited for them, beyond the first request_timeout.
+            slack = self._timeout + (self.length - self._left) / self._rate - self._waited
+            if slack <= 0:
+                raise TimeoutError(self._too_slow())
+            wait = min(self._timeout, slack, self._deadline - now)
+            sock.settimeout(wait)
+            try:
+                out = sock.recv(n)
+            except TimeoutError:
+                self._waited += time.monotonic() - now
+                if wait == self._timeout:
+                    raise
+                if wait == slack:
+                    raise TimeoutError(self._too_slow()) from None
+                raise TimeoutError("the request body was not sent in time") from None
+            self._waited += time.monotonic() - now
             if not out:
                 raise ConnectionError("the client closed the connection before sending the whole body")
         self._left -= len(out)
         return out
+
+    def _too_slow(self) -> str:
+        return f"the request body arrived slower than {self._rate * 8 / 1e6:g} Mbit/s, the least this server takes"
 
     def finish(self, drain: bool = True) -> bool:
         """After the handler: read what it left of the body and throw it away (so the client
@@ -563,9 +591,11 @@ class HttpServer:
         write_timeout: float = WRITE_TIMEOUT,
         min_write_rate: float = MIN_WRITE_RATE,
         max_pending_output: int = MAX_PENDING_OUTPUT,
+        min_upload_rate: float = MIN_UPLOAD_RATE,
     ) -> None:
         self.app = app
         self.request_timeout = request_timeout
+        self.min_upload_rate = min_upload_rate
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.min_write_rate = min_write_rate
