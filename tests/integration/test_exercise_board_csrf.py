@@ -2,12 +2,14 @@
 one never costs what was typed: the answer (403) says the form expired and nothing was recorded, and
 gives the form back filled in with a fresh token, so sending it again -- as a browser sends the
 page's form, nothing retyped -- records the entry. A token that is not the board's is refused as
-ever; an upload with an expired token asks for the file again and writes nothing."""
+ever; an upload with an expired token asks for the file again and writes nothing. One headless
+Chromium run sends a form left open too long, then sends it again with one click."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from agent.exercises.config import CSRF_KEY_FILE
 from agent.exercises.journal import Journal
 from agent.exercises.web import CSRF_EXPIRED, CSRF_EXPIRED_UPLOAD, CSRF_LIFETIME, CSRF_REFUSED, csrf_token
-from tests.integration.test_exercise_board import USER, _request, _small_exercise, board
+from tests.integration.test_exercise_board import USER, _request, _small_exercise, board, clicker
 from tests.integration.test_exercise_board_artefacts import _error, _files, _form, multipart, post_upload
 
 pytestmark = pytest.mark.integration
@@ -132,3 +134,34 @@ def test_an_upload_with_an_expired_token_asks_for_the_file_again(tmp_path: Path)
         status, _, _ = post_upload(url, multipart(again, b"log.txt", b"x" * 500_000))
         assert status == 303
         assert (ev / "artefacts/ex1/email/log.txt").read_bytes() == b"x" * 500_000
+
+
+def test_a_form_left_open_past_the_lifetime_is_sent_again_in_chromium_without_retyping(tmp_path: Path) -> None:
+    """In a browser: the action form typed in, its page's token 12 hours old by the time it is sent
+    (set as the page would hold it); the answer says so with everything typed still in the form,
+    and one more click records it."""
+    ev = _small_exercise(tmp_path)
+    with board(tmp_path, ev) as agent:
+        key = (tmp_path / "state" / CSRF_KEY_FILE).read_bytes()
+        with clicker(f"{agent.url}/exercise/ex1") as (dev, c):
+            c.navigate(f"{agent.url}/exercise/ex1/action")
+            for field in ("runbook", "description", "owner", "due"):
+                c.fill(f"f-action-{field}", ACTION[field])
+            old = csrf_token(key, USER, "ex1", time.time() - CSRF_LIFETIME - 60)
+            assert dev.evaluate(
+                f"(() => {{ document.querySelector('#f-action input[name=csrf]').value = {json.dumps(old)};"
+                " return true; })()"
+            )
+            c.click("f-action", expect_title="DR exercise ex1: record an action: not recorded")
+            assert dev.evaluate("document.getElementById('error').innerText") == f"Not recorded: {CSRF_EXPIRED}"
+            for field in ("runbook", "description", "owner", "due"):
+                assert dev.evaluate(f"document.getElementById('f-action-{field}').value") == ACTION[field], field
+            assert len(Journal.open(ev, "ex1").read()) == 1
+            c.click("f-action", expect_title="DR exercise ex1")
+            assert dev.evaluate("location.hash") == "#actions"
+        last = Journal.open(ev, "ex1").read()[-1]
+        assert (last["action"], last["description"], last["owner"]) == (
+            "action",
+            ACTION["description"],
+            ACTION["owner"],
+        )
