@@ -9,8 +9,10 @@ import http
 import io
 import json
 import logging
+import os
 import queue
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -51,11 +53,15 @@ MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sen
 # many at once (a worker each, for as long as the upload takes; the rest answer scrapes).
 MAX_STREAMS = 2
 STREAM_CHUNK = 256 * 1024
-# A streamed body must keep up with this rate (bytes/s) after the first REQUEST_TIMEOUT, or the upload
-# is refused and its slot freed: 1 Mbit/s, half of a 2 Mbit/s remote-site line, which moves the board's
-# largest upload (64 MiB) in 281 s (measured); at this rate that upload may take 9 min 7 s (10 s + 537 s),
-# and a sender any slower loses its slot as soon as it falls behind (docs/security.md, "Slow uploads").
+# The floor an upload slot is defended at (bytes/s): when an upload finds every slot taken, a holder
+# whose body has come slower than this since its first REQUEST_TIMEOUT of waiting for the client is
+# cut, and the newcomer takes its slot. Alone, a slower upload keeps its slot (a remote site's ADSL
+# upstream moves 0.5-1 Mbit/s), bounded only by the read timeout and MAX_UPLOAD_SECONDS.
+# 1 Mbit/s: half of a 2 Mbit/s remote-site line (docs/security.md, "Slow uploads").
 MIN_UPLOAD_RATE = 125_000
+# No streamed body is read for longer than this after its request arrived, contended or not: the
+# board's largest upload (64 MiB) at 256 kbit/s takes 35 min (2097 s).
+MAX_UPLOAD_SECONDS = 40 * 60.0
 # A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
 # much, so the client sees the answer rather than a reset connection; more, and the connection closes.
 DRAIN_MAX = 256 * 2**20
@@ -148,8 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             try:
                 resp = app.admit(req, route)
-                if resp is None and needs_slot and self.http is not None:
-                    slot = self.http.streams.acquire(blocking=False)
+                if resp is None and needs_slot and self.http is not None and stream is not None:
+                    slot = self.http.slots.take(stream)
                     if not slot:
                         busy = b"another upload is being received: try again in a minute\n"
                         resp = HttpResponse(503, busy, headers={"Retry-After": "10"})
@@ -164,8 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
             if stream is not None and not stream.finish(drain=drain):
                 self.close_connection = True
         finally:
-            if slot and self.http is not None:
-                self.http.streams.release()
+            if slot and self.http is not None and stream is not None:
+                self.http.slots.release(stream)
+            if stream is not None:
+                stream.close()
         self._send(resp, head=(method == "HEAD"))
 
     def handle_expect_100(self) -> bool:
@@ -477,12 +485,11 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
 class _BodyReader:
     """:attr:`HttpRequest.stream`: the body of a request on a streamed route, Content-Length
     bytes, first those the I/O loop read past the head, then from the socket, in the worker. A
-    client has ``request_timeout`` for each read, and must keep up with ``min_upload_rate`` after
-    its first ``request_timeout``: once the server has waited ``t`` seconds for the body, it has
-    had at least ``(t - request_timeout) * min_upload_rate`` bytes. A silent sender gets
-    TimeoutError after ``request_timeout``, a crawling one as soon as it falls behind, and no body
-    holds its upload slot longer than ``request_timeout`` plus its size at that rate (plus the
-    time its handler spends on it: only waiting for the client counts)."""
+    client has ``request_timeout`` for each read and ``max_upload_seconds`` for the whole body: a
+    silent sender gets TimeoutError after ``request_timeout``, any body at the latter. However
+    slowly it comes, an upload keeps its slot as long as nobody else needs one; an upload that
+    finds every slot taken may cut this one (:meth:`cut`, :class:`_Slots`) if it has fallen
+    behind ``min_upload_rate`` (:meth:`behind`), and the next read raises TimeoutError."""
 
     def __init__(self, conn: _Conn, length: int, server: HttpServer, expect_continue: bool) -> None:
         self.length = length
@@ -490,13 +497,53 @@ class _BodyReader:
         self._conn = conn
         self._timeout = server.request_timeout
         self._rate = server.min_upload_rate
-        self._waited = 0.0  # seconds spent waiting for the client's bytes
-        self._deadline = float("inf")  # the drain's (finish)
+        self._limit = server.max_upload_seconds
+        # Seconds spent waiting for the client's bytes so far, and since when it is waiting now
+        # (None: not waiting); one tuple, so another thread reads a consistent pair (behind()).
+        self._clock: tuple[float, float | None] = (0.0, None)
+        self._deadline = time.monotonic() + self._limit
+        within = f"{self._limit / 60:g} min" if self._limit % 60 == 0 else f"{self._limit:g} s"
+        self._late = f"the request body did not arrive within {within}"
+        self._cut = False  # set by another upload's worker (cut): the next read refuses
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ... and wakes a read waiting
         self._continue = expect_continue  # the client waits for "100 Continue" before sending
+
+    def behind(self, now: float) -> float:
+        """How many seconds the body is behind ``min_upload_rate``, counting only the time spent
+        waiting for the client beyond its first ``request_timeout``: positive once the server has
+        waited ``t`` seconds and had fewer than ``(t - request_timeout) * min_upload_rate`` bytes.
+        Read by another thread (:class:`_Slots`)."""
+        waited, since = self._clock
+        if since is not None:
+            waited += now - since
+        return waited - self._timeout - (self.length - self._left) / self._rate
+
+    @property
+    def arriving(self) -> bool:
+        """Some of the body is still to be read (cutting it now would cut something)."""
+        return self._left > 0 and not self._cut
+
+    def cut(self, behind: float) -> None:
+        """Refuse the rest of the body (``behind`` seconds behind the rate): another upload takes
+        the slot. Called from another thread, while this reader holds its slot (so before
+        :meth:`close`); wakes this one's read at once, which raises. The connection stays usable
+        for the answer, under TLS too."""
+        self._cut = True
+        log.info("http %s: upload cut for another one after %d of %d bytes, %.1f s behind %g Mbit/s",
+                 self._conn.addr[0], self.length - self._left, self.length, behind, self._rate * 8 / 1e6)  # fmt: skip
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
+
+    def close(self) -> None:
+        """The request is answered: nothing more is read (nor cut)."""
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
 
     def read(self, n: int, /) -> bytes:
         if self._left <= 0 or n <= 0:
             return b""
+        if self._cut:
+            raise TimeoutError(self._too_slow())
         n = min(n, self._left, STREAM_CHUNK)
         conn = self._conn
         if conn.buf:
@@ -507,32 +554,47 @@ class _BodyReader:
                 self._continue = False
                 sock.settimeout(self._timeout)
                 sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            now = time.monotonic()
-            if now >= self._deadline:
-                raise TimeoutError("the request body was not sent in time")
-            # What the bytes so far cover of the time waited for them, beyond the first request_timeout.
-            slack = self._timeout + (self.length - self._left) / self._rate - self._waited
-            if slack <= 0:
-                raise TimeoutError(self._too_slow())
-            wait = min(self._timeout, slack, self._deadline - now)
-            sock.settimeout(wait)
-            try:
-                out = sock.recv(n)
-            except TimeoutError:
-                self._waited += time.monotonic() - now
-                if wait == self._timeout:
-                    raise
-                if wait == slack:
-                    raise TimeoutError(self._too_slow()) from None
-                raise TimeoutError("the request body was not sent in time") from None
-            self._waited += time.monotonic() - now
+            out = self._recv(sock, n)
             if not out:
                 raise ConnectionError("the client closed the connection before sending the whole body")
         self._left -= len(out)
         return out
 
+    def _recv(self, sock: socket.socket, n: int) -> bytes:
+        """Up to ``n`` bytes from the client, as soon as there are any (non-blocking reads, then
+        waiting for the socket or a :meth:`cut`); the time it takes is time waited for the client."""
+        start = time.monotonic()
+        if start >= self._deadline:
+            raise TimeoutError(self._late)
+        until = min(start + self._timeout, self._deadline)
+        self._clock = (self._clock[0], start)
+        try:
+            sock.settimeout(0.0)
+            poller = select.poll()
+            poller.register(self._wake, select.POLLIN)
+            while not self._cut:
+                try:
+                    return sock.recv(n)  # TLS: what is already decrypted first
+                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                    mask = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    mask = select.POLLOUT
+                now = time.monotonic()
+                if now >= until:
+                    if until == self._deadline:
+                        raise TimeoutError(self._late)
+                    raise TimeoutError(f"nothing of the request body came for {self._timeout:g} s")
+                poller.register(sock.fileno(), mask)
+                poller.poll(int((until - now) * 1000) + 1)
+            raise TimeoutError(self._too_slow())
+        finally:
+            self._clock = (self._clock[0] + time.monotonic() - start, None)
+
     def _too_slow(self) -> str:
-        return f"the request body arrived slower than {self._rate * 8 / 1e6:g} Mbit/s, the least this server takes"
+        return (
+            f"the request body arrived slower than {self._rate * 8 / 1e6:g} Mbit/s while another upload "
+            "was waiting for its slot"
+        )
 
     def finish(self, drain: bool = True) -> bool:
         """After the handler: read what it left of the body and throw it away (so the client
@@ -540,15 +602,60 @@ class _BodyReader:
         used for another request."""
         if self._left <= 0:
             return True
-        if not drain or self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close
+        if not drain or self._continue or self._cut or self._left > DRAIN_MAX:  # not asked for, or too much: close
             return False
-        self._deadline = min(self._deadline, time.monotonic() + DRAIN_SECONDS)
+        if time.monotonic() + DRAIN_SECONDS < self._deadline:
+            self._deadline = time.monotonic() + DRAIN_SECONDS
+            self._late = "the request body was not sent in time"
         try:
             while self._left > 0:
                 self.read(STREAM_CHUNK)
         except OSError:
             return False
         return True
+
+
+class _Slots:
+    """The MAX_STREAMS upload slots (a worker each while its body arrives). A slot is held as
+    long as its upload takes, however slowly it comes, while nobody else needs one. An upload
+    that finds them all taken cuts the holder furthest behind ``min_upload_rate``
+    (:meth:`_BodyReader.behind`) and takes its slot once that one's worker lets it go; if no
+    holder is behind, it is refused (503). Holders are readers, compared by identity."""
+
+    def __init__(self, n: int, handover: float) -> None:
+        self._n = n
+        self._handover_wait = handover  # how long a newcomer waits for the slot it freed
+        self._cond = threading.Condition()
+        self._held: set[_BodyReader] = set()
+        self._heirs: dict[_BodyReader, _BodyReader] = {}  # a cut holder -> who gets its slot
+
+    def take(self, reader: _BodyReader) -> bool:
+        """A slot for ``reader``: at once if one is free, after cutting a holder that is behind,
+        or False."""
+        with self._cond:
+            if len(self._held) < self._n:
+                self._held.add(reader)
+                return True
+            now = time.monotonic()
+            lag = {h: h.behind(now) for h in self._held if h not in self._heirs and h.arriving}
+            victim = max((h for h in lag if lag[h] > 0), key=lag.__getitem__, default=None)
+            if victim is None:
+                return False
+            self._heirs[victim] = reader
+            victim.cut(lag[victim])
+            if self._cond.wait_for(lambda: reader in self._held, self._handover_wait):
+                return True
+            if self._heirs.get(victim) is reader:  # the cut one has not let go in time: give up the claim
+                del self._heirs[victim]
+            return False
+
+    def release(self, reader: _BodyReader) -> None:
+        with self._cond:
+            self._held.discard(reader)
+            heir = self._heirs.pop(reader, None)
+            if heir is not None:
+                self._held.add(heir)
+                self._cond.notify_all()
 
 
 class _Writer:
@@ -592,10 +699,12 @@ class HttpServer:
         min_write_rate: float = MIN_WRITE_RATE,
         max_pending_output: int = MAX_PENDING_OUTPUT,
         min_upload_rate: float = MIN_UPLOAD_RATE,
+        max_upload_seconds: float = MAX_UPLOAD_SECONDS,
     ) -> None:
         self.app = app
         self.request_timeout = request_timeout
         self.min_upload_rate = min_upload_rate
+        self.max_upload_seconds = max_upload_seconds
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.min_write_rate = min_write_rate
@@ -626,7 +735,7 @@ class HttpServer:
         self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
         self._sniffing: dict[int, _Conn] = {}  # first bytes so far could be plain HTTP: look again soon
         self._work: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
-        self.streams = threading.BoundedSemaphore(MAX_STREAMS)  # streamed bodies being read now
+        self.slots = _Slots(MAX_STREAMS, handover=request_timeout)  # streamed bodies being read now
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._max_workers = max(1, workers)

@@ -5,9 +5,11 @@ directory and against slow senders:
   directory): nobody can swap it for another file meanwhile, so the artefact recorded is the one
   uploaded, its hash the one in the journal; on a file system without unnamed files (a real FUSE
   mount, bindfs, refusing ``O_TMPFILE``) the upload still goes through, by a temporary file;
-- a signed-in sender slower than 1 Mbit/s loses its upload slot within seconds, not the 17 minutes
-  a 64 MiB body took at the old 64 KiB/s (the next upload then goes through), while a real 64 MiB
-  upload over a 2 Mbit/s remote-site link (a network namespace shaped by tbf) is taken whole.
+- a sender slower than 1 Mbit/s (a remote site's ADSL upstream) keeps its upload slot while
+  nobody else needs one, and is taken whole; with both slots held by crawlers, the next upload
+  cuts one of them and is taken, rather than wait the 2 hours they would hold them; real uploads
+  over remote-site links (network namespaces shaped by tbf): 64 MiB over 2 Mbit/s, a photo over
+  0.32 Mbit/s, both taken whole.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from agent.exercises.journal import Journal
 from agent.exercises.web import MAX_UPLOAD_BYTES
 from agent.http import MAX_STREAMS, MIN_UPLOAD_RATE
 from tests.helpers import exercise_script as xs
-from tests.helpers.common import need, need_root, unavailable, wait_until
-from tests.helpers.netns import peer
+from tests.helpers.common import AgentProcess, need, need_root, unavailable, wait_until
+from tests.helpers.netns import Peer, peer
 from tests.integration.test_exercise_board import AUTH, PASSWORD, USER, _request, _small_exercise, board
 from tests.integration.test_exercise_board_artefacts import BOUNDARY, _error, _form, multipart, post_upload, receiving
-from tests.integration.test_http_stream import _response
+from tests.integration.test_http_stream import PacedSender, _response
 from tests.unit.test_exercise_status import ok
 
 pytestmark = pytest.mark.integration
@@ -146,70 +148,96 @@ def test_where_the_file_system_has_no_unnamed_files_the_upload_uses_a_temporary_
             assert sorted(p.name for p in (ev / "artefacts/ex1/email").iterdir()) == ["report.bin"]
 
 
-def test_a_sender_slower_than_the_minimum_rate_loses_its_slot_within_seconds(tmp_path: Path) -> None:
-    """Both slots taken by signed-in uploads of 64 MiB sent at 10 kB/s (they would have held them
-    for 17 minutes): each is refused once it falls behind 1 Mbit/s -- some 10 s in -- with a page
-    saying so, and the next upload goes through."""
+def _paced(agent: AgentProcess, form: dict[str, str], name: bytes, content: bytes, rate: int) -> PacedSender:
+    """An upload of ``content`` as ``name`` at ``rate`` bytes/s (a tenth of it every 0.1 s)."""
+    url = f"{agent.url}/exercise/ex1"
+    body = multipart(form, name, content)
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", agent.port), timeout=120)
+
+    up = PacedSender(connect, _head(url, len(body)), body, rate // 10, 0.1)
+    up.start()
+    return up
+
+
+def test_alone_a_sender_slower_than_the_floor_is_taken_whole(tmp_path: Path) -> None:
+    """A photo sent at 40 kB/s (0.32 Mbit/s, a remote site's ADSL upstream) while nobody else
+    uploads: behind the 1 Mbit/s floor from its 15th second on, and taken whole all the same."""
+    ev = _small_exercise(tmp_path)
+    with board(tmp_path, ev) as agent:
+        form = _form(_request(f"{agent.url}/exercise/ex1")[1])
+        content = os.urandom(720_000)
+        up = _paced(agent, form, b"console.jpg", content, 40_000)
+        up.join(timeout=120)
+        assert up.answer[0] == 303, up.answer
+        # Longer than the floor allows (10 s + its size at 1 Mbit/s): the floor did not bite.
+        assert up.took > 10 + len(content) / MIN_UPLOAD_RATE, up.took
+        assert (ev / "artefacts/ex1/email/console.jpg").read_bytes() == content
+        print(f"alone at 40 kB/s: {len(content)} bytes taken in {up.took:.1f} s")
+
+
+def test_a_new_upload_cuts_a_crawler_holding_a_slot_and_is_taken(tmp_path: Path) -> None:
+    """Both slots held by signed-in uploads of 64 MiB at 10 kB/s (they would hold them for 2 h):
+    while neither is yet behind the floor (its first 10 s) another upload gets the 503; after,
+    the next one cuts the crawler furthest behind -- its page saying why -- and is taken; the
+    other crawler goes on."""
     ev = _small_exercise(tmp_path)
     with board(tmp_path, ev) as agent:
         url = f"{agent.url}/exercise/ex1"
         form = _form(_request(url)[1])
-        body = multipart(form, b"crawl.bin", b"c" * (MAX_UPLOAD_BYTES - 4096))
-        stop = threading.Event()
-        answers: dict[int, tuple[int, str, float]] = {}
-
-        def crawler(i: int) -> None:
-            with socket.create_connection(("127.0.0.1", agent.port), timeout=120) as s:
-                t0 = time.monotonic()
-                s.sendall(_head(url, len(body)))
-
-                def send() -> None:
-                    pos = 0
-                    while not stop.is_set() and pos < len(body):
-                        try:
-                            s.sendall(body[pos : pos + 1000])
-                        except OSError:
-                            return
-                        pos += 1000
-                        time.sleep(0.1)
-
-                sender = threading.Thread(target=send)
-                sender.start()
-                try:
-                    status, page = _response(s.makefile("rb"))
-                    answers[i] = (status, page.decode(), time.monotonic() - t0)
-                finally:
-                    stop.set()
-                    sender.join()
-
-        threads = [threading.Thread(target=crawler, args=(i,)) for i in range(MAX_STREAMS)]
-        for th in threads:
-            th.start()
+        crawl = b"c" * (MAX_UPLOAD_BYTES - 4096)
+        crawlers = []
         try:
-            wait_until(lambda: len(receiving(agent.proc.pid, ev)) == MAX_STREAMS, 20, what="both slots taken")
+            for i in range(MAX_STREAMS):
+                crawlers.append(_paced(agent, form, f"crawl-{i}.bin".encode(), crawl, 10_000))
+                wait_until(lambda: len(receiving(agent.proc.pid, ev)) == len(crawlers), 20, what="the slot taken")
             assert post_upload(url, multipart(form, b"next.bin", b"n" * 200_000))[0] == 503
-        finally:
-            for th in threads:
-                th.join(timeout=90)
-        assert sorted(answers) == list(range(MAX_STREAMS)), answers
-        for status, page, took in answers.values():
-            assert status == 400
-            assert _error(page) == (
-                "the upload: cannot read: the request body arrived slower than "
-                f"{MIN_UPLOAD_RATE * 8 / 1e6:g} Mbit/s, the least this server takes"
+            time.sleep(12)  # both behind the floor now: 10 s, and not 1 Mbit/s since
+            t0 = time.monotonic()
+            status, page, _ = post_upload(url, multipart(form, b"next.bin", b"n" * 200_000))
+            took = time.monotonic() - t0
+            assert status == 303, page[:500]
+            crawlers[0].join(timeout=20)  # the first one, furthest behind
+            assert [c.is_alive() for c in crawlers] == [False, True]
+            status, page = crawlers[0].answer[0], crawlers[0].answer[1].decode()
+            print(
+                f"a newcomer was answered in {took:.3f} s; the crawler it cut: {status} after {crawlers[0].took:.1f} s"
             )
-            print(f"a 10 kB/s sender lost its slot after {took:.1f} s")
-        # The slots are free: the next upload is taken; the refused ones left nothing.
-        assert post_upload(url, multipart(form, b"next.bin", b"n" * 200_000))[0] == 303
+            # The page with the reason, unless the crawler was reset first (it was still sending).
+            assert status in (400, 0), crawlers[0].answer
+            if status == 400:
+                assert _error(page) == (
+                    "the upload: cannot read: the request body arrived slower than "
+                    f"{MIN_UPLOAD_RATE * 8 / 1e6:g} Mbit/s while another upload was waiting for its slot"
+                )
+            assert (ev / "artefacts/ex1/email/next.bin").read_bytes() == b"n" * 200_000
+            assert len(receiving(agent.proc.pid, ev)) == 1  # the other crawler, still going
+        finally:
+            for c in crawlers:
+                c.stop()
+                c.join(timeout=20)
+        wait_until(lambda: not receiving(agent.proc.pid, ev), 20, what="the crawlers' files gone")
         assert sorted(p.name for p in (ev / "artefacts/ex1/email").iterdir()) == ["next.bin"]
+
+
+def _curl_upload(p: Peer, url: str, form: dict[str, str], path: Path) -> tuple[str, float, float]:
+    """Upload ``path`` from the board form at ``url`` by curl in namespace ``p``, as a browser
+    sends the form (``Expect: 100-continue``): the status, seconds taken and Mbit/s."""
+    fields = [a for k, v in form.items() for a in ("-F", f"{k}={v}")]
+    r = p.exec(
+        need("curl"), "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total} %{speed_upload}",
+        "-u", f"{USER}:{PASSWORD}", *fields, "-F", f"file=@{path}", url,
+        timeout=1200,
+    )  # fmt: skip
+    code, total, speed = r.stdout.split()
+    return code, float(total), float(speed) * 8 / 1e6
 
 
 @pytest.mark.slow
 def test_a_64_mib_upload_over_a_2_mbit_link_is_taken_whole(tmp_path: Path) -> None:
     """The largest upload the board takes, from a remote site on a 2 Mbit/s line (a network
-    namespace whose veth is shaped by tbf both ways), by curl as a browser would send the form
-    (``Expect: 100-continue``): taken whole, well within the minimum rate."""
-    curl = need("curl")
+    namespace whose veth is shaped by tbf both ways), by curl: taken whole."""
     with peer("up") as p:
         p.shape(2_000_000)
         ev = _small_exercise(tmp_path)
@@ -218,18 +246,42 @@ def test_a_64_mib_upload_over_a_2_mbit_link_is_taken_whole(tmp_path: Path) -> No
             form = _form(_request(url)[1])
             content = os.urandom(MAX_UPLOAD_BYTES)
             (tmp_path / "big.bin").write_bytes(content)
-            fields = [a for k, v in form.items() for a in ("-F", f"{k}={v}")]
-            t0 = time.monotonic()
-            r = p.exec(
-                curl, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total} %{speed_upload}",
-                "-u", f"{USER}:{PASSWORD}", *fields, "-F", f"file=@{tmp_path / 'big.bin'}", url,
-                timeout=1200,
-            )  # fmt: skip
-            took = time.monotonic() - t0
-            code, total, speed = r.stdout.split()
-            mbit = float(speed) * 8 / 1e6
-            print(f"64 MiB over 2 Mbit/s: {code} in {float(total):.1f} s ({took:.1f} s), {mbit:.2f} Mbit/s")
-            assert code == "303", (r.stdout, r.stderr)
+            code, total, mbit = _curl_upload(p, url, form, tmp_path / "big.bin")
+            print(f"64 MiB over 2 Mbit/s: {code} in {total:.1f} s, {mbit:.2f} Mbit/s")
+            assert code == "303"
             got = _recorded(ev, "big.bin")
             assert got["sha256"] == hashlib.sha256(content).hexdigest()
             assert (ev / got["path"]).read_bytes() == content
+
+
+@pytest.mark.slow
+def test_a_photo_over_a_0_32_mbit_link_keeps_its_slot_and_is_taken_whole(tmp_path: Path) -> None:
+    """A 4 MB photo of a console from a remote site on ADSL (0.32 Mbit/s upstream; a network
+    namespace shaped by tbf both ways), by curl: behind the 1 Mbit/s floor from its 15th second
+    on, it keeps its slot -- an upload that comes meanwhile takes the other, free one and leaves
+    it be -- and is taken whole."""
+    with peer("adsl") as p:
+        p.shape(320_000)
+        ev = _small_exercise(tmp_path)
+        with board(tmp_path, ev, host=p.host_ip) as agent:
+            url = f"{agent.url}/exercise/ex1"
+            form = _form(_request(url)[1])
+            content = os.urandom(4_000_000)
+            (tmp_path / "console.jpg").write_bytes(content)
+            done: list[tuple[str, float, float]] = []
+            th = threading.Thread(target=lambda: done.append(_curl_upload(p, url, form, tmp_path / "console.jpg")))
+            t0 = time.monotonic()
+            th.start()
+            try:
+                wait_until(lambda: receiving(agent.proc.pid, ev), 30, what="the photo arriving")
+                time.sleep(max(0.0, t0 + 30 - time.monotonic()))  # well behind the floor by now
+                assert post_upload(url, multipart(form, b"log.txt", b"l" * 1_000_000))[0] == 303
+            finally:
+                th.join(timeout=600)
+            [(code, total, mbit)] = done
+            print(f"a 4 MB photo over 0.32 Mbit/s: {code} in {total:.1f} s, {mbit:.3f} Mbit/s")
+            assert code == "303"
+            assert total > 10 + len(content) / MIN_UPLOAD_RATE  # longer than the floor allows
+            got = _recorded(ev, "console.jpg")
+            assert got["sha256"] == hashlib.sha256(content).hexdigest()
+            assert (ev / "artefacts/ex1/email/log.txt").read_bytes() == b"l" * 1_000_000
