@@ -506,6 +506,8 @@ class _BodyReader:
         self._late = f"the request body did not arrive within {within}"
         self._cut = False  # set by another upload's worker (cut): the next read refuses
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ... and wakes a read waiting
+        self._poll = select.poll()  # a read waits for the socket (registered as it needs) or the cut
+        self._poll.register(self._wake, select.POLLIN)
         self._continue = expect_continue  # the client waits for "100 Continue" before sending
 
     def behind(self, now: float) -> float:
@@ -570,8 +572,6 @@ class _BodyReader:
         self._clock = (self._clock[0], start)
         try:
             sock.settimeout(0.0)
-            poller = select.poll()
-            poller.register(self._wake, select.POLLIN)
             while not self._cut:
                 try:
                     return sock.recv(n)  # TLS: what is already decrypted first
@@ -584,8 +584,8 @@ class _BodyReader:
                     if until == self._deadline:
                         raise TimeoutError(self._late)
                     raise TimeoutError(f"nothing of the request body came for {self._timeout:g} s")
-                poller.register(sock.fileno(), mask)
-                poller.poll(int((until - now) * 1000) + 1)
+                self._poll.register(sock.fileno(), mask)
+                self._poll.poll(int((until - now) * 1000) + 1)
             raise TimeoutError(self._too_slow())
         finally:
             self._clock = (self._clock[0] + time.monotonic() - start, None)
