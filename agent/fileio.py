@@ -96,6 +96,45 @@ def spool(path: Path, fill: Callable[[BinaryIO], object], *, dir_fd: int | None 
     return tmp
 
 
+def spool_unnamed(dir_fd: int, fill: Callable[[BinaryIO], object]) -> int | None:
+    """:func:`spool` without a name: an unnamed file (``O_TMPFILE``, mode 0600) in the open
+    directory ``dir_fd``, written by ``fill`` and flushed to disk. Nobody can open, replace or swap
+    it while it is written: it has no name until :func:`link_unnamed` gives it one; closing the
+    returned descriptor without that leaves nothing. None (``fill`` not called) where there are no
+    unnamed files -- the file system refuses them (EOPNOTSUPP; EISDIR from a kernel that predates
+    them), or /proc, through which one is named, is not mounted: use :func:`spool`."""
+    tmpfile = getattr(os, "O_TMPFILE", None)
+    if tmpfile is None or not os.path.isdir(_PROC_FD):
+        return None
+    try:
+        fd = os.open(".", tmpfile | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR):
+            return None
+        raise
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            fill(f)
+            f.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def link_unnamed(fd: int, path: Path, dir_fd: int) -> None:
+    """The unnamed file ``fd`` (from :func:`spool_unnamed`) takes the name ``path.name`` in the open
+    directory ``dir_fd``, durably; an existing name (a symbolic link included) is never replaced:
+    FileExistsError. The descriptor stays the caller's to close."""
+    os.link(f"{_PROC_FD}/{fd}", path.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
+
+
+_PROC_FD = "/proc/self/fd"
+
+
 def publish(
     tmp: Path, path: Path, *, mode: int | None = 0o644, replace: bool = True, dir_fd: int | None = None
 ) -> None:

@@ -9,8 +9,10 @@ import http
 import io
 import json
 import logging
+import os
 import queue
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -51,6 +53,15 @@ MAX_CONNECTIONS = 512  # open connections; at the limit the oldest one still sen
 # many at once (a worker each, for as long as the upload takes; the rest answer scrapes).
 MAX_STREAMS = 2
 STREAM_CHUNK = 256 * 1024
+# The floor an upload slot is defended at (bytes/s): when an upload finds every slot taken, a holder
+# whose body has come slower than this since its first REQUEST_TIMEOUT of waiting for the client is
+# cut, and the newcomer takes its slot. Alone, a slower upload keeps its slot (a remote site's ADSL
+# upstream moves 0.5-1 Mbit/s), bounded only by the read timeout and MAX_UPLOAD_SECONDS.
+# 1 Mbit/s: half of a 2 Mbit/s remote-site line (docs/security.md, "Slow uploads").
+MIN_UPLOAD_RATE = 125_000
+# No streamed body is read for longer than this after its request arrived, contended or not: the
+# board's largest upload (64 MiB) at 256 kbit/s takes 35 min (2097 s).
+MAX_UPLOAD_SECONDS = 40 * 60.0
 # A streamed body the handler did not read (a refused upload) is read and thrown away, up to this
 # much, so the client sees the answer rather than a reset connection; more, and the connection closes.
 DRAIN_MAX = 256 * 2**20
@@ -93,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
     app: WebApp
     http: HttpServer | None = None
     conn: _Conn | None = None  # a request on a Route.stream route: the body is read from here
+    stream_route: Route | None = None  # ... and the route the I/O loop found for it (WebApp.lookup)
     expect_continue = False
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -117,6 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HttpResponse(400, b"bad Content-Length\n"))
             return
         streamed = self.conn is not None and self.http is not None
+        # One lookup: a streamed body goes to the route the I/O loop found for it, never another.
+        route = self.stream_route if streamed else app.lookup(method, path)
         if length < 0 or (length > MAX_BODY and not streamed):
             self.close_connection = True
             self._send(HttpResponse(413, b"request body too large\n"))
@@ -139,14 +153,14 @@ class _Handler(BaseHTTPRequestHandler):
                 stream=stream,
             )
             try:
-                resp = app.admit(req)
-                if resp is None and needs_slot and self.http is not None:
-                    slot = self.http.streams.acquire(blocking=False)
+                resp = app.admit(req, route)
+                if resp is None and needs_slot and self.http is not None and stream is not None:
+                    slot = self.http.slots.take(stream)
                     if not slot:
                         busy = b"another upload is being received: try again in a minute\n"
                         resp = HttpResponse(503, busy, headers={"Retry-After": "10"})
                 if resp is None:
-                    resp = app.route(req)
+                    resp = app.route(req, route)
             except Exception:
                 log.exception("error serving %s %s", method, scrub(path))
                 resp = HttpResponse(500, b"internal error\n")
@@ -156,8 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
             if stream is not None and not stream.finish(drain=drain):
                 self.close_connection = True
         finally:
-            if slot and self.http is not None:
-                self.http.streams.release()
+            if slot and self.http is not None and stream is not None:
+                self.http.slots.release(stream)
+            if stream is not None:
+                stream.close()
         self._send(resp, head=(method == "HEAD"))
 
     def handle_expect_100(self) -> bool:
@@ -290,29 +306,52 @@ class WebApp:
         refused); its failures (401/403 with an ``Authorization`` header, and 404s) are counted
         by ``own_auth_limiter`` and, once that client is over the limit, answered with 429 -- on
         that route only: they never affect basic auth or any other route."""
-        denied = self.admit(req)
-        return denied if denied is not None else self.route(req)
+        route = self.lookup(req.method, req.path)
+        denied = self.admit(req, route)
+        return denied if denied is not None else self.route(req, route)
 
-    def admit(self, req: HttpRequest) -> HttpResponse | None:
+    # The agent's own pages (GET and HEAD); a route's prefix does not take them over.
+    OWN_PATHS = ("/metrics", "/-/healthy", "/-/ready", "/api/v1/status", "/")
+
+    def lookup(self, method: str, path: str) -> Route | None:
+        """The route that answers ``method`` on ``path``, or None for the agent's own pages (and
+        the 404 or 405 when nothing does): a route with its own credentials for its method first,
+        then the own pages, then the first route whose prefix matches (a GET route answers HEAD).
+        The one lookup of a request: the server's choice to stream a body (``Route.stream``),
+        :meth:`admit` and :meth:`route` all take its answer."""
+        for r in self.routes:
+            if r.own_auth and path.startswith(r.prefix) and method == r.method:
+                return r
+        if method in ("GET", "HEAD") and path in self.OWN_PATHS:
+            return None
+        for r in self.routes:
+            if path.startswith(r.prefix) and (method == r.method or (r.method == "GET" and method == "HEAD")):
+                return r
+        return None
+
+    def admit(self, req: HttpRequest, route: Route | None) -> HttpResponse | None:
         """The first half of :meth:`dispatch`, which needs nothing of the body: refresh the web
         config, apply its request rate limit, basic auth (not on a route with its own
         credentials). None when the request may go on to :meth:`route`, else the 500, 401 or 429
-        to answer. The server calls it before a streamed body takes an upload slot."""
+        to answer. The server calls it before a streamed body takes an upload slot. ``route``:
+        :meth:`lookup`'s answer for the request."""
         if self.refresh is not None and not self.refresh():
             return HttpResponse(500, b"Internal Server Error\n")
         rl = self.request_limiter
         if rl is not None and not rl.allow():
             return HttpResponse(429, b"Too Many Requests\n")
-        if self.auth is not None and self._own_auth_route(req) is None:
+        if self.auth is not None and not (route is not None and route.own_auth):
             return self.auth.authenticate(req, self.limiter)
         return None
 
-    def route(self, req: HttpRequest) -> HttpResponse:
-        """The second half of :meth:`dispatch`, for a request :meth:`admit` let through."""
-        route = self._own_auth_route(req)
+    def route(self, req: HttpRequest, route: Route | None) -> HttpResponse:
+        """The second half of :meth:`dispatch`, for a request :meth:`admit` let through, to
+        ``route`` (:meth:`lookup`'s answer; None: the agent's own pages)."""
         if route is None:
             return self._dispatch(req)
         resp = route.handler(req)
+        if not route.own_auth:
+            return resp
         limiter = self.own_auth_limiter
         failed = resp.status == 404 or (resp.status in (401, 403) and bool(req.headers.get("authorization")))
         if limiter is None or not failed:
@@ -324,12 +363,6 @@ class WebApp:
             return too_many(wait)
         limiter.failed(req.client)
         return resp
-
-    def _own_auth_route(self, req: HttpRequest) -> Route | None:
-        for r in self.routes:
-            if r.own_auth and req.path.startswith(r.prefix) and req.method == r.method:
-                return r
-        return None
 
     def _dispatch(self, req: HttpRequest) -> HttpResponse:
         get = req.method in ("GET", "HEAD")
@@ -348,18 +381,7 @@ class WebApp:
         if req.path == "/" and get:
             page = render_status_page(self.status_json(), self.page_links())
             return HttpResponse(200, page.encode(), "text/html; charset=utf-8")
-        for r in self.routes:
-            if req.path.startswith(r.prefix):
-                if req.method != r.method and not (r.method == "GET" and req.method == "HEAD"):
-                    continue
-                return r.handler(req)
-        if any(req.path.startswith(r.prefix) for r in self.routes) or req.path in (
-            "/metrics",
-            "/-/healthy",
-            "/-/ready",
-            "/api/v1/status",
-            "/",
-        ):
+        if any(req.path.startswith(r.prefix) for r in self.routes) or req.path in self.OWN_PATHS:
             return HttpResponse(405, b"method not allowed\n")
         return HttpResponse(404, b"not found\n")
 
@@ -388,8 +410,8 @@ class _Conn:
     """One client connection, owned by the I/O loop while reading and by a worker while answered."""
 
     __slots__ = (
-        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "sans", "sock",
-        "state", "streamed", "wake_at",
+        "addr", "buf", "deadline", "error", "fd", "keep", "opened", "out", "out_pos", "request", "route", "sans",
+        "sock", "state", "streamed", "wake_at",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, state: str, now: float, deadline: float) -> None:
@@ -402,6 +424,7 @@ class _Conn:
         self.buf = b""
         self.request = b""
         self.streamed = False  # the request's body is read by its handler, from buf and then the socket
+        self.route: Route | None = None  # ... the Route.stream route that handler is (HttpServer._streamed)
         self.error: tuple[int, str] | None = None
         self.keep = False  # set by the worker: keep the connection open for another request
         self.out = memoryview(b"")  # the rest of a response the client has not read yet
@@ -462,20 +485,67 @@ def frame_request(buf: bytes, streamed: Callable[[bytes], bool] | None = None) -
 class _BodyReader:
     """:attr:`HttpRequest.stream`: the body of a request on a streamed route, Content-Length
     bytes, first those the I/O loop read past the head, then from the socket, in the worker. A
-    client has ``request_timeout`` for each read and, for the whole body, ``request_timeout``
-    plus its size at ``min_write_rate``: a silent or crawling sender gets TimeoutError."""
+    client has ``request_timeout`` for each read and ``max_upload_seconds`` for the whole body: a
+    silent sender gets TimeoutError after ``request_timeout``, any body at the latter. However
+    slowly it comes, an upload keeps its slot as long as nobody else needs one; an upload that
+    finds every slot taken may cut this one (:meth:`cut`, :class:`_Slots`) if it has fallen
+    behind ``min_upload_rate`` (:meth:`behind`), and the next read raises TimeoutError."""
 
     def __init__(self, conn: _Conn, length: int, server: HttpServer, expect_continue: bool) -> None:
         self.length = length
         self._left = length
         self._conn = conn
         self._timeout = server.request_timeout
-        self._deadline = time.monotonic() + server.request_timeout + length / server.min_write_rate
+        self._rate = server.min_upload_rate
+        self._limit = server.max_upload_seconds
+        # Seconds spent waiting for the client's bytes so far, and since when it is waiting now
+        # (None: not waiting); one tuple, so another thread reads a consistent pair (behind()).
+        self._clock: tuple[float, float | None] = (0.0, None)
+        self._deadline = time.monotonic() + self._limit
+        within = f"{self._limit / 60:g} min" if self._limit % 60 == 0 else f"{self._limit:g} s"
+        self._late = f"the request body did not arrive within {within}"
+        self._cut = False  # set by another upload's worker (cut): the next read refuses
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # ... and wakes a read waiting
+        self._poll = select.poll()  # a read waits for the socket (registered as it needs) or the cut
+        self._poll.register(self._wake, select.POLLIN)
         self._continue = expect_continue  # the client waits for "100 Continue" before sending
+
+    def behind(self, now: float) -> float:
+        """How many seconds the body is behind ``min_upload_rate``, counting only the time spent
+        waiting for the client beyond its first ``request_timeout``: positive once the server has
+        waited ``t`` seconds and had fewer than ``(t - request_timeout) * min_upload_rate`` bytes.
+        Read by another thread (:class:`_Slots`)."""
+        waited, since = self._clock
+        if since is not None:
+            waited += now - since
+        return waited - self._timeout - (self.length - self._left) / self._rate
+
+    @property
+    def arriving(self) -> bool:
+        """Some of the body is still to be read (cutting it now would cut something)."""
+        return self._left > 0 and not self._cut
+
+    def cut(self, behind: float) -> None:
+        """Refuse the rest of the body (``behind`` seconds behind the rate): another upload takes
+        the slot. Called from another thread, while this reader holds its slot (so before
+        :meth:`close`); wakes this one's read at once, which raises. The connection stays usable
+        for the answer, under TLS too."""
+        self._cut = True
+        log.info("http %s: upload cut for another one after %d of %d bytes, %.1f s behind %g Mbit/s",
+                 self._conn.addr[0], self.length - self._left, self.length, behind, self._rate * 8 / 1e6)  # fmt: skip
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
+
+    def close(self) -> None:
+        """The request is answered: nothing more is read (nor cut)."""
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
 
     def read(self, n: int, /) -> bytes:
         if self._left <= 0 or n <= 0:
             return b""
+        if self._cut:
+            raise TimeoutError(self._too_slow())
         n = min(n, self._left, STREAM_CHUNK)
         conn = self._conn
         if conn.buf:
@@ -486,15 +556,45 @@ class _BodyReader:
                 self._continue = False
                 sock.settimeout(self._timeout)
                 sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the request body was not sent in time")
-            sock.settimeout(min(self._timeout, left))
-            out = sock.recv(n)
+            out = self._recv(sock, n)
             if not out:
                 raise ConnectionError("the client closed the connection before sending the whole body")
         self._left -= len(out)
         return out
+
+    def _recv(self, sock: socket.socket, n: int) -> bytes:
+        """Up to ``n`` bytes from the client, as soon as there are any (non-blocking reads, then
+        waiting for the socket or a :meth:`cut`); the time it takes is time waited for the client."""
+        start = time.monotonic()
+        if start >= self._deadline:
+            raise TimeoutError(self._late)
+        until = min(start + self._timeout, self._deadline)
+        self._clock = (self._clock[0], start)
+        try:
+            sock.settimeout(0.0)
+            while not self._cut:
+                try:
+                    return sock.recv(n)  # TLS: what is already decrypted first
+                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                    mask = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    mask = select.POLLOUT
+                now = time.monotonic()
+                if now >= until:
+                    if until == self._deadline:
+                        raise TimeoutError(self._late)
+                    raise TimeoutError(f"nothing of the request body came for {self._timeout:g} s")
+                self._poll.register(sock.fileno(), mask)
+                self._poll.poll(int((until - now) * 1000) + 1)
+            raise TimeoutError(self._too_slow())
+        finally:
+            self._clock = (self._clock[0] + time.monotonic() - start, None)
+
+    def _too_slow(self) -> str:
+        return (
+            f"the request body arrived slower than {self._rate * 8 / 1e6:g} Mbit/s while another upload "
+            "was waiting for its slot"
+        )
 
     def finish(self, drain: bool = True) -> bool:
         """After the handler: read what it left of the body and throw it away (so the client
@@ -502,15 +602,60 @@ class _BodyReader:
         used for another request."""
         if self._left <= 0:
             return True
-        if not drain or self._continue or self._left > DRAIN_MAX:  # not asked for, or too much: close
+        if not drain or self._continue or self._cut or self._left > DRAIN_MAX:  # not asked for, or too much: close
             return False
-        self._deadline = min(self._deadline, time.monotonic() + DRAIN_SECONDS)
+        if time.monotonic() + DRAIN_SECONDS < self._deadline:
+            self._deadline = time.monotonic() + DRAIN_SECONDS
+            self._late = "the request body was not sent in time"
         try:
             while self._left > 0:
                 self.read(STREAM_CHUNK)
         except OSError:
             return False
         return True
+
+
+class _Slots:
+    """The MAX_STREAMS upload slots (a worker each while its body arrives). A slot is held as
+    long as its upload takes, however slowly it comes, while nobody else needs one. An upload
+    that finds them all taken cuts the holder furthest behind ``min_upload_rate``
+    (:meth:`_BodyReader.behind`) and takes its slot once that one's worker lets it go; if no
+    holder is behind, it is refused (503). Holders are readers, compared by identity."""
+
+    def __init__(self, n: int, handover: float) -> None:
+        self._n = n
+        self._handover_wait = handover  # how long a newcomer waits for the slot it freed
+        self._cond = threading.Condition()
+        self._held: set[_BodyReader] = set()
+        self._heirs: dict[_BodyReader, _BodyReader] = {}  # a cut holder -> who gets its slot
+
+    def take(self, reader: _BodyReader) -> bool:
+        """A slot for ``reader``: at once if one is free, after cutting a holder that is behind,
+        or False."""
+        with self._cond:
+            if len(self._held) < self._n:
+                self._held.add(reader)
+                return True
+            now = time.monotonic()
+            lag = {h: h.behind(now) for h in self._held if h not in self._heirs and h.arriving}
+            victim = max((h for h in lag if lag[h] > 0), key=lag.__getitem__, default=None)
+            if victim is None:
+                return False
+            self._heirs[victim] = reader
+            victim.cut(lag[victim])
+            if self._cond.wait_for(lambda: reader in self._held, self._handover_wait):
+                return True
+            if self._heirs.get(victim) is reader:  # the cut one has not let go in time: give up the claim
+                del self._heirs[victim]
+            return False
+
+    def release(self, reader: _BodyReader) -> None:
+        with self._cond:
+            self._held.discard(reader)
+            heir = self._heirs.pop(reader, None)
+            if heir is not None:
+                self._held.add(heir)
+                self._cond.notify_all()
 
 
 class _Writer:
@@ -553,9 +698,13 @@ class HttpServer:
         write_timeout: float = WRITE_TIMEOUT,
         min_write_rate: float = MIN_WRITE_RATE,
         max_pending_output: int = MAX_PENDING_OUTPUT,
+        min_upload_rate: float = MIN_UPLOAD_RATE,
+        max_upload_seconds: float = MAX_UPLOAD_SECONDS,
     ) -> None:
         self.app = app
         self.request_timeout = request_timeout
+        self.min_upload_rate = min_upload_rate
+        self.max_upload_seconds = max_upload_seconds
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.min_write_rate = min_write_rate
@@ -586,7 +735,7 @@ class HttpServer:
         self._returned: queue.SimpleQueue[_Conn] = queue.SimpleQueue()
         self._sniffing: dict[int, _Conn] = {}  # first bytes so far could be plain HTTP: look again soon
         self._work: queue.SimpleQueue[_Conn | None] = queue.SimpleQueue()
-        self.streams = threading.BoundedSemaphore(MAX_STREAMS)  # streamed bodies being read now
+        self.slots = _Slots(MAX_STREAMS, handover=request_timeout)  # streamed bodies being read now
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._max_workers = max(1, workers)
@@ -833,7 +982,14 @@ class HttpServer:
     def _try_dispatch(self, conn: _Conn) -> None:
         if not conn.buf:
             return
-        verdict, n, msg = frame_request(conn.buf, self._streamed)
+        found: list[Route] = []
+
+        def streamed(request_line: bytes) -> bool:
+            route = self._streamed(request_line)
+            found[:] = [route] if route is not None else []
+            return route is not None
+
+        verdict, n, msg = frame_request(conn.buf, streamed)
         if verdict == "need":
             return
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -844,6 +1000,7 @@ class HttpServer:
         else:
             conn.request, conn.buf = conn.buf[:n], conn.buf[n:]
             conn.streamed = verdict == "stream"
+            conn.route = found[0] if conn.streamed else None
         conn.state = "busy"
         self._work.put(conn)
         if not self._idle.acquire(blocking=False) and len(self._workers) < self._max_workers:
@@ -855,17 +1012,19 @@ class HttpServer:
                 return
             self._workers.append(w)
 
-    def _streamed(self, request_line: bytes) -> bool:
-        """Whether a request goes to a route that reads its body itself (Route.stream)."""
+    def _streamed(self, request_line: bytes) -> Route | None:
+        """The route that reads the request's body itself (Route.stream), if the request goes to
+        one (:meth:`WebApp.lookup`); the worker answers with that very route."""
         words = request_line.decode("latin-1").split()  # as http.server splits it
         if len(words) != 3:
-            return False
+            return None
         method, target = words[:2]
         try:
             path = request_path(target)[0]
         except ValueError:  # answered 400 by the worker
-            return False
-        return any(r.stream and r.method == method and path.startswith(r.prefix) for r in self.app.routes)
+            return None
+        route = self.app.lookup(method, path)
+        return route if route is not None and route.stream else None
 
     def _resume(self, conn: _Conn) -> None:
         """A worker answered a request: send the rest of the response if the client has not read
@@ -982,8 +1141,8 @@ class HttpServer:
         h = _Handler.__new__(_Handler)
         h.app = self.app
         if conn.streamed:
-            h.http, h.conn = self, conn
-            conn.streamed = False
+            h.http, h.conn, h.stream_route = self, conn, conn.route
+            conn.streamed, conn.route = False, None
         h.request = conn.sock
         h.connection = conn.sock
         h.client_address = conn.addr

@@ -224,6 +224,7 @@ class StateStore:
         self.db_errors = 0
         self.path: Path | None = None
         self._outbox = _Outbox()  # guarded by _wake
+        self._committing: _Outbox | None = None  # the batch the writer is committing (guarded by _wake)
         self._wake = threading.Condition(threading.Lock())  # the writer waits on it
         self._writer_idle = False
         self._stop = False
@@ -294,6 +295,7 @@ class StateStore:
                 self._writer_idle = False
                 stop = self._stop
                 batch, self._outbox = self._outbox, _Outbox()
+                self._committing = None if batch.empty() else batch
             if not batch.empty():
                 error = self._commit(conn, batch, bodies)
                 if error is not None:
@@ -307,11 +309,13 @@ class StateStore:
                         self._degrade()
                         # Back in front of what came meanwhile: the newer latest, kv and rows win.
                         self.db_errors += batch.merge(self._outbox)
-                        self._outbox = batch
+                        self._outbox, self._committing = batch, None
                     dirty = {id(r) for d in (batch.latest, batch.last_success) for r in d.values()}
                     for gone in bodies.keys() - dirty:
                         del bodies[gone]
                 else:
+                    with self._wake:
+                        self._committing = None  # in the database now
                     bodies.clear()
                     if not self.db_healthy:
                         log.warning("state database writable again: %d results kept in memory written", len(batch.rows))
@@ -420,8 +424,14 @@ class StateStore:
         self._enqueue((key, json.dumps(value)))
 
     def get_kv(self, key: str) -> Any:
+        """The newest value of ``key``: one still waiting for the writer (the database failing or
+        locked, or the write under way) wins over the database's."""
         if self._read_conn is None:
             return None
+        with self._wake:
+            for box in (self._outbox, self._committing):
+                if box is not None and key in box.kv:
+                    return json.loads(box.kv[key])
         with self._read_lock:
             try:
                 row = self._read_conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()

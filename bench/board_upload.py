@@ -158,9 +158,10 @@ on the same file. The agent's peak RSS was {idle_hwm / MIB:.1f} MiB before the f
 | --- | --- | --- | --- | --- |
 {table}
 
-The upload is streamed (reads of up to 256 KiB into a temporary file, hashed on the way): the
-agent's peak memory does not grow with the file. The time over the command's copy is the
-loopback transfer, the multipart scan and the fsync of a file written while it arrives."""
+The upload is streamed (reads of up to 256 KiB into an unnamed file, O_TMPFILE, in the artefact's
+directory, hashed on the way): the agent's peak memory does not grow with the file. The time over
+the command's copy is the loopback transfer, the multipart scan and the fsync of a file written
+while it arrives."""
     if not args.no_docs:
         update_performance_md(SECTION, body)
 

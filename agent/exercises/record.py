@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from agent.evidence import Estate, EvidenceInputError, load_runbooks
 from agent.exercises.journal import ExerciseInputError, Journal, check_name, given_time, iso
 from agent.exercises.model import STEP_STATES, TYPES, checker
-from agent.fileio import publish, spool
+from agent.fileio import link_unnamed, publish, spool, spool_unnamed
 from agent.multipart import Readable
 
 ARTEFACT_DIR = "artefacts"
@@ -211,7 +211,9 @@ class Recorder:
 
         Everything that can refuse the entry is checked before a byte is read (the name, the
         runbook, a finished exercise, the same path recorded or on disk already); the bytes go to
-        a temporary file beside their destination, hashed as they are written (at most
+        an unnamed file in their destination's directory (:func:`spool_unnamed`: nobody who may
+        write there can swap it for another file meanwhile; where the file system has none, a
+        temporary file beside the destination), hashed as they are written (at most
         ``max_bytes``: :class:`ArtefactTooLarge`), which takes its name under the journal's lock
         only if the entry is still accepted. A refusal leaves nothing behind and the journal as it
         was. No directory on the way is created or entered through a symbolic link."""
@@ -252,19 +254,25 @@ class Recorder:
 
         def commit(entries: list[dict[str, Any]], new: dict[str, Any]) -> None:
             refuse(entries, new)
-            assert tmp is not None
             try:
-                publish(tmp, dest, mode=None, replace=False, dir_fd=dirs.fd)
+                if unnamed is not None:
+                    link_unnamed(unnamed, dest, dirs.fd)
+                else:
+                    assert tmp is not None
+                    publish(tmp, dest, mode=None, replace=False, dir_fd=dirs.fd)
             except FileExistsError:
                 raise ExerciseInputError(f"{dest} already exists") from None
             published.append(dest.name)
 
-        tmp: Path | None = None
+        unnamed: int | None = None  # the open unnamed file, or
+        tmp: Path | None = None  # the named temporary file where the file system has no unnamed ones
         published: list[str] = []  # the name taken, until its journal entry is written too
         done = False
         try:
             try:
-                tmp = spool(dest, fill, dir_fd=dirs.fd)
+                unnamed = spool_unnamed(dirs.fd, fill)
+                if unnamed is None:
+                    tmp = spool(dest, fill, dir_fd=dirs.fd)
             except OSError as e:
                 raise ExerciseInputError(f"{dest}: cannot write: {e.strerror or e}") from None
             fields["file_sha256"] = digest.hexdigest()
@@ -276,6 +284,8 @@ class Recorder:
             for n in ([tmp.name] if tmp is not None else []) + ([] if done else published):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(n, dir_fd=dirs.fd)
+            if unnamed is not None:
+                os.close(unnamed)
             dirs.close(undo=not done)  # the directories this refused artefact made, if still empty
 
     def amend(self, seq: int, changes: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,11 @@ T0 and the objective), ready and late steps, warnings and open actions. Plain HT
 itself every 30 s and needs no JavaScript.
 
 Recording from the page: small POST forms, each with a CSRF token bound to the user and the
-exercise. Only users authenticated by the web config's ``basic_auth_users`` may write; the user
-name is the actor and the default operator. Without users the page is read-only and says how to
-enable recording. ``?at=TIME`` shows the exercise as at that time and records at that time
-(back-filling a log kept on paper).
+exercise, good for ``CSRF_LIFETIME`` (12 h): a form sent later is not recorded but comes back (403)
+saying so, filled in, with a fresh token. Only users authenticated by the web config's
+``basic_auth_users`` may write; the user name is the actor and the default operator. Without
+users the page is read-only and says how to enable recording. ``?at=TIME`` shows the exercise as
+at that time and records at that time (back-filling a log kept on paper).
 
 Two pages without the 30 s refresh, so nothing half-typed is reloaded away:
 ``/exercise/<name>/action`` records an action (``exercise action``: system, description, owner,
@@ -28,6 +29,7 @@ import hashlib
 import hmac
 import html as _html
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -49,6 +51,19 @@ REFRESH_SECONDS = 30
 MAX_FORM_BYTES = 16 * 1024
 MAX_UPLOAD_BYTES = 64 * 2**20  # an artefact attached from the board; larger ones from the command line
 CSRF_REFUSED = b"missing or wrong CSRF token: reload the page and try again\n"
+# A form's token is good for this long after its page was drawn: a whole night of a DR exercise (a form
+# opened at its start and sent at the morning hand-over goes through), but not the next day's. The board
+# draws fresh ones every 30 s; a page left open longer gets its form back, filled in, with a fresh token.
+CSRF_LIFETIME = 12 * 3600
+CSRF_SKEW = 300  # seconds a token may seem to come from the future (the clock was set back)
+CSRF_EXPIRED = (
+    f"this page was open for more than {CSRF_LIFETIME // 3600} hours, so its form expired and nothing was "
+    "recorded: what you typed is below, check it and send it again"
+)
+CSRF_EXPIRED_UPLOAD = (
+    f"this page was open for more than {CSRF_LIFETIME // 3600} hours, so its form expired and nothing was "
+    "recorded: choose the file again and attach it"
+)
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'",
     "Cache-Control": "no-store",
@@ -224,7 +239,12 @@ class Board:
         return got
 
     def csrf(self, user: str, exercise: str) -> str:
-        return hmac.new(self.secret, f"{user}\n{exercise}".encode(), hashlib.sha256).hexdigest()
+        """A form token for ``user`` writing to ``exercise``, issued now (:func:`csrf_token`)."""
+        return csrf_token(self.secret, user, exercise, self._now())
+
+    def _now(self) -> float:
+        clock = getattr(self.agent, "clock", None)
+        return float(clock()) if callable(clock) else time.time()
 
     # -- routes ------------------------------------------------------------------------------------
     def get(self, req: HttpRequest) -> HttpResponse:
@@ -285,7 +305,10 @@ class Board:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), max_num_fields=32).items()}
         except (UnicodeDecodeError, ValueError, OSError):
             return HttpResponse(400, b"bad form\n")
-        if not self._token_ok(form, user, name):
+        verdict = self._token(form, user, name)
+        if verdict == "expired":
+            return self._refused(name, user, form, CSRF_EXPIRED, status=403)
+        if verdict != "ok":
             return HttpResponse(403, CSRF_REFUSED)
         try:
             timed = form.get("kind") in TIMED
@@ -310,9 +333,26 @@ class Board:
             loc = base + (f"?{urlencode({'at': form['at']})}" if form.get("at") else "")
         return HttpResponse(303, b"", headers={"Location": loc})
 
-    def _token_ok(self, form: dict[str, str], user: str, name: str) -> bool:
+    def _token(self, form: dict[str, str], user: str, name: str) -> str:
+        """``ok``, ``expired`` (ours, for this user and exercise, but older than CSRF_LIFETIME, or
+        made before tokens expired) or ``bad``."""
         token = form.get("csrf", "")
-        return bool(token) and hmac.compare_digest(token, self.csrf(user, name))
+        if len(token) != 64 or token.strip("0123456789abcdef"):
+            return "bad"
+        issued = int(token[:8], 16)
+        if not hmac.compare_digest(token, csrf_token(self.secret, user, name, issued)):
+            # A token of the agent before tokens expired (a form open across the upgrade).
+            old = hmac.new(self.secret, f"{user}\n{name}".encode(), hashlib.sha256).hexdigest()
+            return "expired" if hmac.compare_digest(token, old) else "bad"
+        age = self._now() - issued
+        return "ok" if -CSRF_SKEW <= age <= CSRF_LIFETIME else "expired"
+
+    def _upload_token(self, form: dict[str, str], user: str, name: str) -> HttpResponse | None:
+        """The answer to an upload whose token is not good (None: it is)."""
+        verdict = self._token(form, user, name)
+        if verdict == "expired":
+            return self._refused(name, user, form, CSRF_EXPIRED_UPLOAD, status=403)
+        return None if verdict == "ok" else HttpResponse(403, CSRF_REFUSED)
 
     def _upload(self, req: HttpRequest, name: str, user: str, rb: Path, ev: Path) -> HttpResponse:
         """``exercise artefact`` from the board: a multipart form whose fields (the CSRF token, the
@@ -339,9 +379,9 @@ class Board:
                     form.setdefault(part.name, value)
                     continue
                 # The file: what it needs came before it (the page's form puts it last).
-                if not self._token_ok(form, user, name):
-                    return HttpResponse(403, CSRF_REFUSED)
                 form["kind"] = "artefact"
+                if (denied := self._upload_token(form, user, name)) is not None:
+                    return denied
                 if not part.filename:
                     raise ExerciseInputError("choose a file to attach")
                 filename = part.filename.rpartition("/")[2]  # a base name only, whatever was sent
@@ -350,8 +390,9 @@ class Board:
                     form.get("runbook", ""), filename, _OneFile(parts), source="the upload", max_bytes=MAX_UPLOAD_BYTES
                 )
                 return self._recorded(name, got, form)
-            if not self._token_ok(form, user, name):
-                return HttpResponse(403, CSRF_REFUSED)
+            form["kind"] = "artefact"
+            if (denied := self._upload_token(form, user, name)) is not None:
+                return denied
             raise ExerciseInputError("choose a file to attach")
         except ArtefactTooLarge as err:
             return self._refused(name, user, form, str(err), status=413)
@@ -782,6 +823,15 @@ form.stack input,form.stack select{{width:100%;box-sizing:border-box}}form.stack
             '<th scope="col">Expected</th><th scope="col">Operator</th><th scope="col">Record</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>{extra}"
         )
+
+
+def csrf_token(secret: bytes, user: str, exercise: str, issued: float) -> str:
+    """The form token for ``user`` writing to ``exercise``, issued at Unix time ``issued``: 64 hex
+    digits, the issue time (8) and an HMAC-SHA256 of user, exercise and that time (the first 224
+    bits)."""
+    t = int(issued) & 0xFFFFFFFF
+    mac = hmac.new(secret, f"{user}\n{exercise}\n{t}".encode(), hashlib.sha256).hexdigest()
+    return f"{t:08x}{mac[:56]}"
 
 
 def _parse_at(text: str) -> datetime:

@@ -25,7 +25,7 @@ import yaml
 from agent.exercises.journal import Journal
 from tests.helpers import exercise_script as xs
 from tests.helpers.chromium import DevTools
-from tests.helpers.common import ROOT, AgentProcess, wait_until
+from tests.helpers.common import ROOT, AgentProcess, free_port, wait_until
 from tests.helpers.tls import bcrypt_hash
 from tests.unit.test_exercise_status import cli_event, ok, run, start
 
@@ -54,7 +54,10 @@ def _request(url: str, data: dict[str, str] | None = None, auth: str | None = AU
 
 
 @contextlib.contextmanager
-def board(tmp_path: Path, ev: Path, runbooks: Path = xs.RUNBOOKS, users: bool = True) -> Iterator[AgentProcess]:
+def board(
+    tmp_path: Path, ev: Path, runbooks: Path = xs.RUNBOOKS, users: bool = True, host: str = "127.0.0.1"
+) -> Iterator[AgentProcess]:
+    """A real agent serving the board of ``ev`` on ``host`` (a test namespace's veth address, say)."""
     cfg = tmp_path / "agent.yml"
     cfg.write_text(
         yaml.safe_dump(
@@ -69,7 +72,9 @@ def board(tmp_path: Path, ev: Path, runbooks: Path = xs.RUNBOOKS, users: bool = 
         web = tmp_path / "web.yml"
         web.write_text(yaml.safe_dump({"basic_auth_users": {USER: bcrypt_hash(PASSWORD, rounds=4)}}))
         args = ["--web.config.file", str(web)]
-    agent = AgentProcess(cfg, extra_args=args)
+    port = free_port()
+    agent = AgentProcess(cfg, port=port, extra_args=[*args, "--web.listen-address", f"{host}:{port}"])
+    agent.url = f"http://{host}:{port}"
     try:
         if users:  # /-/ready asks for the password too
 

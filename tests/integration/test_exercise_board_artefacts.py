@@ -66,6 +66,22 @@ def _files(ev: Path) -> list[str]:
     return sorted(str(p.relative_to(ev)) for p in ev.rglob("*") if not p.name.endswith(".journal.lock"))
 
 
+def receiving(pid: int, ev: Path) -> list[str]:
+    """The uploads agent ``pid`` is writing under ``ev`` now: its unnamed files there (open, shown
+    in /proc as ``<dir>/#<inode> (deleted)``) and any named temporary file (``.<name>.<hex>.tmp``,
+    where the file system has no unnamed files)."""
+    out = [f for f in _files(ev) if Path(f).name.startswith(".") and f.endswith(".tmp")]
+    root = str(ev.resolve()) + "/"
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(root) and "/#" in target and target.endswith(" (deleted)"):
+            out.append(target.removeprefix(root))
+    return out
+
+
 def _error(page: str) -> str:
     m = re.search(r'<p class="error" role="alert" id="error"><strong>Not recorded:</strong> (.*?)</p>', page)
     assert m, page[:3000]

@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from agent.http import MAX_BODY, MAX_STREAMS, HttpServer, WebApp, frame_request
+from agent.http import MAX_BODY, MAX_STREAMS, MAX_UPLOAD_SECONDS, MIN_UPLOAD_RATE, HttpServer, WebApp, frame_request
 from agent.plugin import HttpRequest, HttpResponse, Route
+from tests.helpers.common import wait_until
 from tests.helpers.tls import make_pki
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,7 @@ class Handlers:
     def __init__(self) -> None:
         self.hold = threading.Event()
         self.errors: list[str] = []
+        self.messages: list[str] = []
 
     def digest(self, req: HttpRequest) -> HttpResponse:
         """The sha256 and size of the body, read in small pieces."""
@@ -47,6 +49,7 @@ class Handlers:
                 n += len(chunk)
         except OSError as e:
             self.errors.append(type(e).__name__)
+            self.messages.append(str(e))
             return HttpResponse(400, f"{type(e).__name__}\n".encode())
         return HttpResponse(200, f"{n} {h.hexdigest()}".encode())
 
@@ -63,7 +66,9 @@ def handlers() -> Handlers:
     return Handlers()
 
 
-def _server(handlers: Handlers, ctx: ssl.SSLContext | None = None) -> HttpServer:
+def _server(
+    handlers: Handlers, ctx: ssl.SSLContext | None = None, max_upload_seconds: float = MAX_UPLOAD_SECONDS
+) -> HttpServer:
     app = WebApp(CollectorRegistry(), lambda: {"targets": [], "site": "hq"}, lambda: True)
     app.set_routes(
         [
@@ -74,7 +79,7 @@ def _server(handlers: Handlers, ctx: ssl.SSLContext | None = None) -> HttpServer
             Route("POST", "/small", lambda r: HttpResponse(200, str(len(r.body)).encode())),
         ]
     )
-    return HttpServer(app, "127.0.0.1", 0, ctx, request_timeout=1.5)
+    return HttpServer(app, "127.0.0.1", 0, ctx, request_timeout=1.5, max_upload_seconds=max_upload_seconds)
 
 
 @pytest.fixture
@@ -101,6 +106,65 @@ def _response(f: BinaryIO) -> tuple[int, bytes]:
         if k.lower() == "content-length":
             length = int(v)
     return status, f.read(length)
+
+
+class PacedSender(threading.Thread):
+    """An upload at a steady rate, as a slow link sends it: ``head`` at once, then ``body`` in
+    pieces of ``chunk`` bytes, the k-th at ``k * every`` seconds (``chunk / every`` bytes/s), over
+    a connection of its own from ``connect``; the server's answer is read meanwhile (:meth:`stop`
+    hangs up). After :meth:`join`: ``answer`` (status and body; status 0 and the error if the connection broke
+    first), ``took`` (seconds from connecting to the answer) and ``sent`` (bytes of body sent)."""
+
+    def __init__(
+        self, connect: Callable[[], socket.socket], head: bytes, body: bytes, chunk: int, every: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self.connect, self.head, self.body, self.chunk, self.every = connect, head, body, chunk, every
+        self.answer: tuple[int, bytes] = (0, b"no answer")
+        self.took = 0.0
+        self.sent = 0
+        self._done = threading.Event()
+        self._sock: socket.socket | None = None
+
+    def stop(self) -> None:
+        """Stop sending and hang up (the answer is then status 0)."""
+        self._done.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        with self.connect() as s:
+            self._sock = s
+            if self._done.is_set():
+                return
+
+            def pace() -> None:
+                try:
+                    s.sendall(self.head)
+                    for k, pos in enumerate(range(0, len(self.body), self.chunk)):
+                        if self._done.wait(max(0.0, t0 + k * self.every - time.monotonic())):
+                            return
+                        s.sendall(self.body[pos : pos + self.chunk])
+                        self.sent = pos + len(self.body[pos : pos + self.chunk])
+                except OSError:
+                    return
+
+            sender = threading.Thread(target=pace, daemon=True)
+            sender.start()
+            try:
+                self.answer = _response(s.makefile("rb"))
+            except (OSError, ValueError, IndexError) as e:
+                self.answer = (0, repr(e).encode())
+            finally:
+                self.took = time.monotonic() - t0
+                self._done.set()
+                sender.join(timeout=10)
+
+
+def _plain(port: int) -> Callable[[], socket.socket]:
+    return lambda: socket.create_connection(("127.0.0.1", port), timeout=30)
 
 
 def test_frame_request_hands_over_a_streamed_head() -> None:
@@ -197,6 +261,131 @@ def test_at_most_max_streams_at_once_and_scrapes_go_on(server: HttpServer, handl
     finally:
         for s in held:
             s.close()
+
+
+def _digest(body: bytes) -> tuple[int, bytes]:
+    return 200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+
+
+CUT = (
+    f"the request body arrived slower than {MIN_UPLOAD_RATE * 8 / 1e6:g} Mbit/s while another upload "
+    "was waiting for its slot"
+)
+
+
+def test_alone_a_sender_slower_than_the_floor_keeps_its_slot_to_the_end(server: HttpServer, handlers: Handlers) -> None:
+    """40 kB/s (0.32 Mbit/s, an ADSL upstream): behind the 1 Mbit/s floor from 2.2 s on (the
+    server's read timeout is 1.5 s here), and taken whole, since nobody else wants a slot."""
+    body = os.urandom(200_000)
+    up = PacedSender(_plain(server.port), _head("/digest", len(body)), body, 4000, 0.1)
+    up.start()
+    up.join(timeout=60)
+    assert up.answer == _digest(body)
+    assert up.took > server.request_timeout + len(body) / MIN_UPLOAD_RATE  # it did fall behind the floor
+    assert handlers.errors == []
+    print(f"alone, 40 kB/s: {len(body)} bytes taken in {up.took:.1f} s")
+
+
+def _tls(port: int, ca: Path) -> Callable[[], socket.socket]:
+    client = ssl.create_default_context(cafile=str(ca))
+    client.check_hostname = False
+    return lambda: client.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30))
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_newcomer_cuts_a_holder_behind_the_floor_and_takes_its_slot(
+    handlers: Handlers, tmp_path: Path, tls: bool
+) -> None:
+    """Both slots held by crawlers (10 kB/s, 5 MB bodies: they would hold them for 8 minutes):
+    each upload that then comes cuts one -- the one furthest behind -- which gets the reason, and
+    takes its slot; the other crawler goes on meanwhile."""
+    ctx = None
+    if tls:
+        pki = make_pki(tmp_path)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    srv = _server(handlers, ctx)
+    srv.start()
+    connect = _tls(srv.port, pki.ca) if tls else _plain(srv.port)
+    crawl = b"c" * 5_000_000
+    crawlers = []
+    held: list[socket.socket] = []
+    try:
+        for _ in range(MAX_STREAMS):
+            crawlers.append(PacedSender(connect, _head("/digest", len(crawl)), crawl, 1000, 0.1))
+            crawlers[-1].start()
+            time.sleep(0.5)  # the first one is furthest behind
+        time.sleep(srv.request_timeout + 1)  # both behind the floor now
+        body = os.urandom(300_000)
+        for n in range(1, MAX_STREAMS + 1):
+            if n > 1:  # the slots full again: the freed one taken by a handler that holds it (not behind)
+                waiting = connect()
+                waiting.sendall(_head("/wait", 2 * MAX_BODY))
+                held.append(waiting)
+                time.sleep(0.3)
+            t0 = time.monotonic()
+            with connect() as s:
+                s.sendall(_head("/digest", len(body)) + body)
+                assert _response(s.makefile("rb")) == _digest(body)
+            print(f"newcomer {n} ({'TLS' if tls else 'plain'}): answered in {time.monotonic() - t0:.3f} s")
+            crawlers[n - 1].join(timeout=10)  # the one furthest behind first, one each
+            assert [c.is_alive() for c in crawlers] == [False] * n + [True] * (MAX_STREAMS - n)
+            assert handlers.messages == [CUT] * n
+        for c in crawlers:
+            c.join(timeout=10)
+            # The reason, as the handler answered it, unless the client was reset first (it was sending).
+            assert c.answer[0] in (400, 0), c.answer
+            print(f"crawler cut after {c.took:.1f} s, {c.sent} bytes sent: {c.answer}")
+            assert c.sent < len(crawl)
+        assert any(c.answer == (400, b"TimeoutError\n") for c in crawlers), [c.answer for c in crawlers]
+    finally:
+        handlers.hold.set()
+        for w in held:
+            w.close()
+        srv.stop()
+
+
+def test_a_holder_that_keeps_up_is_never_cut(server: HttpServer, handlers: Handlers) -> None:
+    """A slot held by an upload at 5 Mbit/s stays with it: a newcomer cuts the crawler in the
+    other slot, and the next newcomer -- both holders keeping up -- gets the 503 as before."""
+    fast_body = os.urandom(3_200_000)  # 5 s at 640 kB/s
+    fast = PacedSender(_plain(server.port), _head("/digest", len(fast_body)), fast_body, 64_000, 0.1)
+    crawl = b"c" * 1_000_000
+    crawler = PacedSender(_plain(server.port), _head("/digest", len(crawl)), crawl, 1000, 0.1)
+    fast.start()
+    crawler.start()
+    time.sleep(server.request_timeout + 1)  # the crawler behind the floor, the fast one well ahead
+    second_body = os.urandom(1_280_000)  # 2 s at 640 kB/s
+    second = PacedSender(_plain(server.port), _head("/digest", len(second_body)), second_body, 64_000, 0.1)
+    second.start()
+    crawler.join(timeout=10)
+    assert not crawler.is_alive() and crawler.answer[0] in (400, 0), crawler.answer
+    wait_until(lambda: second.sent > 64_000, 10, what="the newcomer sending")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(_head("/digest", 2 * MAX_BODY) + b"abc")
+        status, body = _response(s.makefile("rb"))
+        assert status == 503 and b"another upload" in body
+    for up, sent in ((fast, fast_body), (second, second_body)):
+        up.join(timeout=30)
+        assert up.answer == _digest(sent)
+    assert handlers.messages == [CUT]
+
+
+def test_no_body_is_read_past_max_upload_seconds(handlers: Handlers) -> None:
+    """Even alone: a steady 40 kB/s sender of a body that would take 10 s, on a server that
+    reads any one body for 3 s at most, is refused then, saying so."""
+    srv = _server(handlers, max_upload_seconds=3.0)
+    srv.start()
+    try:
+        body = b"s" * 400_000
+        up = PacedSender(_plain(srv.port), _head("/digest", len(body)), body, 4000, 0.1)
+        up.start()
+        up.join(timeout=30)
+        assert up.answer[0] in (400, 0), up.answer
+        assert 2.5 < up.took < 8, up.took
+        assert handlers.messages == ["the request body did not arrive within 3 s"]
+    finally:
+        srv.stop()
 
 
 def test_over_tls(handlers: Handlers, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fileio import atomic_write, kept_secret
+from agent.fileio import atomic_write, kept_secret, link_unnamed, spool_unnamed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +92,33 @@ def test_kept_secret_replaces_a_key_it_cannot_trust(tmp_path: Path) -> None:
 def test_kept_secret_in_a_directory_it_cannot_write_lives_in_memory(tmp_path: Path) -> None:
     key, where = kept_secret(tmp_path / "missing-dir" / "board.key")
     assert where == "memory" and len(key) == 32
+
+
+def test_an_unnamed_file_has_no_name_until_linked_and_never_replaces_one(tmp_path: Path) -> None:
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = spool_unnamed(d, lambda f: f.write(b"evidence"))
+        assert fd is not None, "tmpfs and ext4 have unnamed files"
+        try:
+            assert os.listdir(tmp_path) == []  # written, flushed, and nowhere to be opened or swapped
+            (tmp_path / "taken").write_text("original")
+            (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+            for name in ("taken", "link"):
+                with pytest.raises(FileExistsError):
+                    link_unnamed(fd, tmp_path / name, d)
+            assert (tmp_path / "taken").read_text() == "original"
+            assert not (tmp_path / "elsewhere").exists()
+            link_unnamed(fd, tmp_path / "artefact.bin", d)
+        finally:
+            os.close(fd)
+        assert (tmp_path / "artefact.bin").read_bytes() == b"evidence"
+        assert stat.S_IMODE((tmp_path / "artefact.bin").stat().st_mode) == 0o600
+        # A failed fill, or a file never linked, leaves nothing.
+        with pytest.raises(ValueError):
+            spool_unnamed(d, lambda f: (f.write(b"half"), int("x")))
+        fd = spool_unnamed(d, lambda f: f.write(b"abandoned"))
+        assert fd is not None
+        os.close(fd)
+        assert sorted(os.listdir(tmp_path)) == ["artefact.bin", "link", "taken"]
+    finally:
+        os.close(d)
