@@ -20,7 +20,7 @@ from agent import escape
 from agent.catalogue import running_catalogue
 from agent.exercises.config import CSRF_KEY_FILE, PREFIX, ExercisesConfig, directories
 from agent.exercises.journal import ExerciseInputError, Journal, list_exercises
-from agent.exercises.record import load_estate
+from agent.exercises.model import load_estate
 from agent.exercises.status import STEP_STATES, ExerciseStatus, status
 from agent.fileio import kept_secret
 from agent.plugin import HttpRequest, HttpResponse, Route
