@@ -24,10 +24,11 @@ HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # --web.config.file), APScheduler's cron trigger (only for a cron schedule: reports, throughput
 # tests), the exercise board's pages (on the first request to /exercise/) and its write path
 # (recording and uploads, with unicodedata: with the pages or an `exercise` command), the report
-# machinery (only when a report is made, or the exercise board draws a chart) and the collectors
-# of kinds it has no target of.
+# machinery (only when a report is made, or the exercise board draws a chart), the collectors of
+# kinds it has no target of, and ctypes' Python classes (glibc's mallopt is called through _ctypes).
 DEMO_UNUSED = (
     "bcrypt",
+    "ctypes",
     "agent.exercises.record",
     "agent.multipart",
     "unicodedata",
