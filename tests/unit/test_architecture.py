@@ -26,6 +26,8 @@ HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # (recording and uploads, with unicodedata: with the pages or an `exercise` command), the report
 # machinery (only when a report is made, or the exercise board draws a chart), the collectors of
 # kinds it has no target of, and ctypes' Python classes (glibc's mallopt is called through _ctypes).
+# An exercise's status (replay, critical path): from the first exercise the board finds.
+EXERCISE_STATUS = ("agent.exercises.status", "agent.exercises.model", "agent.jsonfields")
 DEMO_UNUSED = (
     "bcrypt",
     "ctypes",
@@ -42,6 +44,7 @@ DEMO_UNUSED = (
     "collectors.ssh",
     "collectors.backup",
     "agent.reports.svg",
+    *EXERCISE_STATUS,
 )
 
 
@@ -210,14 +213,16 @@ def test_importing_the_agent_loads_no_heavy_library() -> None:
     assert not any(loaded.values()), loaded
 
 
-def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
-    # The demo has no SSH, SNMP or backup target and no reports: none of their libraries load,
-    # even with the agent started (HTTP, scheduler, subcommands registered) and every target run.
-    # An exercise is under way (recorded by this process): the board's status job reads it without
-    # the board's write path.
-    evidence = evidence_copy(tmp_path)
-    running_exercise(evidence)
-    code = (
+def _demo_agent(tmp_path: Path, evidence: Path | None = None, active: tuple[str, ...] = ()) -> str:
+    """Code that starts the demo agent (HTTP, scheduler, subcommands registered), runs every
+    target and the exercise board's status job once, and scrapes /metrics; with ``evidence``, the
+    board reads its exercises there, and finds the ``active`` ones (in its metrics too)."""
+    exercises = (
+        f",\n  'exercises': ExercisesConfig(runbooks_dir={str(RUNBOOKS)!r}, evidence_dir={str(evidence)!r})"
+        if evidence
+        else ""
+    )
+    return (
         "import asyncio\n"
         "import agent.cli\n"
         "agent.cli.build_parser()\n"
@@ -226,8 +231,7 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "from agent.service import Agent\n"
         "loaded = load_config('deploy/examples/demo.yml')\n"
         "cfg = loaded.config.model_copy(update={'agent': loaded.config.agent.model_copy("
-        f"update={{'state_dir': __import__('pathlib').Path({str(tmp_path)!r})}}),\n"
-        f"  'exercises': ExercisesConfig(runbooks_dir={str(RUNBOOKS)!r}, evidence_dir={str(evidence)!r})}})\n"
+        f"update={{'state_dir': __import__('pathlib').Path({str(tmp_path)!r})}}){exercises}}})\n"
         "loaded = type(loaded)(path=loaded.path, config=cfg, sha256=loaded.sha256)\n"
         "async def main():\n"
         "    a = Agent(loaded, listen='127.0.0.1:0')\n"
@@ -237,9 +241,10 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
-        # The board's status job (every 30 s at idle) reads the runbooks and journals.
+        # The board's status job (every 30 s at idle) lists the journals and reads each.
         "    await asyncio.to_thread(a.exercise_board.refresh)\n"
-        "    assert (a.exercise_board.errors, list(a.exercise_board.snapshots)) == ({}, ['live-1'])\n"
+        "    assert a.exercise_board.errors == {}\n"
+        "    exercises = sorted(a.exercise_board.snapshots)\n"
         # A scrape, by a client that loads nothing the agent does not (urllib's getaddrinfo of a
         # str host would load the IDNA codec and unicodedata).
         "    r, w = await asyncio.wait_for(asyncio.open_connection('127.0.0.1', a.http.port), 10)\n"
@@ -247,12 +252,27 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "    body = await asyncio.wait_for(r.read(), 10)\n"
         "    w.close()\n"
         "    assert body.startswith(b'HTTP/1.1 200') and b'continuity_probe_success' in body, body[:200]\n"
-        "    assert b'continuity_exercise_active{exercise=\"live-1\"} 1.0' in body\n"
+        "    shown = [n for n in exercises if f'continuity_exercise_active{{exercise=\"{n}\"}} 1.0'.encode() in body]\n"
+        f"    assert exercises == shown == {sorted(active)!r}, (exercises, shown)\n"
         "    await a.stop()\n"
         "asyncio.run(main())\n"
     )
-    loaded = _loaded_after(code, HEAVY + DEMO_UNUSED)
+
+
+def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
+    # The demo has no SSH, SNMP or backup target, no reports and no exercise: none of their
+    # libraries and modules load, even with the agent started and every target run.
+    loaded = _loaded_after(_demo_agent(tmp_path), HEAVY + DEMO_UNUSED)
     assert not any(loaded.values()), loaded
+
+
+def test_an_exercise_under_way_loads_its_status_but_not_the_write_path(tmp_path: Path) -> None:
+    # An exercise recorded (by this process) in the board's evidence directory: the status job
+    # reads it with the status code, still without the board's pages and write path.
+    evidence = evidence_copy(tmp_path / "ev")
+    running_exercise(evidence)
+    loaded = _loaded_after(_demo_agent(tmp_path, evidence, ("live-1",)), HEAVY + DEMO_UNUSED)
+    assert {m for m, v in loaded.items() if v} == set(EXERCISE_STATUS), loaded
 
 
 def test_the_run_command_loads_no_other_subcommand() -> None:
