@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib
@@ -13,11 +12,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent import logs as agent_logs
 from agent.escape import label_value, terminal
+
+if TYPE_CHECKING:
+    import argparse  # loaded by build_parser: a plain `run` command line is parsed without it
 
 log = logging.getLogger("continuity-agent")
 
@@ -106,7 +109,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace | SimpleNamespace) -> int:
     from agent.service import Agent
 
     loaded = _load(args.config)
@@ -235,6 +238,8 @@ def cmd_collect_once(args: argparse.Namespace) -> int:
 def build_parser(*, every_command: bool = True) -> argparse.ArgumentParser:
     """The command line parser; without ``every_command`` only with the commands of this module
     (:data:`OWN_COMMANDS`), which parse exactly as with every command."""
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="continuity-agent",
         description="Measures availability, link speed, backups and DR recovery evidence as Prometheus metrics.",
@@ -285,6 +290,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """``--log-format`` and ``--log-level``; on a subcommand they default to "not given" so that the
     value given before the subcommand (or the top-level default) stands."""
+    import argparse
+
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -303,6 +310,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
     """Global options are accepted after any subcommand too (``collect-once --log-level DEBUG ...``)."""
+    import argparse
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             seen: set[int] = set()
@@ -328,13 +337,61 @@ def _own_command(argv: Sequence[str]) -> bool:
     return False
 
 
+# The options of a plain `run` command line (see _run_args): the dest of each, and its choices.
+_RUN_OPTIONS = {"--config": "config", "--web.listen-address": "listen_address", "--web.config.file": "web_config_file"}
+_GLOBAL_CHOICES = {"--log-format": ("log_format", ("text", "json")), "--log-level": ("log_level", LOG_LEVELS)}
+
+
+def _run_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The arguments of a plain ``run`` command line, parsed without argparse, which the agent then
+    never loads (0.4 MiB for as long as it runs); None for anything else, which build_parser's
+    parser handles as ever (help, abbreviations, other commands, every error). Plain: the global
+    options before ``run``, then ``run``'s own options and the global options again, each written in
+    full as ``--option VALUE`` (a value not starting with ``-``) or ``--option=VALUE``, and
+    ``--config`` given. The result equals the full parser's (tests/unit/test_cli_parser.py)."""
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    seen = before
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "run" and seen is before:
+            seen = after
+            i += 1
+            continue
+        name, eq, value = arg.partition("=")
+        if not eq:
+            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+                return None
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if name in _GLOBAL_CHOICES:
+            dest, choices = _GLOBAL_CHOICES[name]
+            value = value.lower()
+            if value not in choices:
+                return None
+            seen[dest] = value
+        elif name in _RUN_OPTIONS and seen is after:
+            seen[_RUN_OPTIONS[name]] = value
+        else:
+            return None
+    if seen is before or "config" not in after:
+        return None
+    defaults = {"log_format": "text", "log_level": "info", "listen_address": None, "web_config_file": None}
+    return SimpleNamespace(**{**defaults, **before, **after, "command": "run", "func": cmd_run})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # `run` may go on for months: the code of the other subcommands need not be loaded meanwhile.
-    parser = build_parser(every_command=not _own_command(argv))
-    args = parser.parse_args(argv)
+    args: Any = _run_args(argv)
+    parser = None
+    if args is None:
+        # `run` may go on for months: the code of the other subcommands need not be loaded meanwhile.
+        parser = build_parser(every_command=not _own_command(argv))
+        args = parser.parse_args(argv)
     agent_logs.setup(args.log_level, args.log_format)
-    if not getattr(args, "func", None):
+    if parser is not None and not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     del parser  # the agent may run for months: the parser of every subcommand need not stay

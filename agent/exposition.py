@@ -11,7 +11,6 @@ both give the same bytes for the same state. gzip bodies reuse each large block'
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import struct
@@ -478,7 +477,25 @@ LARGE_BLOCK = 256 * 1024
 MALLOC_ARENAS = 2
 
 
-def return_large_blocks() -> None:
+def _mallopt() -> Callable[[int, int], int]:
+    """glibc's ``int mallopt(int param, int value)``, called through ``_ctypes``, the C half of
+    :mod:`ctypes`: its Python half (0.2 MiB of classes the agent never uses otherwise) need not load
+    for two calls at start. Raises OSError off glibc."""
+    import _ctypes
+
+    class CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+        _type_ = "i"
+
+    class Mallopt(_ctypes.CFuncPtr):  # ctypes.CFUNCTYPE(c_int, c_int, c_int)
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+        _restype_ = CInt
+        _argtypes_ = (CInt, CInt)
+
+    libc = _ctypes.dlopen("libc.so.6", _ctypes.RTLD_LOCAL)
+    return Mallopt(_ctypes.dlsym(libc, "mallopt"))  # type: ignore[no-any-return]
+
+
+def return_large_blocks() -> bool:
     """Have glibc serve blocks of ``LARGE_BLOCK`` bytes and more with mmap, always. By default it
     raises that threshold (up to 32 MiB) after freeing such a block, and then a multi-megabyte
     /metrics body comes from the heap arena of the HTTP worker thread that built it, which keeps the
@@ -489,13 +506,13 @@ def return_large_blocks() -> None:
     an arena of its own, up to 8 per core, and each keeps pages it touched; the agent's threads (16
     HTTP workers, the worker pool, the state writer) mostly wait, and hold the GIL when they do
     allocate, so sharing costs nothing measurable and saves about 1 MiB idle
-    (docs/PERFORMANCE.md). Called before the agent starts any thread. Nothing off glibc."""
+    (docs/PERFORMANCE.md). Called before the agent starts any thread. Nothing off glibc. True when
+    glibc took both settings."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)
-        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        mallopt = _mallopt()
+        return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK)) & bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS))
     except (OSError, AttributeError):
-        pass
+        return False
 
 
 def make_registry(

@@ -109,7 +109,7 @@ def cmd_void(a: argparse.Namespace) -> int:
 
 def cmd_status(a: argparse.Namespace) -> int:
     from agent.exercises.journal import Journal, check_name
-    from agent.exercises.record import load_estate
+    from agent.exercises.model import load_estate
     from agent.exercises.status import render_text, status
 
     check_name(a.name)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from agent.evidence import Estate, Runbook
+from agent.evidence import Estate, EvidenceInputError, Runbook, load_runbooks
 from agent.exercises.journal import ExerciseInputError, parse_time
 
 TYPES = ("full_recovery", "partial_recovery", "tabletop")
@@ -29,6 +30,35 @@ AMENDABLE: dict[str, tuple[str, ...]] = {
     "artefact": (),
     "sign_off": ("at", "by", "role"),
 }
+
+
+_ESTATES: dict[tuple[Any, ...], Estate] = {}
+
+
+def _fingerprint(d: Path) -> tuple[Any, ...]:
+    try:
+        files = sorted(d.iterdir())
+        return (str(d.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_ino) for p in files))
+    except OSError:
+        return (str(d),)
+
+
+def load_estate(runbooks_dir: str | Path) -> Estate:
+    """The runbooks, loaded once per process while their files are unchanged (the board and a
+    burst of CLI calls in one process read them again only after an edit)."""
+    d = Path(runbooks_dir)
+    key = _fingerprint(d)
+    got = _ESTATES.get(key)
+    if got is not None:
+        return got
+    try:
+        estate = load_runbooks(d)
+    except EvidenceInputError as e:
+        raise ExerciseInputError(str(e.issues[0]) if e.issues else str(e)) from None
+    if len(_ESTATES) > 16:
+        _ESTATES.clear()
+    _ESTATES[key] = estate
+    return estate
 
 
 @dataclass

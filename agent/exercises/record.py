@@ -15,9 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.evidence import Estate, EvidenceInputError, load_runbooks
 from agent.exercises.journal import ExerciseInputError, Journal, check_name, given_time, iso
-from agent.exercises.model import STEP_STATES, TYPES, checker
+from agent.exercises.model import STEP_STATES, TYPES, checker, load_estate
 from agent.fileio import link_unnamed, publish, spool, spool_unnamed
 from agent.multipart import Readable
 
@@ -28,35 +27,6 @@ COPY_CHUNK = 1024 * 1024
 
 class ArtefactTooLarge(ExerciseInputError):
     """An upload over the board's limit (413)."""
-
-
-_ESTATES: dict[tuple[Any, ...], Estate] = {}
-
-
-def _fingerprint(d: Path) -> tuple[Any, ...]:
-    try:
-        files = sorted(d.iterdir())
-        return (str(d.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_ino) for p in files))
-    except OSError:
-        return (str(d),)
-
-
-def load_estate(runbooks_dir: str | Path) -> Estate:
-    """The runbooks, loaded once per process while their files are unchanged (the board and a
-    burst of CLI calls in one process read them again only after an edit)."""
-    d = Path(runbooks_dir)
-    key = _fingerprint(d)
-    got = _ESTATES.get(key)
-    if got is not None:
-        return got
-    try:
-        estate = load_runbooks(d)
-    except EvidenceInputError as e:
-        raise ExerciseInputError(str(e.issues[0]) if e.issues else str(e)) from None
-    if len(_ESTATES) > 16:
-        _ESTATES.clear()
-    _ESTATES[key] = estate
-    return estate
 
 
 def text(value: str | None, what: str, *, required: bool = True, limit: int = 2000) -> str:

@@ -20,12 +20,11 @@ from agent import escape
 from agent.catalogue import running_catalogue
 from agent.exercises.config import CSRF_KEY_FILE, PREFIX, ExercisesConfig, directories
 from agent.exercises.journal import ExerciseInputError, Journal, list_exercises
-from agent.exercises.record import load_estate
-from agent.exercises.status import STEP_STATES, ExerciseStatus, status
 from agent.fileio import kept_secret
 from agent.plugin import HttpRequest, HttpResponse, Route
 
 if TYPE_CHECKING:
+    from agent.exercises.status import ExerciseStatus
     from agent.exercises.web import Board
 
 log = logging.getLogger(__name__)
@@ -84,6 +83,10 @@ class ExerciseBoard:
     def compute(self, name: str, at: datetime | None = None) -> ExerciseStatus:
         """One exercise's status now, or as at ``at`` (raises ExerciseInputError for a journal that
         does not verify)."""
+        # The status code (replay, critical path, JSON fields) loads with the first exercise.
+        from agent.exercises.model import load_estate
+        from agent.exercises.status import status
+
         rb, ev = self.dirs()
         if rb is None or ev is None:
             raise ExerciseInputError("no runbooks or evidence directory configured (exercises:)")
@@ -145,6 +148,10 @@ class ExerciseMetrics(PromCollector):
                 spec = cat[name]
                 ms[name] = Metric(name, spec.help, spec.type, spec.unit)
             ms[name].add_sample(name, labels, value)
+
+        if not snaps:
+            return []
+        from agent.exercises.status import STEP_STATES  # loaded with the snapshots' status
 
         for name, st in sorted(snaps.items()):
             ex = {"exercise": name}

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from agent.cli import SUBCOMMAND_MODULES
+from tests.helpers.exercise_script import RUNBOOKS, evidence_copy, running_exercise
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "collectors")
@@ -21,11 +22,18 @@ HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # What the demo agent (deploy/examples/demo.yml: no web config, no reports, no SNMP, SSH or backup
 # target) does not use, so must not load: the web config (TLS, basic auth, bcrypt; only with
 # --web.config.file), APScheduler's cron trigger (only for a cron schedule: reports, throughput
-# tests), the exercise board's pages (on the first request to /exercise/), the report machinery
-# (only when a report is made, or the exercise board draws a chart) and the collectors of kinds it
-# has no target of.
+# tests), the exercise board's pages (on the first request to /exercise/) and its write path
+# (recording and uploads, with unicodedata: with the pages or an `exercise` command), the report
+# machinery (only when a report is made, or the exercise board draws a chart), the collectors of
+# kinds it has no target of, and ctypes' Python classes (glibc's mallopt is called through _ctypes).
+# An exercise's status (replay, critical path): from the first exercise the board finds.
+EXERCISE_STATUS = ("agent.exercises.status", "agent.exercises.model", "agent.jsonfields")
 DEMO_UNUSED = (
     "bcrypt",
+    "ctypes",
+    "agent.exercises.record",
+    "agent.multipart",
+    "unicodedata",
     "agent.webconfig",
     "agent.openssl",
     "apscheduler.triggers.cron",
@@ -36,6 +44,7 @@ DEMO_UNUSED = (
     "collectors.ssh",
     "collectors.backup",
     "agent.reports.svg",
+    *EXERCISE_STATUS,
 )
 
 
@@ -194,9 +203,8 @@ def test_cycle_detection_catches_a_cycle(tmp_path: Path) -> None:
 
 def _loaded_after(code: str, modules: tuple[str, ...] = HEAVY) -> dict[str, bool]:
     probe = f"import sys\n{code}\nimport json\nprint(json.dumps({{m: m in sys.modules for m in {list(modules)!r}}}))"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -205,18 +213,25 @@ def test_importing_the_agent_loads_no_heavy_library() -> None:
     assert not any(loaded.values()), loaded
 
 
-def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
-    # The demo has no SSH, SNMP or backup target and no reports: none of their libraries load,
-    # even with the agent started (HTTP, scheduler, subcommands registered) and every target run.
-    code = (
+def _demo_agent(tmp_path: Path, evidence: Path | None = None, active: tuple[str, ...] = ()) -> str:
+    """Code that starts the demo agent (HTTP, scheduler, subcommands registered), runs every
+    target and the exercise board's status job once, and scrapes /metrics; with ``evidence``, the
+    board reads its exercises there, and finds the ``active`` ones (in its metrics too)."""
+    exercises = (
+        f",\n  'exercises': ExercisesConfig(runbooks_dir={str(RUNBOOKS)!r}, evidence_dir={str(evidence)!r})"
+        if evidence
+        else ""
+    )
+    return (
         "import asyncio\n"
         "import agent.cli\n"
         "agent.cli.build_parser()\n"
         "from agent.config import load_config\n"
+        "from agent.exercises.config import ExercisesConfig\n"
         "from agent.service import Agent\n"
         "loaded = load_config('deploy/examples/demo.yml')\n"
         "cfg = loaded.config.model_copy(update={'agent': loaded.config.agent.model_copy("
-        f"update={{'state_dir': __import__('pathlib').Path({str(tmp_path)!r})}})}})\n"
+        f"update={{'state_dir': __import__('pathlib').Path({str(tmp_path)!r})}}){exercises}}})\n"
         "loaded = type(loaded)(path=loaded.path, config=cfg, sha256=loaded.sha256)\n"
         "async def main():\n"
         "    a = Agent(loaded, listen='127.0.0.1:0')\n"
@@ -226,15 +241,38 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
         "    for t in cfg.targets:\n"
         "        await a.run_now(t.name)\n"
         "    assert {k[0] for k in a.store.snapshot().latest} == {t.name for t in cfg.targets}\n"
-        "    import urllib.request\n"
-        "    url = f'http://127.0.0.1:{a.http.port}/metrics'\n"
-        "    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())\n"
-        "    assert b'continuity_probe_success' in body\n"
+        # The board's status job (every 30 s at idle) lists the journals and reads each.
+        "    await asyncio.to_thread(a.exercise_board.refresh)\n"
+        "    assert a.exercise_board.errors == {}\n"
+        "    exercises = sorted(a.exercise_board.snapshots)\n"
+        # A scrape, by a client that loads nothing the agent does not (urllib's getaddrinfo of a
+        # str host would load the IDNA codec and unicodedata).
+        "    r, w = await asyncio.wait_for(asyncio.open_connection('127.0.0.1', a.http.port), 10)\n"
+        "    w.write(b'GET /metrics HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\n"
+        "    body = await asyncio.wait_for(r.read(), 10)\n"
+        "    w.close()\n"
+        "    assert body.startswith(b'HTTP/1.1 200') and b'continuity_probe_success' in body, body[:200]\n"
+        "    shown = [n for n in exercises if f'continuity_exercise_active{{exercise=\"{n}\"}} 1.0'.encode() in body]\n"
+        f"    assert exercises == shown == {sorted(active)!r}, (exercises, shown)\n"
         "    await a.stop()\n"
         "asyncio.run(main())\n"
     )
-    loaded = _loaded_after(code, HEAVY + DEMO_UNUSED)
+
+
+def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
+    # The demo has no SSH, SNMP or backup target, no reports and no exercise: none of their
+    # libraries and modules load, even with the agent started and every target run.
+    loaded = _loaded_after(_demo_agent(tmp_path), HEAVY + DEMO_UNUSED)
     assert not any(loaded.values()), loaded
+
+
+def test_an_exercise_under_way_loads_its_status_but_not_the_write_path(tmp_path: Path) -> None:
+    # An exercise recorded (by this process) in the board's evidence directory: the status job
+    # reads it with the status code, still without the board's pages and write path.
+    evidence = evidence_copy(tmp_path / "ev")
+    running_exercise(evidence)
+    loaded = _loaded_after(_demo_agent(tmp_path, evidence, ("live-1",)), HEAVY + DEMO_UNUSED)
+    assert {m for m, v in loaded.items() if v} == set(EXERCISE_STATUS), loaded
 
 
 def test_the_run_command_loads_no_other_subcommand() -> None:
@@ -243,10 +281,12 @@ def test_the_run_command_loads_no_other_subcommand() -> None:
     def command(argv: list[str]) -> str:
         return f"import agent.cli\ntry:\n    agent.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
 
-    run = _loaded_after(command(["run", "--config", "/nonexistent/agent.yml"]), SUBCOMMAND_MODULES)
+    # A plain `run` line is parsed without argparse (agent.cli._run_args).
+    parsing = ("argparse", "gettext")
+    run = _loaded_after(command(["run", "--config", "/nonexistent/agent.yml"]), SUBCOMMAND_MODULES + parsing)
     assert not any(run.values()), run
-    other = _loaded_after(command(["evidence", "verify", "--runbooks", "/nonexistent"]), SUBCOMMAND_MODULES)
-    assert other["agent.evidence.cli"]
+    other = _loaded_after(command(["evidence", "verify", "--runbooks", "/nonexistent"]), SUBCOMMAND_MODULES + parsing)
+    assert other["agent.evidence.cli"] and other["argparse"]
 
 
 def test_an_ssh_target_loads_paramiko_when_it_is_used() -> None:

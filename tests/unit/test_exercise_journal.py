@@ -15,8 +15,7 @@ import pytest
 
 from agent import cli
 from agent.exercises.journal import ExerciseInputError, Journal, JournalCorrupt, parse_journal
-from agent.exercises.model import replay
-from agent.exercises.record import load_estate
+from agent.exercises.model import load_estate, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "runbooks"
