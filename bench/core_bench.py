@@ -126,6 +126,32 @@ def _measure_floor(variant: str, seconds: float = 30.0) -> dict[str, float]:
         proc.wait(10)
 
 
+def _packaged_agent(tmp: Path) -> tuple[Path | None, str]:
+    """The agent as the Debian package installs it: the package's own environment (Debian's
+    python3, only the runtime closure from requirements.lock, the project installed as a wheel, no
+    pip), made by deploy/tools/build_deb.py in a temporary prefix and byte-compiled as the postinst
+    does. Returns the console script, or None and why it could not be made."""
+    import importlib.util
+    import tomllib
+
+    python = shutil.which("python3", path="/usr/bin")
+    if python is None:
+        return None, "no /usr/bin/python3"
+    spec = importlib.util.spec_from_file_location("build_deb", ROOT / "deploy" / "tools" / "build_deb.py")
+    assert spec is not None and spec.loader is not None
+    build_deb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_deb)
+    roots = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    try:
+        requirements = build_deb.runtime_requirements(ROOT / "requirements.lock", roots)
+        venv = build_deb.make_venv(Path("/"), python, requirements, prefix=str(tmp / "pkg"))
+        compile_cmd = [str(venv / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(venv / "lib")]
+        subprocess.run(compile_cmd, check=True, stdout=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, SystemExit) as e:
+        return None, f"package environment not made: {e}"
+    return venv / "bin" / "continuity-agent", ""
+
+
 def _measure_startup(cmd: list[str], url: str, runs: int = 5) -> dict[str, float]:
     """Seconds from process start to the first 200 from ``url`` (``/-/ready``), and the CPU seconds
     the process used until then (steadier than wall time on a shared machine); medians of ``runs``."""
@@ -187,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         agent_cmd = [str(AGENT), "run", "--config", str(demo_cfg)]
         try:
             results["agent_idle"] = _measure_idle(agent_cmd, url, args.seconds)
+            packaged, why = _packaged_agent(tmp)
+            if packaged is not None:
+                results["agent_packaged_idle"] = _measure_idle([str(packaged), *agent_cmd[1:]], url, args.seconds)
+            else:
+                print(f"core_bench: the agent as packaged not measured: {why}", file=sys.stderr)
             results["floor_libraries"] = _measure_floor("libraries", min(args.seconds, 30.0))
             results["floor_pydantic"] = _measure_floor("pydantic", min(args.seconds, 30.0))
             results["agent_startup"] = _measure_startup(agent_cmd, f"http://127.0.0.1:{port}/-/ready")
@@ -294,9 +325,16 @@ Idle (agent on deploy/examples/demo.yml: {_demo_targets()}; exporters on their d
 
 | Process | RSS (MiB) | CPU s/hour |
 |---|---|---|
-{row("continuity-agent", "agent_idle")}
+{row("continuity-agent (development environment: `make venv`)", "agent_idle")}
+{row("continuity-agent as packaged (`make deb`'s environment)", "agent_packaged_idle")}
 {row("prometheus-node-exporter", "node_exporter_idle")}
 {row("prometheus-blackbox-exporter (probing tcp)", "blackbox_exporter_idle")}
+
+The two agent rows run the same code on the same config. The first runs from the development
+environment (pyenv's Python, built with a shared libpython, every test and lint tool installed, the
+project installed editable); the second from the environment the Debian package ships (Debian's
+python3, only the runtime dependencies, the project installed as a wheel), made by
+deploy/tools/build_deb.py in a temporary directory and byte-compiled as the postinst does.
 
 The floor under the agent's figure, measured in the same run: the interpreter with only the
 libraries every demo agent loads (an asyncio loop running an APScheduler job, SQLite,

@@ -67,8 +67,10 @@ def runtime_requirements(lock: Path, roots: list[str]) -> str:
     return "".join(blocks[n][0] for n in sorted(keep))
 
 
-def make_venv(stage: Path, python: str, requirements: str) -> None:
-    venv = stage / PREFIX.lstrip("/")
+def make_venv(stage: Path, python: str, requirements: str, prefix: str = PREFIX) -> Path:
+    """The package's environment, made in ``stage`` for ``prefix`` (bench.core_bench makes one
+    with stage ``/`` and a temporary prefix to measure the agent as the package installs it)."""
+    venv = stage / prefix.lstrip("/")
     run(python, "-m", "venv", str(venv))
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as req:
@@ -97,9 +99,10 @@ def make_venv(stage: Path, python: str, requirements: str) -> None:
         if f.is_file() and not f.is_symlink():
             data = f.read_bytes()
             if stage_prefix.encode() in data:
-                f.write_bytes(data.replace(stage_prefix.encode(), PREFIX.encode()))
+                f.write_bytes(data.replace(stage_prefix.encode(), prefix.encode()))
     for cache in list(venv.rglob("__pycache__")):
         shutil.rmtree(cache)
+    return venv
 
 
 def install(src: Path, dest: Path, mode: int = 0o644) -> None:
