@@ -1,9 +1,14 @@
 """Latest results in memory, results and history in SQLite (WAL).
 
 The event loop never waits on SQLite: :meth:`StateStore.put` updates memory under a lock and
-queues the row for a writer thread that commits in batches. A failing database (full disk,
-read-only, corrupt, locked by another process) degrades the store to memory-only, counted in
-``continuity_state_db_errors_total``; it never stops collection. The writer keeps the rows it
+queues the row for a writer thread that commits in batches. The store has one SQLite connection,
+shared by the writer and the reads (:meth:`StateStore.get_kv`, :meth:`StateStore.history`): a
+connection costs its page cache, lookaside and schema (130 KiB of the idle demo agent's RSS, up to
+the page cache's size more once the database has grown). The writer holds it only while SQLite's
+write lock is its own, so a database another process has locked delays the writer, never a read.
+
+A failing database (full disk, read-only, corrupt, locked by another process) degrades the store
+to memory-only, counted in ``continuity_state_db_errors_total``; it never stops collection. The writer keeps the rows it
 could not commit and retries after ``RETRY_SECONDS``, backing off to ``MAX_RETRY_SECONDS``: once a
 commit goes through, they are written and the store is healthy again.
 
@@ -26,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +48,11 @@ MAX_RETRY_SECONDS = 300.0
 # 35,000 rows, ten hours of one run a second); the oldest beyond this are dropped and counted.
 MAX_PENDING_BYTES = 16 * 2**20
 
-# SQLite page cache of each connection (the writer's and the reader's), KiB. SQLite's default,
-# 2000 KiB, fills up once the database is a few MiB (after a few hours) and then stays: 4 MiB of
-# the idle agent. The writer appends (a few pages at the end of each table and index per batch) and
-# the reader reads a day of one target's rows at most; the operating system's file cache serves
-# both as fast (docs/PERFORMANCE.md, "Agent memory and start-up").
+# SQLite page cache of the store's connection, KiB. SQLite's default, 2000 KiB, fills up once the
+# database is a few MiB (after a few hours) and then stays: 4 MiB of the idle agent. The writer
+# appends (a few pages at the end of each table and index per batch) and a read takes a day of one
+# target's rows at most; the operating system's file cache serves both as fast (docs/PERFORMANCE.md,
+# "Agent memory and start-up").
 PAGE_CACHE_KIB = 256
 
 SCHEMA = """
@@ -229,8 +234,8 @@ class StateStore:
         self._writer_idle = False
         self._stop = False
         self._writer: threading.Thread | None = None
-        self._read_conn: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # the writer's and the reads'
+        self._conn_lock = threading.Lock()  # one user at a time: a read, or a write transaction
         if state_dir is not None:
             self._open(state_dir)
 
@@ -251,7 +256,7 @@ class StateStore:
             conn = self._connect()
             conn.executescript(SCHEMA)
             self._load(conn)
-            self._read_conn = conn
+            self._conn = conn
         except (sqlite3.Error, OSError) as e:
             log.error("state database in %s unusable, keeping results in memory only: %s", state_dir, e)
             self._degrade()
@@ -277,8 +282,41 @@ class StateStore:
                 r.samples = compact(r.samples)
                 dest[key] = r
 
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, in a write transaction (BEGIN IMMEDIATE) committed at the end, rolled
+        back on an error. It is held only once SQLite's write lock is ours: while another process
+        has the database locked, the writer waits up to ``BUSY_TIMEOUT`` (as SQLite's busy handler
+        would) between attempts that leave the connection to the reads."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = 0.001
+        while True:
+            with self._conn_lock:
+                conn = self._conn
+                if conn is None:
+                    raise sqlite3.ProgrammingError("the state database is closed")
+                try:
+                    conn.execute("PRAGMA busy_timeout=0")
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+                except sqlite3.OperationalError as e:
+                    if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                        raise
+                else:
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                        raise
+                    return
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+
     def _write_loop(self) -> None:
-        conn = self._connect()
         last_prune = 0.0
         retry_at, delay = 0.0, RETRY_SECONDS
         bodies: dict[int, tuple[Result, str]] = {}  # JSON made for a failed attempt, reused by the retry
@@ -297,7 +335,7 @@ class StateStore:
                 batch, self._outbox = self._outbox, _Outbox()
                 self._committing = None if batch.empty() else batch
             if not batch.empty():
-                error = self._commit(conn, batch, bodies)
+                error = self._commit(batch, bodies)
                 if error is not None:
                     if self.db_healthy:
                         log.error("state database write failed, continuing in memory only and retrying: %s", error)
@@ -325,28 +363,24 @@ class StateStore:
                     if now - last_prune > 3600:
                         last_prune = now
                         try:
-                            conn.execute("DELETE FROM results WHERE started < ?", (now - self.retention,))
+                            with self._write_transaction() as conn:
+                                conn.execute("DELETE FROM results WHERE started < ?", (now - self.retention,))
                         except sqlite3.Error as e:
                             log.error("state database retention pruning failed: %s", e)
             if stop:
-                conn.close()
                 with self._wake:
                     self._writer_idle = True
                     self._wake.notify_all()
                 return
 
-    @staticmethod
-    def _commit(
-        conn: sqlite3.Connection, batch: _Outbox, bodies: dict[int, tuple[Result, str]]
-    ) -> sqlite3.Error | None:
+    def _commit(self, batch: _Outbox, bodies: dict[int, tuple[Result, str]]) -> sqlite3.Error | None:
         """Write ``batch`` in one transaction; the error if it did not commit (rolled back).
 
         The write lock is taken first (BEGIN IMMEDIATE): a database another process holds locked
         fails there, before any result is serialised. Each key's latest result is made JSON once,
         also for its last success when that is the same result, and kept in ``bodies`` for a retry."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction() as conn:
                 conn.executemany(
                     "INSERT INTO results (target, task, kind, site, started, duration, ok, reason, message)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -374,11 +408,6 @@ class StateStore:
                         body = body if success is latest else json_of(success)
                         conn.execute("INSERT OR REPLACE INTO last_success VALUES (?, ?, ?)", (*key, body))
                 conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", batch.kv.items())
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as e:
             return e
         return None
@@ -400,9 +429,10 @@ class StateStore:
                 self._wake.notify_all()
             self._writer.join(timeout=10)
             self._writer = None
-        if self._read_conn is not None:
-            self._read_conn.close()
-            self._read_conn = None
+        if self._conn is not None:
+            with self._conn_lock:
+                self._conn.close()
+                self._conn = None
 
     # -- writes ----------------------------------------------------------------------------------
     def put(self, r: Result) -> None:
@@ -426,15 +456,17 @@ class StateStore:
     def get_kv(self, key: str) -> Any:
         """The newest value of ``key``: one still waiting for the writer (the database failing or
         locked, or the write under way) wins over the database's."""
-        if self._read_conn is None:
+        if self._conn is None:
             return None
         with self._wake:
             for box in (self._outbox, self._committing):
                 if box is not None and key in box.kv:
                     return json.loads(box.kv[key])
-        with self._read_lock:
+        with self._conn_lock:
+            if self._conn is None:
+                return None
             try:
-                row = self._read_conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
             except sqlite3.Error:
                 return None
         return json.loads(row[0]) if row else None
@@ -492,12 +524,14 @@ class StateStore:
 
     def history(self, target: str, since: float, until: float, task: str = "") -> list[tuple[float, float, bool]]:
         """(started, duration, ok) rows for one target in [since, until), oldest first."""
-        if self._read_conn is None:
+        if self._conn is None:
             return []
         self.flush(timeout=2.0)
-        with self._read_lock:
+        with self._conn_lock:
+            if self._conn is None:
+                return []
             try:
-                rows = self._read_conn.execute(
+                rows = self._conn.execute(
                     "SELECT started, duration, ok FROM results WHERE target = ? AND task = ?"
                     " AND started >= ? AND started < ? ORDER BY started",
                     (target, task, since, until),

@@ -2,14 +2,16 @@
 from another connection): what it keeps for the retry is small and bounded in bytes whatever the
 number of results, the newest latest/last_success survive, the history rows written once it
 recovers are the kept ones in order with none twice, drops are counted, and a retry does not make
-every waiting result JSON again."""
+every waiting result JSON again. The store's one connection serves the reads meanwhile."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
 import json
+import os
 import sqlite3
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -227,5 +229,64 @@ def test_kv_keeps_the_newest_value_per_key(tmp_path: Path, fast: None) -> None:
         store.flush()
         assert store.get_kv("a") == 999
         assert [store.get_kv(f"b{i}") for i in range(3)] == [{"n": 999}, {"n": 997}, {"n": 998}]
+    finally:
+        store.close()
+
+
+def test_one_connection_serves_the_writer_and_the_reads(tmp_path: Path) -> None:
+    """Writes, kv and history reads all go through one SQLite connection (each costs its own page
+    cache, lookaside and schema): the process has the database file open once."""
+    store = StateStore(tmp_path)
+    try:
+        store.put(snmp_result("t0", 1.0))
+        store.set_kv("k", {"n": 1})
+        store.flush()
+        assert store.get_kv("k") == {"n": 1}
+        assert [r[0] - T0 for r in store.history("t0", T0, T0 + 10.0)] == [1.0]
+        db = str(tmp_path / "state.db")
+        fds = [fd for fd in os.listdir("/proc/self/fd") if _target(f"/proc/self/fd/{fd}") == db]
+        assert len(fds) == 1, fds
+    finally:
+        store.close()
+
+
+def _target(link: str) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
+
+
+def test_reads_go_on_while_another_process_holds_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another connection holds the write lock, the writer waits for it (up to BUSY_TIMEOUT)
+    without holding the store's connection: kv and history reads answer from what was committed,
+    long before that wait could end, and the waiting result is written once the lock goes."""
+    monkeypatch.setattr(state, "BUSY_TIMEOUT", 60.0)
+    store = StateStore(tmp_path)
+    db = tmp_path / "state.db"
+    try:
+        store.put(snmp_result("t0", 1.0))
+        store.set_kv("k", 1)
+        store.flush()
+        got: list[object] = []
+        with locked(db):
+            store.put(snmp_result("t0", 2.0))
+            wait_until(lambda: not store._writer_idle, 10, what="the writer to wait for the lock")
+
+            def read() -> None:
+                got.append(store.get_kv("k"))
+                got.append([r[0] - T0 for r in store.history("t0", T0, T0 + 10.0)])
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(20)  # a read held up by the writer's wait would take 60 s
+            assert not reader.is_alive(), "a read waited for the writer, which waits for the lock"
+            assert got == [1, [1.0]]
+            assert not store._writer_idle and store.db_healthy, "the writer gave up before BUSY_TIMEOUT"
+        store.flush()
+        assert store.db_healthy
+        assert [r[1] - T0 for r in rows(db)] == [1.0, 2.0]
     finally:
         store.close()
