@@ -16,7 +16,7 @@ from apscheduler.events import SchedulerEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__, outcomes
+from agent import __version__
 from agent.access import FailureLimiter, exposure_warnings, is_loopback
 from agent.catalogue import SKIP_REASONS, STILL_RUNNING
 from agent.config import ConfigError, LoadedConfig, load_config, parse_listen_address
@@ -172,6 +172,8 @@ class Agent:
         self._status = st
 
     def status_json(self) -> dict[str, Any]:
+        from agent import outcomes  # loaded with the first status request, not at start
+
         snap = self.store.snapshot()
         st = self._status
         now = self.clock()

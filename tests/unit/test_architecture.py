@@ -25,7 +25,8 @@ HEAVY = ("paramiko", "pysnmp", "cryptography", "jinja2", "openpyxl")
 # tests), the exercise board's pages (on the first request to /exercise/) and its write path
 # (recording and uploads, with unicodedata: with the pages or an `exercise` command), the report
 # machinery (only when a report is made, or the exercise board draws a chart), the collectors of
-# kinds it has no target of, and ctypes' Python classes (glibc's mallopt is called through _ctypes).
+# kinds it has no target of, ctypes' Python classes (glibc's mallopt is called through _ctypes) and
+# the status page's verdicts (agent.outcomes: with the first request for the status).
 # An exercise's status (replay, critical path): from the first exercise the board finds.
 EXERCISE_STATUS = ("agent.exercises.status", "agent.exercises.model", "agent.jsonfields")
 DEMO_UNUSED = (
@@ -44,6 +45,7 @@ DEMO_UNUSED = (
     "collectors.ssh",
     "collectors.backup",
     "agent.reports.svg",
+    "agent.outcomes",
     *EXERCISE_STATUS,
 )
 
