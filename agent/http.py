@@ -141,7 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
         needs_slot = slot = False
         if self.conn is not None and self.http is not None:
             needs_slot = len(self.conn.buf) < length
-            stream = _BodyReader(self.conn, length, self.http, self.expect_continue)
+            try:
+                stream = _BodyReader(self.conn, length, self.http, self.expect_continue)
+            except OSError as e:  # no file descriptor left for its wake-up (EMFILE): busy, not broken
+                log.warning("cannot take a request body from %s now: %s", self.client_address[0], e)
+                self.close_connection = True
+                self._send(HttpResponse(503, b"server busy, try again later\n", headers={"Retry-After": "10"}))
+                return
         try:
             req = HttpRequest(
                 method=method,
@@ -340,7 +346,9 @@ class WebApp:
         rl = self.request_limiter
         if rl is not None and not rl.allow():
             return HttpResponse(429, b"Too Many Requests\n")
-        if self.auth is not None and not (route is not None and route.own_auth):
+        # A route with its own credentials skips basic auth for its own method only (HEAD on an
+        # own-credentials GET route still needs the web config's credentials).
+        if self.auth is not None and not (route is not None and route.own_auth and req.method == route.method):
             return self.auth.authenticate(req, self.limiter)
         return None
 

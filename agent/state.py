@@ -47,6 +47,7 @@ MAX_RETRY_SECONDS = 300.0
 # History rows kept for it meanwhile, in bytes as sys.getsizeof counts them (~450 per row: some
 # 35,000 rows, ten hours of one run a second); the oldest beyond this are dropped and counted.
 MAX_PENDING_BYTES = 16 * 2**20
+CLOSE_WAIT = 5.0  # seconds close() waits for a write transaction still under way
 
 # SQLite page cache of the store's connection, KiB. SQLite's default, 2000 KiB, fills up once the
 # database is a few MiB (after a few hours) and then stays: 4 MiB of the idle agent. The writer
@@ -429,10 +430,15 @@ class StateStore:
                 self._wake.notify_all()
             self._writer.join(timeout=10)
             self._writer = None
-        if self._conn is not None:
-            with self._conn_lock:
-                self._conn.close()
-                self._conn = None
+        # A writer still inside a transaction (a hung disk) keeps the connection: give up on closing
+        # it after CLOSE_WAIT rather than hold the agent's stop past systemd's timeout.
+        if self._conn is not None and self._conn_lock.acquire(timeout=CLOSE_WAIT):
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            finally:
+                self._conn_lock.release()
 
     # -- writes ----------------------------------------------------------------------------------
     def put(self, r: Result) -> None:

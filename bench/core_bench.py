@@ -147,7 +147,7 @@ def _packaged_agent(tmp: Path) -> tuple[Path | None, str]:
         venv = build_deb.make_venv(Path("/"), python, requirements, prefix=str(tmp / "pkg"))
         compile_cmd = [str(venv / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(venv / "lib")]
         subprocess.run(compile_cmd, check=True, stdout=subprocess.DEVNULL)
-    except (subprocess.CalledProcessError, SystemExit) as e:
+    except (OSError, subprocess.CalledProcessError, SystemExit) as e:
         return None, f"package environment not made: {e}"
     return venv / "bin" / "continuity-agent", ""
 
@@ -311,6 +311,8 @@ def _write(r: dict[str, object], args: argparse.Namespace) -> None:
             return f"| {name} | not installed | | | |"
         return f"| {name} | {what} | {v['median_s']:.2f} | {v['min_s']:.2f} | {v['cpu_s']:.2f} |"
 
+    packaged_row = row("continuity-agent as packaged (`make deb`'s environment)", "agent_packaged_idle")
+    packaged_row = packaged_row.replace("not installed", "not measured")
     agent_r, node_r = r.get("agent_render"), r.get("node_exporter_render")
     ratio = ""
     if isinstance(agent_r, dict) and isinstance(node_r, dict):
@@ -326,7 +328,7 @@ Idle (agent on deploy/examples/demo.yml: {_demo_targets()}; exporters on their d
 | Process | RSS (MiB) | CPU s/hour |
 |---|---|---|
 {row("continuity-agent (development environment: `make venv`)", "agent_idle")}
-{row("continuity-agent as packaged (`make deb`'s environment)", "agent_packaged_idle")}
+{packaged_row}
 {row("prometheus-node-exporter", "node_exporter_idle")}
 {row("prometheus-blackbox-exporter (probing tcp)", "blackbox_exporter_idle")}
 

@@ -85,3 +85,43 @@ def test_the_own_pages_are_never_streamed_and_head_follows_get(server: HttpServe
         s.sendall(f"HEAD /other HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         f = s.makefile("rb")
         assert f.readline().split()[1] == b"200"
+
+
+def test_no_descriptor_for_a_streamed_body_is_a_503_and_the_server_serves_on(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors (EMFILE, which a real client cannot make happen on demand) when a
+    streamed body needs its wake-up descriptor: that request gets a 503 to retry, nothing else
+    breaks."""
+    import agent.http as http_mod
+
+    def no_fd(*_a: object) -> int:
+        raise OSError(24, "Too many open files")
+
+    big = b"x" * (MAX_BODY + 1)
+    with monkeypatch.context() as m:
+        m.setattr(http_mod.os, "eventfd", no_fd)
+        status, body = _ask(server, "POST", "/up", big)
+    assert (status, body) == (503, b"server busy, try again later\n")
+    status, body = _ask(server, "POST", "/up", big)
+    assert status == 200 and body.startswith(f"stream {len(big)} ".encode())
+
+
+def test_head_on_an_own_credentials_get_route_still_needs_basic_auth() -> None:
+    """A route with its own credentials skips the web config's basic auth for its own method
+    only: HEAD, which the router sends to a GET route, is not let through without them."""
+
+    class Refuse:
+        def authenticate(self, req: HttpRequest, limiter: object) -> HttpResponse | None:
+            return HttpResponse(401, b"Unauthorized\n")
+
+    app = WebApp(CollectorRegistry(), lambda: {"targets": [], "site": "hq"}, lambda: True)
+    app.auth = Refuse()  # type: ignore[assignment]
+    own = Route("GET", "/push/", _small, own_auth=True)
+    app.set_routes([own])
+    for method, expect in (("GET", None), ("HEAD", 401)):
+        req = HttpRequest(method=method, path="/push/x", query={}, headers={}, body=b"", client="127.0.0.1")
+        route = app.lookup(method, "/push/x")
+        assert route is own
+        resp = app.admit(req, route)
+        assert (resp.status if resp is not None else None) == expect, method

@@ -290,3 +290,23 @@ def test_reads_go_on_while_another_process_holds_the_write_lock(
         assert [r[1] - T0 for r in rows(db)] == [1.0, 2.0]
     finally:
         store.close()
+
+
+def test_close_gives_up_on_a_connection_held_by_a_hung_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write transaction that never ends (the state disk hung in fsync, simulated by holding the
+    connection's lock: a real hung disk cannot be made on demand) must not hold the agent's stop
+    past CLOSE_WAIT; once the lock is free, close() closes the connection, and a second close()
+    is harmless."""
+    monkeypatch.setattr(state, "CLOSE_WAIT", 0.3)
+    store = StateStore(tmp_path)
+    store._conn_lock.acquire()
+    try:
+        t0 = time.monotonic()
+        store.close()
+        assert time.monotonic() - t0 < 5
+        assert store._conn is not None  # not closed under a transaction
+    finally:
+        store._conn_lock.release()
+    store.close()
+    assert store._conn is None
+    store.close()
