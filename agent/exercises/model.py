@@ -37,8 +37,8 @@ _ESTATES: dict[tuple[Any, ...], Estate] = {}
 
 def _fingerprint(d: Path) -> tuple[Any, ...]:
     try:
-        files = sorted(d.iterdir())
-        return (str(d.resolve()), *((p.name, p.stat().st_mtime_ns, p.stat().st_size, p.stat().st_ino) for p in files))
+        stats = [(p.name, p.stat()) for p in sorted(d.iterdir())]
+        return (str(d.resolve()), *((name, st.st_mtime_ns, st.st_size, st.st_ino) for name, st in stats))
     except OSError:
         return (str(d),)
 
