@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
+import select
 import socket
 import ssl
 import threading
@@ -111,9 +113,15 @@ def _response(f: BinaryIO) -> tuple[int, bytes]:
 class PacedSender(threading.Thread):
     """An upload at a steady rate, as a slow link sends it: ``head`` at once, then ``body`` in
     pieces of ``chunk`` bytes, the k-th at ``k * every`` seconds (``chunk / every`` bytes/s), over
-    a connection of its own from ``connect``; the server's answer is read meanwhile (:meth:`stop`
-    hangs up). After :meth:`join`: ``answer`` (status and body; status 0 and the error if the connection broke
-    first), ``took`` (seconds from connecting to the answer) and ``sent`` (bytes of body sent)."""
+    a connection of its own from ``connect``; the server's answer is read as soon as it comes
+    (:meth:`stop` hangs up). After :meth:`join`: ``answer`` (status and body; status 0 and the
+    error if the connection broke first), ``took`` (seconds from connecting to the answer) and
+    ``sent`` (bytes of body sent).
+
+    One thread does all the socket's I/O, waiting in ``select`` between pieces: an SSL socket
+    must not be read in one thread while another writes it (OpenSSL's connection state is not
+    thread-safe: a TLS 1.3 session ticket read while a record is being written corrupts the
+    next record, and the server sees a bad record MAC)."""
 
     def __init__(
         self, connect: Callable[[], socket.socket], head: bytes, body: bytes, chunk: int, every: float
@@ -139,28 +147,57 @@ class PacedSender(threading.Thread):
             self._sock = s
             if self._done.is_set():
                 return
-
-            def pace() -> None:
-                try:
-                    s.sendall(self.head)
-                    for k, pos in enumerate(range(0, len(self.body), self.chunk)):
-                        if self._done.wait(max(0.0, t0 + k * self.every - time.monotonic())):
-                            return
-                        s.sendall(self.body[pos : pos + self.chunk])
-                        self.sent = pos + len(self.body[pos : pos + self.chunk])
-                except OSError:
-                    return
-
-            sender = threading.Thread(target=pace, daemon=True)
-            sender.start()
             try:
-                self.answer = _response(s.makefile("rb"))
+                got = self._send(s, t0)
+                self.answer = _response(io.BytesIO(self._receive(s, got)))
             except (OSError, ValueError, IndexError) as e:
                 self.answer = (0, repr(e).encode())
             finally:
                 self.took = time.monotonic() - t0
                 self._done.set()
-                sender.join(timeout=10)
+
+    def _send(self, s: socket.socket, t0: float) -> bytes:
+        """Send the head and the paced body until all is sent, the server answers (its first
+        bytes are returned) or :meth:`stop`."""
+        timeout = s.gettimeout()
+        try:
+            s.sendall(self.head)
+            for k, pos in enumerate(range(0, len(self.body), self.chunk)):
+                while True:  # until the k-th piece is due; the server may answer meanwhile
+                    if self._done.is_set():
+                        return b""
+                    wait = t0 + k * self.every - time.monotonic()
+                    pending = isinstance(s, ssl.SSLSocket) and s.pending() > 0
+                    if pending or select.select([s], [], [], max(0.0, wait))[0]:
+                        s.settimeout(0.0)
+                        try:
+                            return s.recv(65536)  # the answer (or b"": hung up)
+                        except (ssl.SSLWantReadError, BlockingIOError):
+                            pass  # only a TLS session ticket, or part of a record
+                        finally:
+                            s.settimeout(timeout)
+                    if wait <= 0:
+                        break
+                s.sendall(self.body[pos : pos + self.chunk])
+                self.sent = pos + len(self.body[pos : pos + self.chunk])
+        except OSError:
+            pass  # the server stopped reading: its answer may be there all the same
+        return b""
+
+    def _receive(self, s: socket.socket, got: bytes) -> bytes:
+        """The rest of one response after ``got``: up to its Content-Length, or the connection's end."""
+        data = got
+        while True:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(v) for k, _, v in (ln.decode().partition(":") for ln in head.split(b"\r\n"))
+                               if k.lower() == "content-length"), 0)  # fmt: skip
+                if len(rest) >= length:
+                    return data
+            more = s.recv(65536)
+            if not more:
+                return data
+            data += more
 
 
 def _plain(port: int) -> Callable[[], socket.socket]:
