@@ -177,6 +177,11 @@ def test_slow_uploads_holding_every_slot_never_stop_the_board_forms_or_scrapes(t
                 s = socket.create_connection((u.hostname, u.port), timeout=30)
                 s.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:300_000])
                 slow.append(s)
+            # Both hold their slot (each is writing its file) before another comes: on a busy machine
+            # the third's worker could otherwise take a slot first.
+            wait_until(
+                lambda: len(receiving(agent.proc.pid, ev)) == MAX_STREAMS, 30, what="the slow uploads in their slots"
+            )
             # Another upload waits its turn (503, Retry-After) ...
             status, page, headers = post_upload(url, multipart(form, b"third.bin", b"t" * 200_000))
             assert status == 503 and headers.get("Retry-After") == "10", (status, page[:200])
