@@ -10,6 +10,7 @@ a rewritten file is hashed again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import threading
@@ -47,7 +48,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class HashCache:
-    """Thread-safe digest cache keyed by file identity and times."""
+    """Thread-safe digest cache keyed by file identity and times; kept in a file between runs
+    of separate processes with :meth:`load` and :meth:`save`."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._lock = threading.Lock()
@@ -55,6 +57,33 @@ class HashCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
+        self._saved: dict[tuple[int, int, int, int, int], str] = {}
+
+    @classmethod
+    def load(cls, path: Path) -> HashCache:
+        """The cache :meth:`save` left in ``path``; empty when the file is missing or unreadable
+        (everything is hashed again)."""
+        cache = cls()
+        try:
+            for key, digest in json.loads(path.read_bytes())[: cache.max_entries]:
+                if isinstance(digest, str) and isinstance(key, list) and len(key) == 5:
+                    k0, k1, k2, k3, k4 = (int(k) for k in key)
+                    cache._d[(k0, k1, k2, k3, k4)] = digest
+        except (OSError, ValueError, TypeError):
+            pass
+        cache._saved = dict(cache._d)
+        return cache
+
+    def save(self, path: Path) -> None:
+        """Replace ``path`` (atomically, mode 0600) with the cache, unless nothing changed."""
+        from agent.fileio import atomic_write
+
+        with self._lock:
+            if self._d == self._saved:
+                return
+            entries = dict(self._d)
+        atomic_write(path, json.dumps([[list(k), v] for k, v in entries.items()]), mode=0o600)
+        self._saved = entries
 
     def sha256(self, path: Path) -> str:
         st = os.stat(path)
