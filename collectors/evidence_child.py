@@ -23,6 +23,8 @@ INVALID_INPUT = "invalid_input"
 RPO_NOT_MET = frozenset({"stale", "failed", "never_ran"})
 RPO_MET = frozenset({"fresh", "late"})
 
+SAVE_EVERY = 2.0  # seconds of hashing between saves of the digests (HashCache.load)
+
 SampleRow = tuple[str, float, dict[str, str]]
 
 
@@ -88,7 +90,7 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
 
     target = req["target"]
     hashes = Path(req["hashes"])
-    cache = HashCache.load(hashes)
+    cache = HashCache.load(hashes, save_every=SAVE_EVERY)
     at = datetime.fromtimestamp(req["at"], UTC)
     try:
         rep = verify(Path(req["runbooks_dir"]), Path(req["evidence_dir"]), at, hash_cache=cache, lenient=True)

@@ -9,11 +9,13 @@ a rewritten file is hashed again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -58,12 +60,17 @@ class HashCache:
         self.hits = 0
         self.misses = 0
         self._saved: dict[tuple[int, int, int, int, int], str] = {}
+        self._autosave: tuple[Path, float] | None = None
+        self._last_save = time.monotonic()
 
     @classmethod
-    def load(cls, path: Path) -> HashCache:
+    def load(cls, path: Path, save_every: float | None = None) -> HashCache:
         """The cache :meth:`save` left in ``path``; empty when the file is missing or unreadable
-        (everything is hashed again)."""
+        (everything is hashed again). With ``save_every``, a digest computed that many seconds
+        after the last save saves the cache there again: a run killed at its timeout while
+        hashing a large evidence directory leaves the next run what it had hashed."""
         cache = cls()
+        cache._autosave = (path, save_every) if save_every is not None else None
         try:
             for key, digest in json.loads(path.read_bytes())[: cache.max_entries]:
                 if isinstance(digest, str) and isinstance(key, list) and len(key) == 5:
@@ -84,6 +91,7 @@ class HashCache:
             entries = dict(self._d)
         atomic_write(path, json.dumps([[list(k), v] for k, v in entries.items()]), mode=0o600)
         self._saved = entries
+        self._last_save = time.monotonic()
 
     def sha256(self, path: Path) -> str:
         st = os.stat(path)
@@ -101,6 +109,9 @@ class HashCache:
                 if len(self._d) >= self.max_entries:
                     self._d.clear()
                 self._d[key] = digest
+        if self._autosave is not None and time.monotonic() - self._last_save >= self._autosave[1]:
+            with contextlib.suppress(OSError):  # saved again at the end, or not at all: hashed again
+                self.save(self._autosave[0])
         return digest
 
 
