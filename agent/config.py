@@ -67,9 +67,7 @@ class Defaults(StrictModel):
     interval: Duration = Field(default=60.0, description="How often a target is collected, unless it says.")
     timeout: Duration = Field(default=10.0, description="How long one collection may take, unless the target says.")
     start_jitter: float = Field(
-        default=1.0,
-        ge=0.0,
-        le=1.0,
+        default=1.0, ge=0.0, le=1.0,
         description="Spread first runs over this fraction of each interval so targets do not all fire together.",
     )
 

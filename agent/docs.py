@@ -100,7 +100,9 @@ def _type_name(ann: Any, metadata: list[Any]) -> str:
         text = " or ".join(_type_name(a, []) for a in args if a is not type(None))
     elif isinstance(ann, type):
         names = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "path"}
-        text = {**names, "SecretStr": "string"}.get(ann.__name__, ann.__name__)
+        text = {**names, "SecretStr": "string"}.get(
+            ann.__name__, ann.__name__
+        )
     else:
         text = str(ann).replace("typing.", "")
     return text

@@ -219,11 +219,8 @@ def summary(by_target: Mapping[str, tuple[str, Mapping[str, ResultLike]]], reloa
             backups[states[0] if states else "unknown"] += 1
         estate = estate_verdict(main.samples) or estate
     return {
-        "sites": {
-            "total": len(sites_met),
-            "meeting_standard": sum(sites_met.values()),
-            "below_standard": sorted(s for s, ok in sites_met.items() if not ok),
-        },
+        "sites": {"total": len(sites_met), "meeting_standard": sum(sites_met.values()),
+                  "below_standard": sorted(s for s, ok in sites_met.items() if not ok)},
         "backups": {"total": sum(backups.values()), "fresh": backups.get("fresh", 0), "by_state": dict(backups)},
         "dr_estate": estate,
         "config_reload_successful": reload_ok,

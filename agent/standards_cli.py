@@ -19,7 +19,9 @@ EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("sites", help="print each site's connection standard: thresholds, last values, verdicts")
+    p = sub.add_parser(
+        "sites", help="print each site's connection standard: thresholds, last values, verdicts"
+    )
     p.add_argument("--config", required=True, help="agent config file (YAML)")
     p.add_argument("--site", action="append", default=None, help="only this site (repeatable)")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -62,18 +64,24 @@ def _verdict(c: Any) -> str:
 def render(reports: list[SiteReport], now: float) -> str:
     lines: list[str] = []
     for r in reports:
-        overall = {True: "meets its standard", False: "BELOW STANDARD", None: "standard not yet known"}[r.met_all]
+        overall = {True: "meets its standard", False: "BELOW STANDARD", None: "standard not yet known"}[
+            r.met_all
+        ]
         hours = "in service hours" if r.in_service_hours else "outside service hours"
         lines.append(f"{r.site}  class {r.site_class}  {hours}  — {overall}")
         facts = []
         if r.link_target:
             facts.append(f"link target {r.link_target}")
         if r.contracted:
-            facts.append("contracted " + ", ".join(f"{d} {format_bitrate(v)}" for d, v in sorted(r.contracted.items())))
+            facts.append(
+                "contracted " + ", ".join(f"{d} {format_bitrate(v)}" for d, v in sorted(r.contracted.items()))
+            )
         if r.negotiated is not None:
             facts.append(f"WAN negotiated {format_bitrate(r.negotiated)}")
         if r.utilisation:
-            facts.append("utilisation " + ", ".join(f"{d} {v * 100:.3g}%" for d, v in sorted(r.utilisation.items())))
+            facts.append(
+                "utilisation " + ", ".join(f"{d} {v * 100:.3g}%" for d, v in sorted(r.utilisation.items()))
+            )
         for window, ratio in sorted(r.availability.items()):
             facts.append(f"availability {window} {ratio * 100:.4g}%")
         if facts:
@@ -125,7 +133,9 @@ def cmd_sites(args: argparse.Namespace) -> int:
         known = {r.site for r in reports}
         unknown = [s for s in args.site if s not in known]
         if unknown:
-            _err(f"{args.config}: no site named {unknown[0]!r} with a class (sites: {', '.join(sorted(known))})")
+            _err(
+                f"{args.config}: no site named {unknown[0]!r} with a class (sites: {', '.join(sorted(known))})"
+            )
             return EXIT_BAD_INPUT
         reports = [r for r in reports if r.site in args.site]
     if args.format == "json":

@@ -109,7 +109,9 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         ev = self.peek_event()  # type: ignore[no-untyped-call]
-        if not self.allow_aliases and (isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None):
+        if not self.allow_aliases and (
+            isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None
+        ):
             raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed", ev.start_mark)
         self._nodes += 1
         if self._nodes > self.max_nodes:

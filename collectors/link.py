@@ -84,7 +84,9 @@ def parse_bytes(value: object) -> int:
             base = 1024.0 if m.group(3) else 1000.0
             power = " kmgt".index(m.group(2).lower() or " ")
             return int(float(m.group(1)) * base**power)
-    raise PydanticCustomError("bytes", "invalid size {v}: write bytes like 500MB, 2GB or 1GiB", {"v": repr(value)})
+    raise PydanticCustomError(
+        "bytes", "invalid size {v}: write bytes like 500MB, 2GB or 1GiB", {"v": repr(value)}
+    )
 
 
 def _format_bytes(n: int) -> str:
@@ -139,7 +141,9 @@ class ThroughputConfig(StrictModel):
         return self.duration + self.omit + self.connect_timeout + 10.0
 
     def task_timeout(self) -> float:
-        per_direction = (self.busy_retries + 1) * self.run_seconds() + self.busy_retries * self.busy_retry_delay
+        per_direction = (
+            self.busy_retries + 1
+        ) * self.run_seconds() + self.busy_retries * self.busy_retry_delay
         # + pauses between directions + waiting for the site's lock
         return len(self.directions) * (per_direction + DIRECTION_PAUSE) + self.busy_retry_delay
 
@@ -157,9 +161,7 @@ class LinkTarget(TargetBase):
     count: int = Field(default=20, ge=2, le=200, description="Probes per burst.")
     packet_interval: Duration = Field(default=0.2, ge=0.01, le=5.0, description="Time between the probes of a burst.")
     packet_timeout: Duration = Field(
-        default=1.0,
-        ge=0.01,
-        le=10.0,
+        default=1.0, ge=0.01, le=10.0,
         description="How long each probe waits for its reply.",
     )
     packet_size: int = Field(
@@ -434,7 +436,11 @@ def parse_iperf3(text: str, what: str) -> IperfResult:
         err = " ".join(err.split())[:300]  # one line, bounded: it goes into the error message
         if "busy" in err.lower():
             raise IperfBusy(err)
-        if "unable to connect" in err.lower() or "connection refused" in err.lower() or "no route" in err.lower():
+        if (
+            "unable to connect" in err.lower()
+            or "connection refused" in err.lower()
+            or "no route" in err.lower()
+        ):
             raise CollectorError(UNREACHABLE, f"{what}: iperf3: {err}")
         raise CollectorError(IPERF3_ERROR, f"{what}: iperf3: {err}")
     try:
@@ -452,7 +458,9 @@ def parse_iperf3(text: str, what: str) -> IperfResult:
         seconds = float(recv.get("seconds", 0.0))
         retr = sent.get("retransmits")
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-        raise CollectorError(BAD_REPLY, f"{what}: iperf3 JSON has no end.sum_received.bits_per_second") from None
+        raise CollectorError(
+            BAD_REPLY, f"{what}: iperf3 JSON has no end.sum_received.bits_per_second"
+        ) from None
     if not math.isfinite(bps) or bps < 0:
         raise CollectorError(BAD_REPLY, f"{what}: iperf3 reported throughput {bps!r}")
     retrans = int(retr) if isinstance(retr, int | float) and math.isfinite(retr) else None
@@ -608,7 +616,9 @@ class LinkCollector(Collector):
                         )
                     )
         st = summarise(burst.rtts)
-        out.info.update({"method": t.method, "sent": st.sent, "received": st.received, "rtts": list(burst.rtts)})
+        out.info.update(
+            {"method": t.method, "sent": st.sent, "received": st.received, "rtts": list(burst.rtts)}
+        )
         if burst.send_errors:
             out.info["send_errors"] = dict(burst.send_errors)
         out.outcomes.append(self._reachability(started, time.perf_counter() - t0, st, burst))
@@ -679,7 +689,9 @@ class LinkCollector(Collector):
                     if r is not None:
                         rates.append((float(r), "contracted"))
         store = self.ctx.store
-        last = store.snapshot().last_success.get((self.target.name, "throughput")) if store is not None else None
+        last = (
+            store.snapshot().last_success.get((self.target.name, "throughput")) if store is not None else None
+        )
         if last is not None:
             for smp in last.samples:
                 if (

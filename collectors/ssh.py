@@ -80,9 +80,7 @@ class SshAuth(StrictModel):
 
     type: Literal["ssh"] = Field(description="Selects this auth type: `ssh`.")
     user: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$",
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$",
         description="Login user on the remote host.",
     )
     key_file: Path = Field(description="Private key file (the auth user's key).")
@@ -93,15 +91,11 @@ class SshAuth(StrictModel):
     auth_timeout: Duration = Field(default=10.0, description="Authentication limit.")
     max_sessions: int = Field(default=2, ge=1, le=16, description="Commands run at once on one host.")
     max_output_bytes: int = Field(
-        default=DEFAULT_MAX_BYTES,
-        ge=1024,
-        le=1024**3,
+        default=DEFAULT_MAX_BYTES, ge=1024, le=1024**3,
         description="Largest command output read; more is an output_too_large failure.",
     )
     max_output_lines: int = Field(
-        default=DEFAULT_MAX_LINES,
-        ge=1,
-        le=100_000_000,
+        default=DEFAULT_MAX_LINES, ge=1, le=100_000_000,
         description="Most output lines read; more is an output_too_large failure.",
     )
 

@@ -21,13 +21,12 @@ class ReportsConfig(StrictModel):
 
     schedule: str | None = Field(
         default="0 7 1 * *",
-        description='Crontab line, evaluated in ``timezone``; e.g. "0 7 1 * *" = 07:00 on the first of each month.',
+        description="Crontab line, evaluated in ``timezone``; e.g. \"0 7 1 * *\" = 07:00 on the first of each month.",
     )
     timezone: TimeZoneName = Field(default="UTC", description="Time zone of the schedule.")
     output_dir: Path = Field(default=Path("reports"), description="Where dated reports are written.")
     formats: list[Format] = Field(
-        default_factory=lambda: list(FORMATS),
-        min_length=1,
+        default_factory=lambda: list(FORMATS), min_length=1,
         description="Formats written on each run.",
     )
     retention: Duration = Field(default=3 * 365 * 86400.0, description="Dated reports older than this are deleted.")
@@ -42,15 +41,11 @@ class ReportsConfig(StrictModel):
     )
     evidence_dir: Path | None = Field(default=None, description="Evidence records; default: as for runbooks_dir.")
     unavailable_threshold_percent: float = Field(
-        default=5.0,
-        ge=0.0,
-        le=100.0,
+        default=5.0, ge=0.0, le=100.0,
         description="Coverage gap: targets unknown/unreachable for more than this share of the period (percent).",
     )
     title: str = Field(
-        default="Disaster-recovery test report",
-        min_length=1,
-        max_length=200,
+        default="Disaster-recovery test report", min_length=1, max_length=200,
         description="The report's title.",
     )
     organisation: str = Field(default="", max_length=200, description="Organisation named on the report.")

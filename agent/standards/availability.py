@@ -59,7 +59,9 @@ def in_service(hours: ServiceHours | None, t: float) -> bool:
     return bool(service_windows(hours, t, t + 1e-3))
 
 
-def coverage(rows: Sequence[Row], since: float, until: float, max_gap: float) -> list[tuple[float, float, bool]]:
+def coverage(
+    rows: Sequence[Row], since: float, until: float, max_gap: float
+) -> list[tuple[float, float, bool]]:
     """Each run's outcome holds from its start until the next run starts, for at most ``max_gap``;
     clipped to [since, until). Rows must be sorted by start."""
     out: list[tuple[float, float, bool]] = []

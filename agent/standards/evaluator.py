@@ -65,7 +65,9 @@ class EvaluatorState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "criteria": {site: {c: asdict(st) for c, st in crit.items()} for site, crit in self.criteria.items()},
+            "criteria": {
+                site: {c: asdict(st) for c, st in crit.items()} for site, crit in self.criteria.items()
+            },
             "counters": {site: list(v) for site, v in self.counters.items()},
             "utilisation": self.utilisation,
         }
@@ -91,7 +93,9 @@ class EvaluatorState:
                         verdict=None if st.get("verdict") is None else bool(st["verdict"]),
                         streak=int(st.get("streak", 0)),
                         streak_good=None if st.get("streak_good") is None else bool(st["streak_good"]),
-                        last_measured_at=None if st.get("last_measured_at") is None else float(st["last_measured_at"]),
+                        last_measured_at=None
+                        if st.get("last_measured_at") is None
+                        else float(st["last_measured_at"]),
                     )
                 except (AttributeError, TypeError, ValueError):
                     log.warning("ignoring unreadable stored standards state for %s/%s", site, c)
@@ -206,7 +210,9 @@ class Evaluator:
             self.state.availability = AvailabilityCalc()
 
     def _history(self, target: str, since: float, until: float) -> list[Row]:
-        return self.store.history(target, since, until, task=REACHABILITY_TASK) if self.store is not None else []
+        return (
+            self.store.history(target, since, until, task=REACHABILITY_TASK) if self.store is not None else []
+        )
 
     def sites(self) -> list[Site]:
         cfg = self.config
@@ -267,7 +273,9 @@ class Evaluator:
             tp = snap.last_success.get((link.name, "throughput"))
             if tp is not None:
                 for direction in ("download", "upload"):
-                    v = _sample_value(tp.samples, "continuity_link_throughput_bytes_per_second", direction=direction)
+                    v = _sample_value(
+                        tp.samples, "continuity_link_throughput_bytes_per_second", direction=direction
+                    )
                     if v is not None:
                         obs[direction] = (v, tp.started)
             reach = snap.latest.get((link.name, REACHABILITY_TASK))
@@ -277,7 +285,11 @@ class Evaluator:
                 self._availability(site, cls, link, now, reach.started, rep, obs)
         if site.wan_interface is not None and snap is not None:
             self._snmp(site, snap, rep, obs, advance)
-        states = self.state.criteria.setdefault(site.name, {}) if advance else self.state.criteria.get(site.name, {})
+        states = (
+            self.state.criteria.setdefault(site.name, {})
+            if advance
+            else self.state.criteria.get(site.name, {})
+        )
         for crit, threshold in thresholds(site, cls).items():
             spec = CRITERIA[crit]
             st = states.get(crit) or CriterionState()
@@ -327,7 +339,9 @@ class Evaluator:
             ("service_hours_30d", cls.service_hours, "availability"),
             ("24x7_30d", None, "availability_24x7"),
         ):
-            up, known = self.state.availability.compute(self._history, link.name, hours, max_gap, since, now, now)
+            up, known = self.state.availability.compute(
+                self._history, link.name, hours, max_gap, since, now, now
+            )
             if known > 0:
                 rep.availability[window] = up / known
                 obs[crit] = (up / known, last_run)
@@ -340,7 +354,9 @@ class Evaluator:
             rep.notes.append(f"no current SNMP result from {wan.snmp_target}")
             rep.utilisation = dict(self.state.utilisation.get(site.name, {}))
             return
-        speed = _sample_value(res.samples, "continuity_interface_speed_bytes_per_second", interface=wan.interface)
+        speed = _sample_value(
+            res.samples, "continuity_interface_speed_bytes_per_second", interface=wan.interface
+        )
         rx = _sample_value(res.samples, "continuity_interface_receive_bytes_total", interface=wan.interface)
         tx = _sample_value(res.samples, "continuity_interface_transmit_bytes_total", interface=wan.interface)
         oper_up = _sample_value(res.samples, "continuity_interface_up", interface=wan.interface)
@@ -386,7 +402,9 @@ def report_samples(reports: Sequence[SiteReport]) -> list[Sample]:
         for window, ratio in r.availability.items():
             out.append(Sample("continuity_site_availability_ratio", ratio, {**base, "window": window}))
         for direction, rate in r.contracted.items():
-            out.append(Sample("continuity_link_contracted_bytes_per_second", rate, {**base, "direction": direction}))
+            out.append(
+                Sample("continuity_link_contracted_bytes_per_second", rate, {**base, "direction": direction})
+            )
         for direction, ratio in r.utilisation.items():
             out.append(Sample("continuity_link_utilisation_ratio", ratio, {**base, "direction": direction}))
     return out

@@ -85,9 +85,13 @@ def _ratio(v: object) -> float:
     elif isinstance(v, int | float) and not isinstance(v, bool):
         r = float(v)
     else:
-        raise PydanticCustomError("ratio", "expected a ratio 0-1 or a percentage like 99.5%, got {v}", {"v": repr(v)})
+        raise PydanticCustomError(
+            "ratio", "expected a ratio 0-1 or a percentage like 99.5%, got {v}", {"v": repr(v)}
+        )
     if not 0.0 <= r <= 1.0:
-        raise PydanticCustomError("ratio", "ratio must be between 0 and 1 (0% and 100%), got {v}", {"v": repr(v)})
+        raise PydanticCustomError(
+            "ratio", "ratio must be between 0 and 1 (0% and 100%), got {v}", {"v": repr(v)}
+        )
     return r
 
 
@@ -108,7 +112,9 @@ def _clock_time(v: object) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         v = f"{v // 60:02d}:{v % 60:02d}"
     if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}", v.strip()):
-        raise PydanticCustomError("clock_time", 'expected a time of day like "08:00", got {v}', {"v": repr(v)})
+        raise PydanticCustomError(
+            "clock_time", 'expected a time of day like "08:00", got {v}', {"v": repr(v)}
+        )
     h, m = (int(x) for x in v.strip().split(":"))
     if not (0 <= h <= 24 and 0 <= m <= 59) or (h == 24 and m):
         raise PydanticCustomError("clock_time", "{v} is not a time of day (00:00-24:00)", {"v": repr(v)})
@@ -156,7 +162,9 @@ def load_bank_holidays(path: Path, division: str) -> frozenset[dt.date]:
         try:
             out.add(dt.date.fromisoformat(word))
         except ValueError:
-            raise ValueError(f"bank holidays file {path}: line {n}: {word!r} is not a date (YYYY-MM-DD)") from None
+            raise ValueError(
+                f"bank holidays file {path}: line {n}: {word!r} is not a date (YYYY-MM-DD)"
+            ) from None
     return frozenset(out)
 
 
@@ -222,9 +230,7 @@ class SiteClass(StrictModel):
     check_negotiated_speed: bool = Field(default=True, description="WAN interface speed >= contracted rate.")
     service_hours: ServiceHours | None = Field(default=None, description="None: always in service (24x7).")
     hysteresis: int = Field(
-        default=3,
-        ge=1,
-        le=100,
+        default=3, ge=1, le=100,
         description="Consecutive measurements needed before a criterion changes verdict.",
     )
 
@@ -245,8 +251,7 @@ class Site(StrictModel):
 
     name: str = Field(pattern=NAME_RE, description="Site name: the `site` label of its targets' metrics.")
     class_: str = Field(
-        alias="class",
-        default="default",
+        alias="class", default="default",
         description="The site class (`site_classes:`) whose standard applies.",
     )
     description: str = Field(default="", description="Free text for the status page and reports.")
@@ -293,7 +298,9 @@ CRITERIA: dict[str, Criterion] = {
         Criterion("jitter", "lower", "seconds", "mean absolute difference of consecutive RTTs"),
         Criterion("loss", "lower", "ratio", "share of the last burst's packets not answered"),
         Criterion("availability", "higher", "ratio", "far end reachable, service hours, last 30 days"),
-        Criterion("availability_24x7", "higher", "ratio", "far end reachable, around the clock, last 30 days"),
+        Criterion(
+            "availability_24x7", "higher", "ratio", "far end reachable, around the clock, last 30 days"
+        ),
         Criterion("negotiated_speed", "higher", "bytes_per_second", "WAN interface speed vs contracted rate"),
     )
 }
@@ -345,7 +352,9 @@ def check_config(cfg: AgentConfig) -> list[str]:
                     f"sites[{i}].wan_interface.snmp_target: target {s.wan_interface.snmp_target!r} is not in targets"
                 )
             elif t.kind != "snmp":
-                errors.append(f"sites[{i}].wan_interface.snmp_target: target {t.name!r} is a {t.kind} target, not snmp")
+                errors.append(
+                    f"sites[{i}].wan_interface.snmp_target: target {t.name!r} is a {t.kind} target, not snmp"
+                )
     standards = [(i, t) for i, t in enumerate(cfg.targets) if t.kind == "standards"]
     if classes and not standards:
         errors.append(

@@ -204,7 +204,7 @@ class SnmpTarget(TargetBase):
     )
     v2c_engine: Literal["builtin", "pysnmp"] = Field(
         default="builtin",
-        description='V2c walks use the agent\'s own BER codec; "pysnmp" sends them through pysnmp instead.',
+        description="V2c walks use the agent's own BER codec; \"pysnmp\" sends them through pysnmp instead.",
     )
 
     @model_validator(mode="after")

@@ -28,13 +28,10 @@ STATES = ("fresh", "late", "stale", "failed", "never_ran", "unknown")
 
 
 def backup_result(name: str, state: str, started: float = AT - 600) -> Result:
-    samples = [
-        Sample("continuity_backup_state", 1.0 if s == state else 0.0, {"state": s, "backup": name, "kind": "restic"})
-        for s in STATES
-    ]
-    return Result(
-        target=name, task="", kind="backup", site="town-hall", started=started, duration=1.0, ok=True, samples=samples
-    )
+    samples = [Sample("continuity_backup_state", 1.0 if s == state else 0.0, {"state": s, "backup": name,
+                                                                               "kind": "restic"}) for s in STATES]
+    return Result(target=name, task="", kind="backup", site="town-hall", started=started, duration=1.0, ok=True,
+                  samples=samples)
 
 
 def collect(cfg_path: Path, store: StateStore, clock: float = AT) -> Result:
@@ -43,9 +40,8 @@ def collect(cfg_path: Path, store: StateStore, clock: float = AT) -> Result:
 
     async def main() -> Result:
         with ThreadPoolExecutor(max_workers=2) as ex:
-            ctx = CollectorContext(
-                auths={}, executor=ex, state_dir=cfg.agent.state_dir, clock=lambda: clock, store=store, config=cfg
-            )
+            ctx = CollectorContext(auths={}, executor=ex, state_dir=cfg.agent.state_dir, clock=lambda: clock,
+                                   store=store, config=cfg)
             target = cfg.target("dr-evidence")
             col = EvidenceCollector(target, ctx, interval=cfg.interval_of(target), timeout=cfg.timeout_of(target))
             try:
@@ -61,7 +57,7 @@ def write_config(tmp_path: Path, runbooks: Path, evidence: Path, timeout: str = 
     p.write_text(f"""
 agent:
   site: town-hall
-  state_dir: {tmp_path / "state"}
+  state_dir: {tmp_path / 'state'}
 targets:
   - name: dr-evidence
     kind: evidence
@@ -74,16 +70,9 @@ targets:
 
 def test_collector_on_shipped_exercise(tmp_path: Path) -> None:
     store = StateStore(None)
-    for name, state in [
-        ("sql-full-nightly", "fresh"),
-        ("sql-log-hourly", "late"),
-        ("payroll-bacs-archive", "stale"),
-        ("file-shares", "failed"),
-        ("hr-documents", "never_ran"),
-        ("fmis-interfaces", "unknown"),
-        ("ad-system-state", "fresh"),
-        ("network-config", "fresh"),
-    ]:
+    for name, state in [("sql-full-nightly", "fresh"), ("sql-log-hourly", "late"), ("payroll-bacs-archive", "stale"),
+                        ("file-shares", "failed"), ("hr-documents", "never_ran"), ("fmis-interfaces", "unknown"),
+                        ("ad-system-state", "fresh"), ("network-config", "fresh")]:
         store.put(backup_result(name, state))
     # An older result for the same backup does not override the latest.
     store.put(backup_result("other-target", "stale", started=AT - 10_000))
@@ -95,17 +84,13 @@ def test_collector_on_shipped_exercise(tmp_path: Path) -> None:
     lb = {"runbook": "payroll", "tier": "1"}
     assert value(r, "continuity_runbook_rto_seconds", **lb) == 72 * 3600
     assert value(r, "continuity_runbook_rpo_seconds", **lb) == 24 * 3600
-    assert (
-        value(r, "continuity_recovery_test_last_timestamp_seconds", **lb)
-        == datetime.fromisoformat("2026-03-13T18:00:00+00:00").timestamp()
-    )
+    assert value(r, "continuity_recovery_test_last_timestamp_seconds", **lb) == datetime.fromisoformat(
+        "2026-03-13T18:00:00+00:00").timestamp()
     assert value(r, "continuity_recovery_test_achieved_rto_seconds", **lb) == (2 * 24 + 6) * 3600 + 55 * 60
     assert value(r, "continuity_recovery_test_within_rto", **lb) == 1
     assert value(r, "continuity_recovery_evidence_valid", **lb) == 1
-    assert (
-        value(r, "continuity_recovery_evidence_expiry_timestamp_seconds", **lb)
-        == datetime.fromisoformat("2027-03-13T18:00:00+00:00").timestamp()
-    )
+    assert value(r, "continuity_recovery_evidence_expiry_timestamp_seconds", **lb) == datetime.fromisoformat(
+        "2027-03-13T18:00:00+00:00").timestamp()
     # RPO: stale / failed / never_ran -> 0; all fresh or late -> 1; unknown or no result -> no series.
     rpo = {lbl["runbook"]: v for lbl, v in values(r, "continuity_runbook_rpo_met")}
     assert rpo["payroll"] == 0 and rpo["file-services"] == 0 and rpo["personnel"] == 0
@@ -171,12 +156,8 @@ def test_collector_one_corrupt_record_does_not_blind_the_rest(tmp_path: Path) ->
     r = collect(write_config(tmp_path, rb, rb / "evidence"), StateStore(None))
     assert r.ok, r.message
     # The good records still give their metrics, as without the corrupt file.
-    for name in (
-        "continuity_recovery_evidence_valid",
-        "continuity_recovery_test_achieved_rto_seconds",
-        "continuity_recovery_critical_path_seconds",
-        "continuity_recovery_evidence_chain_head_info",
-    ):
+    for name in ("continuity_recovery_evidence_valid", "continuity_recovery_test_achieved_rto_seconds",
+                 "continuity_recovery_critical_path_seconds", "continuity_recovery_evidence_chain_head_info"):
         assert values(r, name) == values(clean, name) and values(r, name), name
     assert value(r, "continuity_recovery_evidence_valid", runbook="payroll", tier="1") == 1
     # The corrupt file is a finding, counted per rule, and a partial error naming it.

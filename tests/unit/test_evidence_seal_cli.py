@@ -32,7 +32,6 @@ def test_seal_fills_hashes_sequence_and_chain(tmp_path: Path) -> None:
     docs = {n: yaml.safe_load(kit.record_path(n).read_text()) for n in records()}
     assert [docs[n]["sequence"] for n in sorted(docs)] == [1, 2, 3]
     assert docs["01-base.yml"]["prev_record_sha256"] is None
-
     def sha(name: str) -> str:
         return hashlib.sha256(kit.record_path(name).read_bytes()).hexdigest()
 
@@ -43,24 +42,14 @@ def test_seal_fills_hashes_sequence_and_chain(tmp_path: Path) -> None:
     assert docs["02-app.yml"]["artefacts"][0]["sha256"] == hashlib.sha256(art.read_bytes()).hexdigest()
     # timestamps stay text, in the order written
     assert "declared_at: 2025-01-10T08:00:00+00:00" in kit.record_path("01-base.yml").read_text()
-    assert (
-        verify(kit.runbooks, kit.evidence, AT).chain_head
-        == hashlib.sha256(kit.record_path("03-aux.yml").read_bytes()).hexdigest()
-    )
+    assert verify(kit.runbooks, kit.evidence, AT).chain_head == hashlib.sha256(
+        kit.record_path("03-aux.yml").read_bytes()).hexdigest()
 
 
 def test_seal_then_edit_artefact_gives_hash_mismatch_via_cli(tmp_path: Path) -> None:
     kit = make(tmp_path)
-    args = [
-        "evidence",
-        "verify",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        "--at",
-        AT.isoformat(),
-    ]
+    args = ["evidence", "verify", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+            "--at", AT.isoformat()]
     assert run_cli(*args)[0] == 0
     (kit.evidence / "artefacts" / "aux-log.txt").write_text("tampered\n")
     rc, out, _ = run_cli(*args)
@@ -71,18 +60,8 @@ def test_edit_earlier_record_gives_chain_broken_via_cli(tmp_path: Path) -> None:
     kit = make(tmp_path)
     p = kit.record_path("01-base.yml")
     p.write_text(p.read_text() + "# harmless-looking comment\n")
-    rc, out, _ = run_cli(
-        "evidence",
-        "verify",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        "--at",
-        AT.isoformat(),
-        "--format",
-        "json",
-    )
+    rc, out, _ = run_cli("evidence", "verify", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         "--at", AT.isoformat(), "--format", "json")
     doc = json.loads(out)
     assert rc == 1 and doc["ok"] is False
     broken = [f for f in doc["findings"] if f["rule"] == "chain_broken"]
@@ -92,15 +71,8 @@ def test_edit_earlier_record_gives_chain_broken_via_cli(tmp_path: Path) -> None:
 def test_seal_refuses_sealed_record(tmp_path: Path) -> None:
     kit = make(tmp_path)
     before = kit.record_path("01-base.yml").read_bytes()
-    rc, _, err = run_cli(
-        "evidence",
-        "seal",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        str(kit.record_path("01-base.yml")),
-    )
+    rc, _, err = run_cli("evidence", "seal", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         str(kit.record_path("01-base.yml")))
     assert rc == 2 and "01-base.yml: runbook_sha256: record is already sealed" in err
     assert kit.record_path("01-base.yml").read_bytes() == before
 
@@ -110,27 +82,15 @@ def test_seal_refuses_schema_invalid_record(tmp_path: Path) -> None:
     rec = records()["01-base.yml"]
     rec["declared_at"] = "2025-01-10T08:00:00"  # naive
     kit.write_record("01-base.yml", rec)
-    rc, _, err = run_cli(
-        "evidence",
-        "seal",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        str(kit.record_path("01-base.yml")),
-    )
+    rc, _, err = run_cli("evidence", "seal", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         str(kit.record_path("01-base.yml")))
     assert rc == 2 and "01-base.yml: declared_at:" in err and "UTC offset" in err
     assert "sequence" not in kit.record_path("01-base.yml").read_text()
 
 
-@pytest.mark.parametrize(
-    ("path", "needle"),
-    [
-        ("../outside.txt", "'..'"),
-        ("/etc/hostname", "absolute path"),
-        ("artefacts/nothere.txt", "does not exist"),
-    ],
-)
+@pytest.mark.parametrize(("path", "needle"), [
+    ("../outside.txt", "'..'"), ("/etc/hostname", "absolute path"), ("artefacts/nothere.txt", "does not exist"),
+])
 def test_seal_refuses_bad_artefacts(tmp_path: Path, path: str, needle: str) -> None:
     kit = make(tmp_path / "k", recs={})
     rec = records()["01-base.yml"]
@@ -201,26 +161,14 @@ def test_verify_exit_codes(tmp_path: Path) -> None:
 
 def test_verify_json_shape(tmp_path: Path) -> None:
     kit = make(tmp_path)
-    rc, out, _ = run_cli(
-        "evidence",
-        "verify",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        "--at",
-        AT.isoformat(),
-        "--format",
-        "json",
-    )
+    rc, out, _ = run_cli("evidence", "verify", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         "--at", AT.isoformat(), "--format", "json")
     doc = json.loads(out)
     assert rc == 0 and doc["ok"] is True and doc["findings"] == []
     assert {"runbook", "last_test", "achieved_rto_seconds", "rto_seconds", "within_rto", "valid_until"} <= set(
-        doc["systems"][0]
-    )
+        doc["systems"][0])
     assert {"objective_seconds", "planned_seconds", "projected_seconds", "measured_seconds", "path"} <= set(
-        doc["critical_path"]
-    )
+        doc["critical_path"])
     app = next(s for s in doc["systems"] if s["runbook"] == "app")
     assert app["achieved_rto_seconds"] == 6.5 * 3600 and app["rto_seconds"] == 72 * 3600 and app["within_rto"]
     assert app["valid_until"] == "2026-01-10T08:00:00+00:00"
@@ -242,25 +190,21 @@ def test_runbooks_check_exit_codes(tmp_path: Path) -> None:
     (kit.runbooks / "aux.yml").write_text((kit.runbooks / "aux.yml").read_text().replace("- base", "- aux2"))
     rc, out, _ = run_cli("runbooks", "check", str(kit.runbooks))
     assert rc == 1 and "unknown_runbook: runbook aux: depends_on names 'aux2'" in out
-    (kit.runbooks / "aux.yml").write_text(
-        (kit.runbooks / "aux.yml").read_text().replace("expected_duration: 2h", "expected_duration: soon")
-    )
+    (kit.runbooks / "aux.yml").write_text((kit.runbooks / "aux.yml").read_text().replace("expected_duration: 2h",
+                                                                                      "expected_duration: soon"))
     rc, _, err = run_cli("runbooks", "check", str(kit.runbooks))
     assert rc == 2 and "aux.yml: recovery_steps[0].expected_duration:" in err
 
 
-@pytest.mark.parametrize(
-    ("change", "key", "needle"),
-    [
-        (lambda rb: rb["recovery_steps"][1].update(after=["zz"]), "recovery_steps[1].after[0]", "unknown step 'zz'"),
-        (lambda rb: rb["recovery_steps"][0].update(after=["s2"]), "recovery_steps", "cycle"),
-        (lambda rb: rb["recovery_steps"][1].update(id="s1"), "recovery_steps[1].id", "more than once"),
-        (lambda rb: rb.update(id="other"), "id", "must equal the file name"),
-        (lambda rb: rb["objectives"].update(rto="30h"), "objectives", "longer than mtpd"),
-        (lambda rb: rb.update(colour="red"), "colour", "Extra inputs"),
-        (lambda rb: rb.update(version="1"), "version", "integer"),
-    ],
-)
+@pytest.mark.parametrize(("change", "key", "needle"), [
+    (lambda rb: rb["recovery_steps"][1].update(after=["zz"]), "recovery_steps[1].after[0]", "unknown step 'zz'"),
+    (lambda rb: rb["recovery_steps"][0].update(after=["s2"]), "recovery_steps", "cycle"),
+    (lambda rb: rb["recovery_steps"][1].update(id="s1"), "recovery_steps[1].id", "more than once"),
+    (lambda rb: rb.update(id="other"), "id", "must equal the file name"),
+    (lambda rb: rb["objectives"].update(rto="30h"), "objectives", "longer than mtpd"),
+    (lambda rb: rb.update(colour="red"), "colour", "Extra inputs"),
+    (lambda rb: rb.update(version="1"), "version", "integer"),
+])
 def test_step_graph_and_schema_errors_name_the_key(tmp_path: Path, change, key: str, needle: str) -> None:  # type: ignore[no-untyped-def]
     from tests.helpers.evidence_kit import runbooks
 
@@ -287,22 +231,8 @@ def test_duplicate_keys_and_aliases_are_refused(tmp_path: Path) -> None:
 def test_real_entry_point_exit_code() -> None:
     """Once through the installed console script (the rest of the CLI tests run in-process)."""
     exe = Path(sys.executable).parent / "continuity-agent"
-    p = subprocess.run(
-        [
-            str(exe),
-            "evidence",
-            "verify",
-            "--runbooks",
-            str(SHIPPED_RUNBOOKS),
-            "--evidence",
-            str(SHIPPED_EVIDENCE),
-            "--at",
-            SHIPPED_AT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = subprocess.run([str(exe), "evidence", "verify", "--runbooks", str(SHIPPED_RUNBOOKS), "--evidence",
+                        str(SHIPPED_EVIDENCE), "--at", SHIPPED_AT], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "the recovery promise HOLDS (0 errors" in p.stdout
 
@@ -315,37 +245,14 @@ def test_shipped_runbooks_pass_check() -> None:
     assert rc == 0, out + err
     res = check_runbooks(SHIPPED_RUNBOOKS)
     names = set(res.estate.runbooks)
-    assert names == {
-        "recovery-centre",
-        "core-network",
-        "active-directory",
-        "sql-cluster",
-        "file-services",
-        "email",
-        "intranet",
-        "crm",
-        "fmis",
-        "payroll",
-        "personnel",
-        "pamis",
-        "mapping-lpg",
-    }
+    assert names == {"recovery-centre", "core-network", "active-directory", "sql-cluster", "file-services", "email",
+                     "intranet", "crm", "fmis", "payroll", "personnel", "pamis", "mapping-lpg"}
     assert res.planned_seconds is not None and res.planned_seconds <= 72 * 3600
 
 
 def test_shipped_exercise_passes_verify() -> None:
-    rc, out, err = run_cli(
-        "evidence",
-        "verify",
-        "--runbooks",
-        str(SHIPPED_RUNBOOKS),
-        "--evidence",
-        str(SHIPPED_EVIDENCE),
-        "--at",
-        SHIPPED_AT,
-        "--format",
-        "json",
-    )
+    rc, out, err = run_cli("evidence", "verify", "--runbooks", str(SHIPPED_RUNBOOKS), "--evidence",
+                           str(SHIPPED_EVIDENCE), "--at", SHIPPED_AT, "--format", "json")
     assert rc == 0, out + err
     doc = json.loads(out)
     assert doc["ok"] and doc["findings"] == []
@@ -445,15 +352,8 @@ def test_seal_lock_does_not_follow_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere" / "created-by-the-sealer"
     target.parent.mkdir()
     (kit.evidence / ".seal.lock").symlink_to(target)
-    rc, _, err = run_cli(
-        "evidence",
-        "seal",
-        "--runbooks",
-        str(kit.runbooks),
-        "--evidence",
-        str(kit.evidence),
-        str(kit.record_path("01-base.yml")),
-    )
+    rc, _, err = run_cli("evidence", "seal", "--runbooks", str(kit.runbooks), "--evidence", str(kit.evidence),
+                         str(kit.record_path("01-base.yml")))
     assert rc == 2 and ".seal.lock: cannot open the lock file: it is a symlink" in err, err
     assert not target.exists()
     assert "sequence:" not in kit.record_path("01-base.yml").read_text()
