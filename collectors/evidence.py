@@ -1,9 +1,14 @@
 """DR recovery evidence (kind ``evidence``): re-verifies runbooks and sealed recovery-test records
 on the target's interval and exports whether the estate's recovery promise holds.
 
-Verification (hashing artefacts included) runs in a worker thread; artefact digests are cached
-by file identity, so only new or changed artefacts are hashed again. Rules and formats:
-docs/runbooks.md.
+Verification (hashing artefacts included) runs in a child process, the agent's own Python on
+:mod:`collectors.evidence_child`, which prints the run's samples as JSON and exits: the
+verifier's code and what it parsed never stay in the agent (about 1.7 MiB of the idle demo
+agent), a run past its timeout is killed rather than left hashing in a thread, and a hostile
+runbook or record that blows up the parser takes the child down, never the agent. Artefact
+digests are cached by file identity in the state directory
+(``evidence-<target>.hashes.json``), so only new or changed artefacts are hashed again. Rules
+and formats: docs/runbooks.md.
 
 Files are loaded leniently: a bad runbook or record is an ``invalid_runbook``/``invalid_record``
 finding plus an ``invalid_input`` partial error, and the other records still give their metrics.
@@ -22,29 +27,24 @@ A runbook that names no backups has no ``continuity_runbook_rpo_met`` series.
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from agent.backupstate import backup_states as read_backup_states
 from agent.configtypes import resolve_path
-from agent.evidence import (
-    EvidenceInputError,
-    HashCache,
-    InputIssue,
-    VerificationReport,
-    findings_by_rule,
-    verify,
-)
-from agent.evidence.backupstate import backup_states as read_backup_states
+from agent.plugin import BAD_REPLY, INTERNAL
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
+from collectors.commands import COMMAND_FAILED, LocalRunner, OutputLimits
+from collectors.evidence_child import INVALID_INPUT, RPO_MET, RPO_NOT_MET, rpo_met
 
-INVALID_INPUT = "invalid_input"
+__all__ = ["COLLECTORS", "INVALID_INPUT", "RPO_MET", "RPO_NOT_MET", "EvidenceCollector", "rpo_met"]
+
 UNKNOWN_BACKUP = "unknown_backup"
-RPO_NOT_MET = frozenset({"stale", "failed", "never_ran"})
-RPO_MET = frozenset({"fresh", "late"})
 
 
 class EvidenceTarget(TargetBase):
@@ -143,86 +143,64 @@ METRICS = (
 
 
 def backup_states(store: Any) -> dict[str, str]:
-    """Backup name -> current state (agent.evidence.backupstate, which the DR report reads too)."""
+    """Backup name -> current state (agent.backupstate, which the DR report reads too)."""
     return {name: b.state for name, b in read_backup_states(store).items() if b.state}
 
 
-def rpo_met(backups: tuple[str, ...] | list[str], states: dict[str, str]) -> bool | None:
-    """False if any backup is stale/failed/never_ran; None if any is unknown or has no state; True
-    if all are fresh or late; None for no backups."""
-    if not backups:
-        return None
-    got = [states.get(b) for b in backups]
-    if any(s in RPO_NOT_MET for s in got):
-        return False
-    if all(s in RPO_MET for s in got):
-        return True
-    return None
-
-
-def report_samples(rep: VerificationReport, states: dict[str, str]) -> Collected:
-    out = Collected()
-    for s in rep.systems:
-        lb = {"runbook": s.runbook, "tier": str(s.tier)}
-        out.add("continuity_runbook_rto_seconds", s.rto_seconds, **lb)
-        out.add("continuity_runbook_rpo_seconds", s.rpo_seconds, **lb)
-        met = rpo_met(s.backups, states)
-        if met is not None:
-            out.add("continuity_runbook_rpo_met", 1 if met else 0, **lb)
-        if s.last_test is not None:
-            out.add("continuity_recovery_test_last_timestamp_seconds", s.last_test.timestamp(), **lb)
-        if s.achieved_rto_seconds is not None:
-            out.add("continuity_recovery_test_achieved_rto_seconds", s.achieved_rto_seconds, **lb)
-        if s.within_rto is not None:
-            out.add("continuity_recovery_test_within_rto", 1 if s.within_rto else 0, **lb)
-        out.add("continuity_recovery_evidence_valid", 1 if s.valid else 0, **lb)
-        if s.valid_until is not None:
-            out.add("continuity_recovery_evidence_expiry_timestamp_seconds", s.valid_until.timestamp(), **lb)
-    for (severity, rule), n in sorted(findings_by_rule(rep.findings).items()):
-        out.add("continuity_recovery_findings", n, severity=severity, rule=rule)
-    cp = rep.critical_path
-    out.add("continuity_recovery_objective_seconds", cp.objective_seconds)
-    for basis in ("planned", "projected", "measured"):
-        v = cp.seconds(basis)
-        if v is not None:
-            out.add("continuity_recovery_critical_path_seconds", v, basis=basis)
-    if rep.chain_head:
-        out.add("continuity_recovery_evidence_chain_head_info", 1, sha256=rep.chain_head)
-    return out
+# The child: the agent's own interpreter, isolated from the environment (-I), on the agent's own
+# code (the directory holding this package goes first on its path), running evidence_child.main.
+CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from collectors.evidence_child import main; main(sys.argv[2])"
+CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+CHILD_OUTPUT = OutputLimits(max_bytes=64 * 1024 * 1024, max_lines=10)
 
 
 class EvidenceCollector(Collector):
     kind = "evidence"
     config_model = EvidenceTarget
     METRICS = METRICS
-    REASONS = (INVALID_INPUT, UNKNOWN_BACKUP)
+    REASONS = (INVALID_INPUT, UNKNOWN_BACKUP, COMMAND_FAILED)
     target: EvidenceTarget
 
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self._cache = HashCache()
-        self._lock = threading.Lock()  # a timed-out run's thread may still be hashing
+    def _request(self, states: dict[str, str]) -> str:
+        t = self.target
+        return json.dumps({
+            "target": t.name,
+            "runbooks_dir": os.fspath(t.runbooks_dir),
+            "evidence_dir": os.fspath(t.evidence_dir),
+            "at": self.ctx.clock(),
+            "states": states,
+            "hashes": os.fspath(Path(self.ctx.state_dir) / f"evidence-{t.name}.hashes.json"),
+        })  # fmt: skip
 
-    def _verify(self) -> VerificationReport:
-        with self._lock:
-            at = datetime.fromtimestamp(self.ctx.clock(), UTC)
-            return verify(self.target.runbooks_dir, self.target.evidence_dir, at, hash_cache=self._cache, lenient=True)
-
-    def _invalid_input(self, issues: list[InputIssue]) -> str:
-        first = issues[0] if issues else "invalid input"
-        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-        return f"{self.target.name}: {first}{more}"
+    async def _verify(self, states: dict[str, str]) -> dict[str, Any]:
+        """The child's run (:func:`child_main`), killed at the task's timeout."""
+        t = self.target
+        argv = [sys.executable, "-I", "-c", CHILD, CODE_ROOT, self._request(states)]
+        res = await LocalRunner(where=t.name, limits=CHILD_OUTPUT).run(argv, timeout=self.timeout)
+        if res.exit_status != 0:
+            raise CollectorError(INTERNAL, f"{t.name}: the evidence verifier failed: {res.stderr_summary()}")
+        try:
+            got = json.loads(res.stdout)
+            if not isinstance(got, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            raise CollectorError(BAD_REPLY, f"{t.name}: the evidence verifier printed no result ({e})") from None
+        return got
 
     async def collect(self) -> Collected:
         t = self.target
-        try:
-            rep = await self.ctx.run_blocking(self._verify)
-        except EvidenceInputError as e:  # a directory missing, unlistable or without runbook files
-            raise CollectorError(INVALID_INPUT, self._invalid_input(e.issues)) from None
         states = backup_states(self.ctx.store)
-        out = report_samples(rep, states)
-        if rep.bad_files:  # skipped files are findings; the rest of the run stands
-            out.partial_errors.append((INVALID_INPUT, self._invalid_input(rep.bad_files)))
+        got = await self._verify(states)
+        try:
+            if "error" in got:
+                reason, message = got["error"]
+                raise CollectorError(str(reason), str(message))
+            out = Collected(partial_errors=[(str(r), str(m)) for r, m in got["partial_errors"]], info=dict(got["info"]))
+            for name, v, labels in got["samples"]:
+                out.add(str(name), float(v), **{str(k): str(x) for k, x in labels.items()})
+            named = [str(b) for b in got["backups"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CollectorError(BAD_REPLY, f"{t.name}: the evidence verifier's result is malformed ({e!r})") from None
         if self.ctx.config is not None:
             configured: set[str] = set()
             for x in getattr(self.ctx.config, "targets", []):
@@ -230,7 +208,7 @@ class EvidenceCollector(Collector):
                     configured.add(x.name)
                     if getattr(x, "backup", None):
                         configured.add(x.backup)
-            missing = sorted({b for s in rep.systems for b in s.backups if b not in configured and b not in states})
+            missing = sorted(b for b in named if b not in configured and b not in states)
             if missing:
                 out.partial_errors.append(
                     (
@@ -239,15 +217,6 @@ class EvidenceCollector(Collector):
                         f"(no RPO state for them): {', '.join(missing)}",
                     )
                 )
-        out.info.update(
-            {
-                "ok": rep.ok,
-                "errors": len(rep.errors),
-                "warnings": len(rep.warnings),
-                "chain_head": rep.chain_head,
-                "findings": [str(f) for f in rep.findings[:50]],
-            }
-        )
         return out
 
     @classmethod

@@ -9,10 +9,13 @@ a rewritten file is hashed again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -47,7 +50,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 class HashCache:
-    """Thread-safe digest cache keyed by file identity and times."""
+    """Thread-safe digest cache keyed by file identity and times; kept in a file between runs
+    of separate processes with :meth:`load` and :meth:`save`."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._lock = threading.Lock()
@@ -55,6 +59,39 @@ class HashCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
+        self._saved: dict[tuple[int, int, int, int, int], str] = {}
+        self._autosave: tuple[Path, float] | None = None
+        self._last_save = time.monotonic()
+
+    @classmethod
+    def load(cls, path: Path, save_every: float | None = None) -> HashCache:
+        """The cache :meth:`save` left in ``path``; empty when the file is missing or unreadable
+        (everything is hashed again). With ``save_every``, a digest computed that many seconds
+        after the last save saves the cache there again: a run killed at its timeout while
+        hashing a large evidence directory leaves the next run what it had hashed."""
+        cache = cls()
+        cache._autosave = (path, save_every) if save_every is not None else None
+        try:
+            for key, digest in json.loads(path.read_bytes())[: cache.max_entries]:
+                if isinstance(digest, str) and isinstance(key, list) and len(key) == 5:
+                    k0, k1, k2, k3, k4 = (int(k) for k in key)
+                    cache._d[(k0, k1, k2, k3, k4)] = digest
+        except (OSError, ValueError, TypeError):
+            pass
+        cache._saved = dict(cache._d)
+        return cache
+
+    def save(self, path: Path) -> None:
+        """Replace ``path`` (atomically, mode 0600) with the cache, unless nothing changed."""
+        from agent.fileio import atomic_write
+
+        with self._lock:
+            if self._d == self._saved:
+                return
+            entries = dict(self._d)
+        atomic_write(path, json.dumps([[list(k), v] for k, v in entries.items()]), mode=0o600)
+        self._saved = entries
+        self._last_save = time.monotonic()
 
     def sha256(self, path: Path) -> str:
         st = os.stat(path)
@@ -72,6 +109,9 @@ class HashCache:
                 if len(self._d) >= self.max_entries:
                     self._d.clear()
                 self._d[key] = digest
+        if self._autosave is not None and time.monotonic() - self._last_save >= self._autosave[1]:
+            with contextlib.suppress(OSError):  # saved again at the end, or not at all: hashed again
+                self.save(self._autosave[0])
         return digest
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agent import __version__
+from agent.backupstate import BackupState, backup_states
 from agent.evidence import EstateSettings, ExerciseSystem, SystemStatus, VerificationReport
-from agent.evidence.backupstate import BackupState, backup_states
 from agent.yamlfile import FileIssue
 
 SCHEMA_VERSION = 1

@@ -215,10 +215,11 @@ def test_importing_the_agent_loads_no_heavy_library() -> None:
     assert not any(loaded.values()), loaded
 
 
-def _demo_agent(tmp_path: Path, evidence: Path | None = None, active: tuple[str, ...] = ()) -> str:
-    """Code that starts the demo agent (HTTP, scheduler, subcommands registered), runs every
-    target and the exercise board's status job once, and scrapes /metrics; with ``evidence``, the
-    board reads its exercises there, and finds the ``active`` ones (in its metrics too)."""
+def _demo_agent(tmp_path: Path, evidence: Path | None = None, active: tuple[str, ...] = (), parser: bool = True) -> str:
+    """Code that starts the demo agent (HTTP, scheduler, subcommands registered unless not
+    ``parser``, as `run` does), runs every target and the exercise board's status job once, and
+    scrapes /metrics; with ``evidence``, the board reads its exercises there, and finds the
+    ``active`` ones (in its metrics too)."""
     exercises = (
         f",\n  'exercises': ExercisesConfig(runbooks_dir={str(RUNBOOKS)!r}, evidence_dir={str(evidence)!r})"
         if evidence
@@ -227,7 +228,7 @@ def _demo_agent(tmp_path: Path, evidence: Path | None = None, active: tuple[str,
     return (
         "import asyncio\n"
         "import agent.cli\n"
-        "agent.cli.build_parser()\n"
+        f"{'agent.cli.build_parser()' if parser else ''}\n"
         "from agent.config import load_config\n"
         "from agent.exercises.config import ExercisesConfig\n"
         "from agent.service import Agent\n"
@@ -265,6 +266,14 @@ def test_running_the_demo_agent_loads_no_heavy_library(tmp_path: Path) -> None:
     # The demo has no SSH, SNMP or backup target, no reports and no exercise: none of their
     # libraries and modules load, even with the agent started and every target run.
     loaded = _loaded_after(_demo_agent(tmp_path), HEAVY + DEMO_UNUSED)
+    assert not any(loaded.values()), loaded
+
+
+def test_the_evidence_collector_leaves_the_verifier_out_of_the_agent(tmp_path: Path) -> None:
+    # The demo's evidence target runs (its result stored, like every target's) in a child
+    # process: neither the verifier nor the loader nor the evidence models load in the agent.
+    verifier = ("agent.evidence", "agent.evidence.verifier", "agent.evidence.loader", "agent.evidence.models")
+    loaded = _loaded_after(_demo_agent(tmp_path, parser=False), verifier)
     assert not any(loaded.values()), loaded
 
 

@@ -1,9 +1,9 @@
-"""Backup state for RPO is read in one place (agent.evidence.backupstate): the evidence collector's
+"""Backup state for RPO is read in one place (agent.backupstate): the evidence collector's
 continuity_runbook_rpo_met and the DR report's backup column read the same states."""
 
 from __future__ import annotations
 
-from agent.evidence.backupstate import BackupState, backup_states
+from agent.backupstate import BackupState, backup_states
 from agent.plugin import Sample
 from agent.state import Result, StateStore
 from collectors.evidence import backup_states as collector_states

@@ -4,11 +4,16 @@ agent's own store; every sample declared in the catalogue."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import psutil
+import pytest
+
+import collectors.evidence
 from agent.catalogue import catalogue
 from agent.config import load_config
 from agent.runner import run_task
@@ -47,7 +52,7 @@ def collect(cfg_path: Path, store: StateStore, clock: float = AT) -> Result:
     return asyncio.run(main())
 
 
-def write_config(tmp_path: Path, runbooks: Path, evidence: Path) -> Path:
+def write_config(tmp_path: Path, runbooks: Path, evidence: Path, timeout: str = "60s") -> Path:
     p = tmp_path / "agent.yml"
     p.write_text(f"""
 agent:
@@ -58,7 +63,7 @@ targets:
     kind: evidence
     runbooks_dir: {runbooks}
     evidence_dir: {evidence}
-    timeout: 60s
+    timeout: {timeout}
 """)
     return p
 
@@ -193,3 +198,73 @@ def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(write_config(tmp_path, tmp_path / "nope", tmp_path))
     assert any(i.key == "targets[0].runbooks_dir" and "not a directory" in i.message for i in e.value.issues)
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_verification_runs_in_a_child_killed_at_the_timeout(tmp_path: Path) -> None:
+    """A run past its timeout is a timeout, and its child is gone (killed, not left hashing)."""
+    rb = tmp_path / "runbooks"
+    shutil.copytree(ROOT / "runbooks", rb)
+    before = _children()
+    r = collect(write_config(tmp_path, rb, rb / "evidence", timeout="50ms"), StateStore(None))
+    assert not r.ok and r.reason == "timeout", (r.reason, r.message)
+    assert _children() == before
+    # With time enough, the same target verifies.
+    assert collect(write_config(tmp_path, rb, rb / "evidence"), StateStore(None)).ok
+
+
+def test_artefact_digests_are_kept_between_runs_in_the_state_directory(tmp_path: Path) -> None:
+    """Each run is a process of its own: the digests it computed wait in the state directory
+    (mode 0600) for the next, which reads them (a digest planted there is believed: an artefact
+    with that identity is not read again)."""
+    rb = tmp_path / "runbooks"
+    shutil.copytree(ROOT / "runbooks", rb)
+    cfg = write_config(tmp_path, rb, rb / "evidence")
+    (tmp_path / "state").mkdir()  # as the agent makes it at start
+    clean = collect(cfg, StateStore(None))
+    assert (
+        clean.ok and value(clean, "continuity_recovery_findings", severity="error", rule="artefact_hash_mismatch") == 0
+    )
+    kept = tmp_path / "state" / "evidence-dr-evidence.hashes.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    entries = json.loads(kept.read_text())
+    assert entries and all(len(k) == 5 and len(d) == 64 for k, d in entries)
+    # Unchanged artefacts: the file is not rewritten.
+    mtime = kept.stat().st_mtime_ns
+    collect(cfg, StateStore(None))
+    assert kept.stat().st_mtime_ns == mtime
+    kept.write_text(json.dumps([[k, "0" * 64] for k, _ in entries]))
+    planted = collect(cfg, StateStore(None))
+    assert value(planted, "continuity_recovery_findings", severity="error", rule="artefact_hash_mismatch")
+    # An unreadable file is an empty cache: everything is hashed again, the verdict as before.
+    kept.write_text("{not json")
+    again = collect(cfg, StateStore(None))
+    assert values(again, "continuity_recovery_findings") == values(clean, "continuity_recovery_findings")
+    assert json.loads(kept.read_text())
+
+
+@pytest.mark.parametrize(
+    ("child", "reason", "says"),
+    [
+        (
+            "import sys; sys.stderr.write('MemoryError'); sys.exit(1)",
+            "internal",
+            "the evidence verifier failed: MemoryError",
+        ),
+        ("print('not json')", "bad_reply", "printed no result"),
+        ("print('{\"samples\": 1}')", "bad_reply", "result is malformed"),
+    ],
+    ids=["crash", "garbage", "wrong-shape"],
+)
+def test_a_child_that_fails_is_a_reason_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: str, reason: str, says: str
+) -> None:
+    """What a real verifier does not do (crash, print garbage): a failed run with a reason and a
+    message naming the target."""
+    monkeypatch.setattr(collectors.evidence, "CHILD", child)
+    r = collect(write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence"), StateStore(None))
+    assert not r.ok and r.reason == reason, (r.reason, r.message)
+    assert (r.message or "").startswith("dr-evidence: ") and says in (r.message or ""), r.message

@@ -310,6 +310,34 @@ def test_hash_cache_rehashes_changed_files(tmp_path: Path) -> None:
     assert c.sha256(p) == hashlib.sha256(b"two").hexdigest()
 
 
+def test_hash_cache_kept_in_a_file_and_saved_while_hashing(tmp_path: Path) -> None:
+    """The evidence collector's child keeps its digests between runs; with ``save_every`` it saves
+    while hashing, so a run killed mid-way (SIGKILL: no chance to save at the end) leaves what
+    it hashed."""
+    kept = tmp_path / "hashes.json"
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.bin")
+        files[-1].write_bytes(str(i).encode())
+    c = HashCache.load(kept, save_every=0.0)
+    assert not kept.exists()
+    c.sha256(files[0])
+    c.sha256(files[1])
+    assert len(json.loads(kept.read_text())) == 2  # saved after each digest, no save() called
+    assert kept.stat().st_mode & 0o777 == 0o600
+    again = HashCache.load(kept)
+    assert again.sha256(files[0]) == hashlib.sha256(b"0").hexdigest() and (again.hits, again.misses) == (1, 0)
+    again.sha256(files[2])
+    assert len(json.loads(kept.read_text())) == 2  # without save_every: only save() writes
+    again.save(kept)
+    assert len(json.loads(kept.read_text())) == 3
+    # Garbage or a wrong shape in the file: an empty cache, everything hashed again.
+    for bad in ("{not json", '{"a": 1}', "[[1, 2]]", '[[["x", 1, 2, 3, 4], "d"]]'):
+        kept.write_text(bad)
+        fresh = HashCache.load(kept)
+        assert fresh.sha256(files[0]) == hashlib.sha256(b"0").hexdigest() and fresh.misses == 1, bad
+
+
 def test_resolve_artefact(tmp_path: Path) -> None:
     (tmp_path / "ev").mkdir()
     assert resolve_artefact(tmp_path / "ev", "a/b.txt").ok
