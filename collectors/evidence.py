@@ -40,9 +40,9 @@ from agent.configtypes import resolve_path
 from agent.plugin import BAD_REPLY, INTERNAL
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
 from collectors.commands import COMMAND_FAILED, LocalRunner, OutputLimits
-from collectors.evidence_child import INVALID_INPUT, RPO_MET, RPO_NOT_MET, rpo_met
+from collectors.evidence_child import INVALID_INPUT, RPO_MET, RPO_NOT_MET, rpo_met, rpo_samples
 
-__all__ = ["COLLECTORS", "INVALID_INPUT", "RPO_MET", "RPO_NOT_MET", "EvidenceCollector", "rpo_met"]
+__all__ = ["COLLECTORS", "INVALID_INPUT", "RPO_MET", "RPO_NOT_MET", "EvidenceCollector", "rpo_met", "rpo_samples"]
 
 UNKNOWN_BACKUP = "unknown_backup"
 
@@ -154,6 +154,10 @@ CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 CHILD_OUTPUT = OutputLimits(max_bytes=64 * 1024 * 1024, max_lines=10)
 
 
+def _strings(d: dict[Any, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in d.items()}
+
+
 class EvidenceCollector(Collector):
     kind = "evidence"
     config_model = EvidenceTarget
@@ -161,21 +165,20 @@ class EvidenceCollector(Collector):
     REASONS = (INVALID_INPUT, UNKNOWN_BACKUP, COMMAND_FAILED)
     target: EvidenceTarget
 
-    def _request(self, states: dict[str, str]) -> str:
+    def _request(self) -> str:
         t = self.target
         return json.dumps({
             "target": t.name,
             "runbooks_dir": os.fspath(t.runbooks_dir),
             "evidence_dir": os.fspath(t.evidence_dir),
             "at": self.ctx.clock(),
-            "states": states,
             "hashes": os.fspath(Path(self.ctx.state_dir) / f"evidence-{t.name}.hashes.json"),
         })  # fmt: skip
 
-    async def _verify(self, states: dict[str, str]) -> dict[str, Any]:
-        """The child's run (:func:`child_main`), killed at the task's timeout."""
+    async def _verify(self) -> dict[str, Any]:
+        """The child's run (:mod:`collectors.evidence_child`), killed at the task's timeout."""
         t = self.target
-        argv = [sys.executable, "-I", "-c", CHILD, CODE_ROOT, self._request(states)]
+        argv = [sys.executable, "-I", "-c", CHILD, CODE_ROOT, self._request()]
         res = await LocalRunner(where=t.name, limits=CHILD_OUTPUT).run(argv, timeout=self.timeout)
         if res.exit_status != 0:
             raise CollectorError(INTERNAL, f"{t.name}: the evidence verifier failed: {res.stderr_summary()}")
@@ -189,16 +192,16 @@ class EvidenceCollector(Collector):
 
     async def collect(self) -> Collected:
         t = self.target
+        got = await self._verify()
         states = backup_states(self.ctx.store)
-        got = await self._verify(states)
         try:
             if "error" in got:
                 reason, message = got["error"]
                 raise CollectorError(str(reason), str(message))
             out = Collected(partial_errors=[(str(r), str(m)) for r, m in got["partial_errors"]], info=dict(got["info"]))
-            for name, v, labels in got["samples"]:
-                out.add(str(name), float(v), **{str(k): str(x) for k, x in labels.items()})
-            named = [str(b) for b in got["backups"]]
+            systems = [(_strings(lb), [str(b) for b in named]) for lb, named in got["systems"]]
+            for name, v, labels in [*got["samples"], *rpo_samples(systems, states)]:
+                out.add(str(name), float(v), **_strings(labels))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CollectorError(BAD_REPLY, f"{t.name}: the evidence verifier's result is malformed ({e!r})") from None
         if self.ctx.config is not None:
@@ -208,7 +211,7 @@ class EvidenceCollector(Collector):
                     configured.add(x.name)
                     if getattr(x, "backup", None):
                         configured.add(x.backup)
-            missing = sorted(b for b in named if b not in configured and b not in states)
+            missing = sorted({b for _, named in systems for b in named if b not in configured and b not in states})
             if missing:
                 out.partial_errors.append(
                     (

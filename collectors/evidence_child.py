@@ -1,10 +1,11 @@
 """The evidence collector's child process (``collectors.evidence``): one verification run.
 
 The agent starts its own Python on :func:`main` with one JSON argument (target, runbooks_dir,
-evidence_dir, at, states, hashes); it verifies leniently and prints one JSON object: ``samples``
-(``[name, value, labels]``), ``partial_errors`` (``[reason, message]``), ``info`` and ``backups``
-(every backup the runbooks name), or ``error`` (``[reason, message]``) when the input cannot be
-read at all. It imports only the verifier and what it needs (not the agent's config models), so
+evidence_dir, at, hashes); it verifies leniently and prints one JSON object: ``samples``
+(``[name, value, labels]``), ``systems`` (``[labels, backups named]`` per runbook, from which the
+agent adds ``continuity_runbook_rpo_met`` with the backup states it holds: :func:`rpo_samples`),
+``partial_errors`` (``[reason, message]``) and ``info``, or ``error`` (``[reason, message]``) when
+the input cannot be read at all. It imports only the verifier and what it needs (not the agent's config models), so
 a run costs the interpreter's start, pydantic and the verification.
 """
 
@@ -41,7 +42,19 @@ def rpo_met(backups: tuple[str, ...] | list[str], states: dict[str, str]) -> boo
     return None
 
 
-def report_samples(rep: VerificationReport, states: dict[str, str]) -> list[SampleRow]:
+def rpo_samples(systems: list[tuple[dict[str, str], list[str]]], states: dict[str, str]) -> list[SampleRow]:
+    """``continuity_runbook_rpo_met`` of each system (its labels and the backups it names), from
+    the backup states in the agent's store: the agent adds these to the child's samples."""
+    out: list[SampleRow] = []
+    for labels, backups in systems:
+        met = rpo_met(backups, states)
+        if met is not None:
+            out.append(("continuity_runbook_rpo_met", 1.0 if met else 0.0, labels))
+    return out
+
+
+def report_samples(rep: VerificationReport) -> list[SampleRow]:
+    """The run's samples, but for :func:`rpo_samples`."""
     from agent.evidence import findings_by_rule
 
     out: list[SampleRow] = []
@@ -53,9 +66,6 @@ def report_samples(rep: VerificationReport, states: dict[str, str]) -> list[Samp
         lb = {"runbook": s.runbook, "tier": str(s.tier)}
         add("continuity_runbook_rto_seconds", s.rto_seconds, **lb)
         add("continuity_runbook_rpo_seconds", s.rpo_seconds, **lb)
-        met = rpo_met(s.backups, states)
-        if met is not None:
-            add("continuity_runbook_rpo_met", 1 if met else 0, **lb)
         if s.last_test is not None:
             add("continuity_recovery_test_last_timestamp_seconds", s.last_test.timestamp(), **lb)
         if s.achieved_rto_seconds is not None:
@@ -104,7 +114,8 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     if rep.bad_files:  # skipped files are findings; the rest of the run stands
         partial.append([INVALID_INPUT, invalid_input(target, rep.bad_files)])
     return {
-        "samples": report_samples(rep, req["states"]),
+        "samples": report_samples(rep),
+        "systems": [[{"runbook": s.runbook, "tier": str(s.tier)}, list(s.backups)] for s in rep.systems],
         "partial_errors": partial,
         "info": {
             "ok": rep.ok,
@@ -113,7 +124,6 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
             "chain_head": rep.chain_head,
             "findings": [str(f) for f in rep.findings[:50]],
         },
-        "backups": sorted({b for s in rep.systems for b in s.backups}),
     }
 
 
