@@ -192,6 +192,9 @@ def test_a_new_upload_cuts_a_crawler_holding_a_slot_and_is_taken(tmp_path: Path)
             for i in range(MAX_STREAMS):
                 crawlers.append(_paced(agent, form, f"crawl-{i}.bin".encode(), crawl, 10_000))
                 wait_until(lambda: len(receiving(agent.proc.pid, ev)) == len(crawlers), 20, what="the slot taken")
+                # The first one furthest behind, by half a second: only its start (0 to 0.1 s before
+                # the next one's, by when the poll above saw it) set them apart.
+                time.sleep(0.5)
             assert post_upload(url, multipart(form, b"next.bin", b"n" * 200_000))[0] == 503
             time.sleep(12)  # both behind the floor now: 10 s, and not 1 Mbit/s since
             t0 = time.monotonic()

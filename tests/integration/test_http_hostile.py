@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import select
 import socket
 import ssl
 import threading
@@ -24,6 +25,7 @@ from agent.http import MAX_BODY, WORKERS, HttpServer, WebApp, frame_request
 from agent.reports.service import PREFIX, reports_handler
 from agent.webconfig import BasicAuth
 from collectors.base import HttpResponse, Route
+from tests.helpers.common import wait_until
 from tests.helpers.tls import bcrypt_hash, make_pki
 
 
@@ -464,6 +466,14 @@ def _slow_readers(port: int, n: int, path: str = "/reports/dr-big.html") -> list
     return socks
 
 
+def _answered(srv: HttpServer, socks: list[socket.socket]) -> bool:
+    """Every request on ``socks`` answered as far as its socket takes it (its first bytes, or the
+    connection dropped, are there to read) and handed back to the I/O loop by its worker."""
+    return all(select.select([s], [], [], 0)[0] for s in socks) and not any(
+        c.state == "busy" for c in list(srv._conns.values())
+    )
+
+
 def test_clients_that_do_not_read_hold_no_worker(big_report: Path) -> None:
     """Finding: 16 clients that never read a 16 MB /reports/ file held all 16 workers;
     /-/healthy took 9.5 s."""
@@ -472,7 +482,7 @@ def test_clients_that_do_not_read_hold_no_worker(big_report: Path) -> None:
     socks: list[socket.socket] = []
     try:
         socks = _slow_readers(srv.port, 16)
-        time.sleep(0.5)  # every request answered as far as the sockets take it
+        wait_until(lambda: _answered(srv, socks), 20, what="every request answered as far as the sockets take it")
         for path in ["/-/healthy"] * 5 + ["/metrics"]:  # before: 9.5 s (a 10 s write timeout per worker)
             t0 = time.perf_counter()
             assert status_of(get(srv.port, path)) == 200
@@ -494,7 +504,7 @@ def test_output_waiting_for_slow_readers_is_bounded(big_report: Path) -> None:
     socks: list[socket.socket] = []
     try:
         socks = _slow_readers(srv.port, 6)
-        time.sleep(1.0)
+        wait_until(lambda: _answered(srv, socks), 20, what="every request answered or dropped")
         assert srv._pending_output <= 2 * BIG
         writing = [c for c in list(srv._conns.values()) if c.state == "write"]
         assert 1 <= len(writing) <= 2  # the others were dropped, not queued in memory

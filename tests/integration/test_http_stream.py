@@ -200,6 +200,14 @@ class PacedSender(threading.Thread):
             data += more
 
 
+def _holders(srv: HttpServer) -> list[float]:
+    """The uploads holding a slot of ``srv`` now: how many seconds each is behind the floor
+    (negative: ahead of it, :meth:`_BodyReader.behind`)."""
+    with srv.slots._cond:
+        now = time.monotonic()
+        return [h.behind(now) for h in srv.slots._held]
+
+
 def _plain(port: int) -> Callable[[], socket.socket]:
     return lambda: socket.create_connection(("127.0.0.1", port), timeout=30)
 
@@ -280,7 +288,9 @@ def test_at_most_max_streams_at_once_and_scrapes_go_on(server: HttpServer, handl
             s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             s.sendall(_head("/wait", 2 * MAX_BODY))  # an upload still to arrive
             held.append(s)
-        time.sleep(0.3)  # the handlers are waiting now
+        # The handlers hold their slots now (a fixed wait was not enough on a busy machine: the
+        # upload below could take a slot before a worker had taken up one of these).
+        wait_until(lambda: len(_holders(server)) == MAX_STREAMS, 10, what="the handlers in their slots")
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(_head("/digest", 2 * MAX_BODY) + b"abc")
             status, body = _response(s.makefile("rb"))
@@ -351,15 +361,16 @@ def test_a_newcomer_cuts_a_holder_behind_the_floor_and_takes_its_slot(
         for _ in range(MAX_STREAMS):
             crawlers.append(PacedSender(connect, _head("/digest", len(crawl)), crawl, 1000, 0.1))
             crawlers[-1].start()
-            time.sleep(0.5)  # the first one is furthest behind
-        time.sleep(srv.request_timeout + 1)  # both behind the floor now
+            wait_until(lambda: len(_holders(srv)) == len(crawlers), 10, what="the crawler in its slot")
+            time.sleep(0.5)  # the first one is furthest behind, by half a second
+        wait_until(lambda: all(b > 0 for b in _holders(srv)), 10, what="both crawlers behind the floor")
         body = os.urandom(300_000)
         for n in range(1, MAX_STREAMS + 1):
             if n > 1:  # the slots full again: the freed one taken by a handler that holds it (not behind)
                 waiting = connect()
                 waiting.sendall(_head("/wait", 2 * MAX_BODY))
                 held.append(waiting)
-                time.sleep(0.3)
+                wait_until(lambda: len(_holders(srv)) == MAX_STREAMS, 10, what="the freed slot taken again")
             t0 = time.monotonic()
             with connect() as s:
                 s.sendall(_head("/digest", len(body)) + body)
@@ -391,7 +402,10 @@ def test_a_holder_that_keeps_up_is_never_cut(server: HttpServer, handlers: Handl
     crawler = PacedSender(_plain(server.port), _head("/digest", len(crawl)), crawl, 1000, 0.1)
     fast.start()
     crawler.start()
-    time.sleep(server.request_timeout + 1)  # the crawler behind the floor, the fast one well ahead
+    # Both in their slots, the crawler behind the floor (the fast one is well ahead, never behind).
+    wait_until(
+        lambda: len(h := _holders(server)) == MAX_STREAMS and any(b > 0 for b in h), 10, what="the crawler behind"
+    )
     second_body = os.urandom(1_280_000)  # 2 s at 640 kB/s
     second = PacedSender(_plain(server.port), _head("/digest", len(second_body)), second_body, 64_000, 0.1)
     second.start()
@@ -506,7 +520,9 @@ def test_a_target_starting_with_two_slashes_is_routed_as_the_server_routes_it(se
             s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             held.append(s)
             s.sendall(_head(target, 2 * MAX_BODY))  # a large body, never sent
-        time.sleep(0.3)
+        # Both handled (their answer is there to read) before the uploads: had either taken a slot,
+        # it would hold it now.
+        wait_until(lambda: all(select.select([s], [], [], 0)[0] for s in held), 10, what="both answered")
         # Both upload slots are free: two real uploads, one after the other and at once.
         body = os.urandom(2 * MAX_BODY)
         want = (200, f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode())
