@@ -20,7 +20,15 @@ import pytest
 
 from tests.helpers.common import ROOT, free_port, http_get, need, need_root, unavailable, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.deb, pytest.mark.xdist_group("deb")]
+# Two package installs, an upgrade and a purge: about 30 s on a quiet machine, and its commands
+# carry their own timeouts (up to 900 s for apt-get), which the suite's 300 s must not undercut.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.deb,
+    pytest.mark.xdist_group("deb"),
+    pytest.mark.timeout(1800),
+]
 
 ETC, STATE, OPT = Path("/etc/continuity-agent"), Path("/var/lib/continuity-agent"), Path("/opt/continuity-agent")
 UNIT = Path("/lib/systemd/system/continuity-agent.service")
