@@ -14,10 +14,11 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (and its reaped children)."""
+    """User + system CPU seconds of a process itself, not of its children (the agent's evidence
+    child is measured on its own: bench.core_bench)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return (utime + stime + cutime + cstime) / CLK_TCK
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:

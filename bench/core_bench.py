@@ -171,11 +171,14 @@ def _measure_evidence_child(tmp: Path, runs: int = 5) -> dict[str, float]:
     rows = []
     for _ in range(runs):
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
         _, status, ru = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"the evidence child exited {proc.returncode}")
+        got = json.loads(out) if proc.returncode == 0 else {}
+        if proc.returncode != 0 or "error" in got or not got.get("samples"):
+            raise RuntimeError(f"the evidence child exited {proc.returncode}: {out[:300]!r}")
         rows.append((time.monotonic() - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024))
     steady = rows[1:] or rows
     return {
@@ -244,13 +247,18 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         # The demo's relative paths (runbooks) are relative to deploy/examples/: keep the copy there.
         demo_cfg = ROOT / "deploy" / "examples" / f".bench-demo-{port}.yml"
         demo_cfg.write_text(demo)
+        # The packaged agent starts on a state directory of its own, as the first did.
+        packaged_cfg = demo_cfg.with_name(f".bench-demo-{port}-packaged.yml")
+        packaged_cfg.write_text(demo.replace(f"state_dir: {tmp}/s1", f"state_dir: {tmp}/s1-packaged"))
         url = f"http://127.0.0.1:{port}/metrics"
         agent_cmd = [str(AGENT), "run", "--config", str(demo_cfg)]
         try:
             results["agent_idle"] = _measure_idle(agent_cmd, url, args.seconds)
             packaged, why = _packaged_agent(tmp)
             if packaged is not None:
-                results["agent_packaged_idle"] = _measure_idle([str(packaged), *agent_cmd[1:]], url, args.seconds)
+                results["agent_packaged_idle"] = _measure_idle(
+                    [str(packaged), "run", "--config", str(packaged_cfg)], url, args.seconds
+                )
             else:
                 print(f"core_bench: the agent as packaged not measured: {why}", file=sys.stderr)
             results["floor_libraries"] = _measure_floor("libraries", min(args.seconds, 30.0))
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             results["evidence_child"] = _measure_evidence_child(tmp)
         finally:
             demo_cfg.unlink(missing_ok=True)
+            packaged_cfg.unlink(missing_ok=True)
         if node:
             p = free_port()
             node_cmd = [node, f"--web.listen-address=127.0.0.1:{p}"]
@@ -327,7 +336,8 @@ def _demo_targets() -> str:
 def _evidence_rows(v: object) -> str:
     if not isinstance(v, dict):
         return "The evidence collector's child: not measured.\n"
-    per_hour = v["cpu_s"] * 3600 / EVIDENCE_INTERVAL
+    interval = _demo_evidence_interval()
+    per_hour = v["cpu_s"] * 3600 / interval
     return f"""The evidence collector verifies in a child process (`collectors/evidence_child.py`), which is not
 in the agent's idle figures above: one run on the shipped runbooks, as the agent starts it (median
 of the runs after the first, which hashes every artefact and keeps the digests):
@@ -337,11 +347,18 @@ of the runs after the first, which hashes every artefact and keeps the digests):
 | first (hashes every artefact) | {v["first_wall_s"]:.2f} | {v["first_cpu_s"]:.2f} | {v["peak_rss_mib"]:.1f} |
 | later (digests kept) | {v["wall_s"]:.2f} | {v["cpu_s"]:.2f} | |
 
-At the demo's interval ({EVIDENCE_INTERVAL // 60:g} min) that is {per_hour:.1f} CPU s/hour on top of the agent's own.
+At the demo's interval ({interval / 60:g} min) that is {per_hour:.1f} CPU s/hour on top of the agent's own.
 """
 
 
-EVIDENCE_INTERVAL = 300  # the demo's dr-evidence interval, seconds
+def _demo_evidence_interval() -> float:
+    """The demo's dr-evidence interval, seconds."""
+    import yaml
+
+    from agent.durations import parse_duration
+
+    demo = yaml.safe_load((ROOT / "deploy/examples/demo.yml").read_text())
+    return parse_duration(next(t["interval"] for t in demo["targets"] if t["kind"] == "evidence"))
 
 
 def _write(r: dict[str, object], args: argparse.Namespace) -> None:

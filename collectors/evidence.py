@@ -3,7 +3,7 @@ on the target's interval and exports whether the estate's recovery promise holds
 
 Verification (hashing artefacts included) runs in a child process, the agent's own Python on
 :mod:`collectors.evidence_child`, which prints the run's samples as JSON and exits: the
-verifier's code and what it parsed never stay in the agent (about 1.7 MiB of the idle demo
+verifier's code and what it parsed never stay in the agent (about 1.4 MiB of the idle demo
 agent), a run past its timeout is killed rather than left hashing in a thread, and a hostile
 runbook or record that blows up the parser takes the child down, never the agent. Artefact
 digests are cached by file identity in the state directory
@@ -28,6 +28,7 @@ A runbook that names no backups has no ``continuity_runbook_rpo_met`` series.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -36,11 +37,13 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from agent.backupstate import backup_states as read_backup_states
-from agent.configtypes import resolve_path
+from agent.configtypes import resolve_path, scrub
 from agent.plugin import BAD_REPLY, INTERNAL
 from collectors.base import Collected, Collector, CollectorError, MetricSpec, TargetBase
-from collectors.commands import COMMAND_FAILED, LocalRunner, OutputLimits
-from collectors.evidence_child import INVALID_INPUT, RPO_MET, RPO_NOT_MET, rpo_met, rpo_samples
+from collectors.commands import COMMAND_FAILED, OUTPUT_TOO_LARGE, LocalRunner, OutputLimits
+from collectors.evidence_child import INVALID_INPUT, PROTOCOL, RPO_MET, RPO_NOT_MET, rpo_met, rpo_samples
+
+log = logging.getLogger(__name__)
 
 __all__ = ["COLLECTORS", "INVALID_INPUT", "RPO_MET", "RPO_NOT_MET", "EvidenceCollector", "rpo_met", "rpo_samples"]
 
@@ -149,7 +152,10 @@ def backup_states(store: Any) -> dict[str, str]:
 
 # The child: the agent's own interpreter, isolated from the environment (-I), on the agent's own
 # code (the directory holding this package goes first on its path), running evidence_child.main.
-CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from collectors.evidence_child import main; main(sys.argv[2])"
+CHILD = (
+    "import sys; r = sys.argv[1]; r in sys.path or sys.path.insert(0, r); "
+    "from collectors.evidence_child import main; main(sys.argv[2])"
+)
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 CHILD_OUTPUT = OutputLimits(max_bytes=64 * 1024 * 1024, max_lines=10)
 
@@ -164,6 +170,7 @@ class EvidenceCollector(Collector):
     METRICS = METRICS
     REASONS = (INVALID_INPUT, UNKNOWN_BACKUP, COMMAND_FAILED)
     target: EvidenceTarget
+    _cache_error: str | None = None  # the last run's, logged when it changes
 
     def _request(self) -> str:
         t = self.target
@@ -179,15 +186,32 @@ class EvidenceCollector(Collector):
         """The child's run (:mod:`collectors.evidence_child`), killed at the task's timeout."""
         t = self.target
         argv = [sys.executable, "-I", "-c", CHILD, CODE_ROOT, self._request()]
-        res = await LocalRunner(where=t.name, limits=CHILD_OUTPUT).run(argv, timeout=self.timeout)
+        try:
+            res = await LocalRunner(where=t.name, limits=CHILD_OUTPUT).run(argv, timeout=self.timeout)
+        except CollectorError as e:
+            if e.reason != OUTPUT_TOO_LARGE:
+                raise
+            raise CollectorError(BAD_REPLY, f"{t.name}: the evidence verifier printed more than a result") from None
         if res.exit_status != 0:
-            raise CollectorError(INTERNAL, f"{t.name}: the evidence verifier failed: {res.stderr_summary()}")
+            how = f"killed by signal {-res.exit_status}" if res.exit_status < 0 else f"exit status {res.exit_status}"
+            log.error("%s: the evidence verifier failed (%s); its error output:\n%s", t.name, how,
+                      scrub(res.stderr.decode("utf-8", "replace"))[-8192:])  # fmt: skip
+            raise CollectorError(INTERNAL, f"{t.name}: the evidence verifier failed ({how}): {res.stderr_summary()}")
         try:
             got = json.loads(res.stdout)
             if not isinstance(got, dict):
                 raise ValueError("not an object")
         except ValueError as e:
             raise CollectorError(BAD_REPLY, f"{t.name}: the evidence verifier printed no result ({e})") from None
+        if got.get("v") != PROTOCOL:
+            raise CollectorError(
+                BAD_REPLY,
+                f"{t.name}: the evidence verifier on disk is not the running agent's version "
+                "(upgraded without a restart?): restart the agent",
+            )
+        if got.get("hash_cache_error") and got["hash_cache_error"] != self._cache_error:
+            log.warning("%s: %s (every run hashes every artefact again)", t.name, got["hash_cache_error"])
+        self._cache_error = got.get("hash_cache_error")
         return got
 
     async def collect(self) -> Collected:

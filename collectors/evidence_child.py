@@ -11,6 +11,7 @@ a run costs the interpreter's start, pydantic and the verification.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ INVALID_INPUT = "invalid_input"
 RPO_NOT_MET = frozenset({"stale", "failed", "never_ran"})
 RPO_MET = frozenset({"fresh", "late"})
 
+PROTOCOL = 1  # request and reply format: an agent and a child of another version refuse each other
 SAVE_EVERY = 2.0  # seconds of hashing between saves of the digests (HashCache.load)
 
 SampleRow = tuple[str, float, dict[str, str]]
@@ -100,20 +102,20 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
 
     target = req["target"]
     hashes = Path(req["hashes"])
+    _remove_stale(hashes)
     cache = HashCache.load(hashes, save_every=SAVE_EVERY)
     at = datetime.fromtimestamp(req["at"], UTC)
     try:
         rep = verify(Path(req["runbooks_dir"]), Path(req["evidence_dir"]), at, hash_cache=cache, lenient=True)
     except EvidenceInputError as e:  # a directory missing, unlistable or without runbook files
-        return {"error": [INVALID_INPUT, invalid_input(target, e.issues)]}
-    try:
-        cache.save(hashes)
-    except OSError as e:  # the next run hashes again; this run's verdict stands
-        print(f"{hashes}: cannot keep the artefact digests: {e.strerror or e}", file=sys.stderr)
+        return {"v": PROTOCOL, "error": [INVALID_INPUT, invalid_input(target, e.issues)]}
+    with contextlib.suppress(OSError):  # kept in save_error: the agent logs it; the verdict stands
+        cache.save(hashes, prune=True)
     partial = []
     if rep.bad_files:  # skipped files are findings; the rest of the run stands
         partial.append([INVALID_INPUT, invalid_input(target, rep.bad_files)])
     return {
+        "v": PROTOCOL,
         "samples": report_samples(rep),
         "systems": [[{"runbook": s.runbook, "tier": str(s.tier)}, list(s.backups)] for s in rep.systems],
         "partial_errors": partial,
@@ -124,7 +126,16 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
             "chain_head": rep.chain_head,
             "findings": [str(f) for f in rep.findings[:50]],
         },
+        "hash_cache_error": cache.save_error,
     }
+
+
+def _remove_stale(hashes: Path) -> None:
+    """Temporary files of a save that a killed run left (``.<name>.<random>.tmp``, HashCache.save
+    through agent.fileio); unlink never follows a link."""
+    for tmp in hashes.parent.glob(f".{hashes.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def main(request: str) -> None:

@@ -49,49 +49,81 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+Key = tuple[int, int, int, int, int]
+MAX_CACHE_FILE = 16 * 1024 * 1024  # 10,000 entries take about 1.2 MB
+
+
 class HashCache:
     """Thread-safe digest cache keyed by file identity and times; kept in a file between runs
     of separate processes with :meth:`load` and :meth:`save`."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._d: dict[tuple[int, int, int, int, int], str] = {}
+        self._d: dict[Key, str] = {}
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._saved: dict[tuple[int, int, int, int, int], str] = {}
+        self._used: set[Key] = set()  # looked up or added in this run
+        self._saved: dict[Key, str] = {}
         self._autosave: tuple[Path, float] | None = None
         self._last_save = time.monotonic()
+        self.save_error: str | None = None  # why the last save failed
 
     @classmethod
     def load(cls, path: Path, save_every: float | None = None) -> HashCache:
-        """The cache :meth:`save` left in ``path``; empty when the file is missing or unreadable
-        (everything is hashed again). With ``save_every``, a digest computed that many seconds
-        after the last save saves the cache there again: a run killed at its timeout while
-        hashing a large evidence directory leaves the next run what it had hashed."""
+        """The cache :meth:`save` left in ``path``. Empty (everything is hashed again) when the
+        file is missing, unreadable, not a regular file of this user's that nobody else may
+        write, larger than MAX_CACHE_FILE, or holds anything but [identity, sha256 hex] pairs:
+        a digest in it is believed, so only the agent's own file counts. With ``save_every``, a
+        digest computed that many seconds after the last save attempt saves the cache there
+        again: a run killed at its timeout while hashing a large evidence directory leaves the
+        next run what it had hashed."""
         cache = cls()
         cache._autosave = (path, save_every) if save_every is not None else None
         try:
-            for key, digest in json.loads(path.read_bytes())[: cache.max_entries]:
-                if isinstance(digest, str) and isinstance(key, list) and len(key) == 5:
-                    k0, k1, k2, k3, k4 = (int(k) for k in key)
-                    cache._d[(k0, k1, k2, k3, k4)] = digest
-        except (OSError, ValueError, TypeError):
-            pass
-        cache._saved = dict(cache._d)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return cache
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return cache
+            if st.st_size > MAX_CACHE_FILE:
+                return cache
+            raw = os.read(fd, MAX_CACHE_FILE + 1)
+            entries = json.loads(raw)
+            got: dict[Key, str] = {}
+            for key, digest in entries[: cache.max_entries]:
+                k0, k1, k2, k3, k4 = (int(k) for k in key)
+                if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+                    raise ValueError("not a sha256")
+                got[(k0, k1, k2, k3, k4)] = digest
+        except Exception:  # noqa: BLE001 -- whatever the file holds, the answer is: hash again
+            return cache
+        finally:
+            os.close(fd)
+        cache._d = got
+        cache._saved = dict(got)
         return cache
 
-    def save(self, path: Path) -> None:
-        """Replace ``path`` (atomically, mode 0600) with the cache, unless nothing changed."""
+    def save(self, path: Path, prune: bool = False) -> None:
+        """Replace ``path`` (atomically, mode 0600) with the cache, unless nothing changed; with
+        ``prune``, keep only the digests this run looked up or added (artefacts deleted or
+        rewritten since drop out). An OSError is raised and kept in :attr:`save_error`."""
         from agent.fileio import atomic_write
 
         with self._lock:
-            if self._d == self._saved:
-                return
-            entries = dict(self._d)
-        atomic_write(path, json.dumps([[list(k), v] for k, v in entries.items()]), mode=0o600)
+            entries = {k: v for k, v in self._d.items() if k in self._used} if prune else dict(self._d)
+            self._last_save = time.monotonic()
+        if entries == self._saved:
+            return
+        try:
+            atomic_write(path, json.dumps([[list(k), v] for k, v in entries.items()]), mode=0o600)
+        except OSError as e:
+            self.save_error = f"{path}: cannot keep the artefact digests: {e.strerror or e}"
+            raise
         self._saved = entries
-        self._last_save = time.monotonic()
+        self.save_error = None
 
     def sha256(self, path: Path) -> str:
         st = os.stat(path)
@@ -100,6 +132,7 @@ class HashCache:
             got = self._d.get(key)
             if got is not None:
                 self.hits += 1
+                self._used.add(key)
                 return got
         digest = sha256_file(path)
         st2 = os.stat(path)
@@ -109,10 +142,14 @@ class HashCache:
                 if len(self._d) >= self.max_entries:
                     self._d.clear()
                 self._d[key] = digest
+                self._used.add(key)
         if self._autosave is not None and time.monotonic() - self._last_save >= self._autosave[1]:
-            with contextlib.suppress(OSError):  # saved again at the end, or not at all: hashed again
+            with contextlib.suppress(OSError):  # kept in save_error; tried again after save_every
                 self.save(self._autosave[0])
         return digest
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)

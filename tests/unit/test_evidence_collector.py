@@ -252,12 +252,15 @@ def test_artefact_digests_are_kept_between_runs_in_the_state_directory(tmp_path:
         (
             "import sys; sys.stderr.write('MemoryError'); sys.exit(1)",
             "internal",
-            "the evidence verifier failed: MemoryError",
+            "the evidence verifier failed (exit status 1): MemoryError",
         ),
+        ("import os; os.kill(os.getpid(), 9)", "internal", "the evidence verifier failed (killed by signal 9)"),
         ("print('not json')", "bad_reply", "printed no result"),
-        ("print('{\"samples\": 1}')", "bad_reply", "result is malformed"),
+        ("print('{\"v\": 1, \"samples\": 1}')", "bad_reply", "result is malformed"),
+        ("print('{\"v\": 0, \"samples\": []}')", "bad_reply", "not the running agent's version"),
+        ("print('x' * 100_000_000)", "bad_reply", "printed more than a result"),
     ],
-    ids=["crash", "garbage", "wrong-shape"],
+    ids=["crash", "killed", "garbage", "wrong-shape", "other-version", "too-much"],
 )
 def test_a_child_that_fails_is_a_reason_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: str, reason: str, says: str
@@ -268,3 +271,37 @@ def test_a_child_that_fails_is_a_reason_not_a_traceback(
     r = collect(write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence"), StateStore(None))
     assert not r.ok and r.reason == reason, (r.reason, r.message)
     assert (r.message or "").startswith("dr-evidence: ") and says in (r.message or ""), r.message
+
+
+def test_digests_that_cannot_be_kept_are_logged_once_and_the_run_stands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state directory the child cannot write (full, read-only, missing): the verdict as ever,
+    one warning naming the file, not one per run."""
+    cfg = write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence")  # no state directory
+    loaded = load_config(cfg)
+
+    async def main() -> list[Result]:
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            c = loaded.config
+            ctx = CollectorContext(auths={}, executor=ex, state_dir=c.agent.state_dir, clock=lambda: AT,
+                                   store=StateStore(None), config=c)
+            target = c.target("dr-evidence")
+            col = EvidenceCollector(target, ctx, interval=c.interval_of(target), timeout=c.timeout_of(target))
+            return [await run_task(col, col.tasks()[0], site="town-hall") for _ in range(3)]
+
+    with caplog.at_level("WARNING", logger="collectors.evidence"):
+        runs = asyncio.run(main())
+    assert all(r.ok for r in runs)
+    warned = [r.getMessage() for r in caplog.records if "cannot keep the artefact digests" in r.getMessage()]
+    assert len(warned) == 1 and str(tmp_path / "state" / "evidence-dr-evidence.hashes.json") in warned[0], warned
+
+
+def test_a_killed_runs_temporary_digest_file_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    stale = tmp_path / "state" / ".evidence-dr-evidence.hashes.json.abc123.tmp"
+    stale.write_text("[")
+    other = tmp_path / "state" / ".something-else.tmp"
+    other.write_text("")
+    assert collect(write_config(tmp_path, ROOT / "runbooks", ROOT / "runbooks" / "evidence"), StateStore(None)).ok
+    assert not stale.exists() and other.exists()

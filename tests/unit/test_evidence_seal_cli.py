@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.evidence import EvidenceInputError, check_runbooks, seal, verify
+from agent.evidence import EvidenceInputError, check_runbooks, hashing, seal, verify
 from agent.evidence.hashing import CHUNK, HashCache, resolve_artefact, sha256_file
 from agent.evidence.schema import SCHEMA_DIR, generate, render
 from tests.helpers.evidence_kit import AT, make, records, run_cli
@@ -332,10 +332,61 @@ def test_hash_cache_kept_in_a_file_and_saved_while_hashing(tmp_path: Path) -> No
     again.save(kept)
     assert len(json.loads(kept.read_text())) == 3
     # Garbage or a wrong shape in the file: an empty cache, everything hashed again.
-    for bad in ("{not json", '{"a": 1}', "[[1, 2]]", '[[["x", 1, 2, 3, 4], "d"]]'):
+    good = kept.read_text()
+    nested = "[" * 5000 + "]" * 5000
+    key = "[1, 2, 3, 4, 5]"
+    for bad in ("{not json", '{"a": 1}', "[[1, 2]]", f'[[["x", 1, 2, 3, 4], "{"a" * 64}"]]', nested,
+                f'[[[Infinity, 2, 3, 4, 5], "{"a" * 64}"]]', f'[[{key}, "not-a-digest"]]', f'[[{key}, "{"A" * 64}"]]'):
         kept.write_text(bad)
         fresh = HashCache.load(kept)
-        assert fresh.sha256(files[0]) == hashlib.sha256(b"0").hexdigest() and fresh.misses == 1, bad
+        assert fresh.sha256(files[0]) == hashlib.sha256(b"0").hexdigest() and fresh.misses == 1, bad[:40]
+    # Only the agent's own regular file counts (a digest in it is believed): not one others may
+    # write, not a link, not a FIFO (which would block the read), nothing larger than the cap.
+    kept.write_text(good)
+    assert HashCache.load(kept)._d
+    kept.chmod(0o620)
+    assert not HashCache.load(kept)._d
+    kept.chmod(0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(kept)
+    assert not HashCache.load(link)._d
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert not HashCache.load(fifo)._d
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(hashing.MAX_CACHE_FILE + 1)
+    assert not HashCache.load(big)._d
+
+
+def test_hash_cache_prunes_what_the_run_did_not_use_and_survives_a_failed_save(tmp_path: Path) -> None:
+    kept = tmp_path / "hashes.json"
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    c = HashCache.load(kept)
+    c.sha256(a)
+    c.sha256(b)
+    c.save(kept)
+    b.unlink()  # deleted since: the next run does not look it up
+    c = HashCache.load(kept)
+    c.sha256(a)
+    c.save(kept, prune=True)
+    assert len(json.loads(kept.read_text())) == 1
+    # A directory it cannot write: the failure is kept (for the agent to log), and autosave tries
+    # again only after save_every, not after every digest.
+    gone = tmp_path / "gone" / "hashes.json"
+    c = HashCache.load(gone, save_every=3600.0)
+    c._last_save -= 7200
+    tries = []
+    real_save = c.save
+    c.save = lambda path, prune=False: (tries.append(path), real_save(path, prune))[1]  # type: ignore[method-assign]
+    for i in range(5):
+        f = tmp_path / f"{i}.x"
+        f.write_bytes(bytes([i]))
+        c.sha256(f)
+    assert len(tries) == 1 and c.save_error and "cannot keep the artefact digests" in c.save_error
+    assert str(gone) in c.save_error
 
 
 def test_resolve_artefact(tmp_path: Path) -> None:
