@@ -164,9 +164,11 @@ def publish(
     fsync_dir(path.parent)
 
 
-def _read_trusted(path: Path, size: int) -> bytes | None:
-    """The key in ``path`` if it can be trusted: a regular file (not a link) of this user's, not
-    readable by others, of exactly ``size`` bytes. FileNotFoundError when there is none."""
+def read_trusted(path: Path, limit: int, forbidden: int = 0o077) -> bytes | None:
+    """What ``path`` holds if it can be trusted: a regular file (not a link, never blocking on a
+    FIFO) of this user's, with none of the ``forbidden`` permission bits (default: nothing for
+    group or others), of at most ``limit`` bytes; else None. FileNotFoundError (or another
+    OSError) when it cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
@@ -175,12 +177,12 @@ def _read_trusted(path: Path, size: int) -> bytes | None:
         raise
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & forbidden:
             return None
-        key = os.read(fd, size + 1)
+        data = os.read(fd, limit + 1)
     finally:
         os.close(fd)
-    return key if len(key) == size else None
+    return data if len(data) <= limit else None
 
 
 def kept_secret(path: Path | None, size: int = 32, _tries: int = 1) -> tuple[bytes, str]:
@@ -192,8 +194,8 @@ def kept_secret(path: Path | None, size: int = 32, _tries: int = 1) -> tuple[byt
         return os.urandom(size), "memory"
     path = Path(path)
     try:
-        key = _read_trusted(path, size)
-        if key is not None:
+        key = read_trusted(path, size)
+        if key is not None and len(key) == size:
             return key, "file"
         replace = True
     except FileNotFoundError:

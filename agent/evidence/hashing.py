@@ -78,19 +78,14 @@ class HashCache:
         digest computed that many seconds after the last save attempt saves the cache there
         again: a run killed at its timeout while hashing a large evidence directory leaves the
         next run what it had hashed."""
+        from agent.fileio import read_trusted
+
         cache = cls()
         cache._autosave = (path, save_every) if save_every is not None else None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return cache
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raw = read_trusted(path, MAX_CACHE_FILE, forbidden=0o022)
+            if raw is None:
                 return cache
-            if st.st_size > MAX_CACHE_FILE:
-                return cache
-            raw = os.read(fd, MAX_CACHE_FILE + 1)
             entries = json.loads(raw)
             got: dict[Key, str] = {}
             for key, digest in entries[: cache.max_entries]:
@@ -98,10 +93,8 @@ class HashCache:
                 if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
                     raise ValueError("not a sha256")
                 got[(k0, k1, k2, k3, k4)] = digest
-        except Exception:  # noqa: BLE001 -- whatever the file holds, the answer is: hash again
+        except Exception:  # noqa: BLE001 -- whatever the file holds (or an OSError): hash again
             return cache
-        finally:
-            os.close(fd)
         cache._d = got
         cache._saved = dict(got)
         return cache
